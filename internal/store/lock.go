@@ -1,0 +1,58 @@
+package store
+
+import (
+	"context"
+	"database/sql/driver"
+	"fmt"
+	"io/fs"
+
+	"github.com/uptrace/bun"
+)
+
+func subFS() (fs.FS, error) {
+	sub, err := fs.Sub(migrationFiles, "migrations")
+	if err != nil {
+		return nil, fmt.Errorf("store: migrations: %w", err)
+	}
+	return sub, nil
+}
+
+// lockMigrations takes the migration lock and returns its release.
+func lockMigrations(ctx context.Context, db *bun.DB) (func(), error) {
+	if EngineOfDB(db) == Postgres {
+		return lockPostgres(ctx, db)
+	}
+	var seq int
+	var name, file string
+	if err := db.QueryRowContext(ctx, "PRAGMA database_list").Scan(&seq, &name, &file); err != nil {
+		return nil, fmt.Errorf("store: locate SQLite file: %w", err)
+	}
+	if file == "" { // in-memory: no other process can see it
+		return func() {}, nil
+	}
+	return lockFile(ctx, file+".migrate-lock")
+}
+
+// lockPostgres holds a session advisory lock, keyed by the current schema,
+// on a connection reserved for it; PostgreSQL drops it if we die.
+func lockPostgres(ctx context.Context, db *bun.DB) (func(), error) {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("store: migration lock: %w", err)
+	}
+	const key = "hashtext('envios.migrate.' || current_schema())"
+	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock("+key+")"); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("store: migration lock: %w", err)
+	}
+	return func() {
+		// A fresh context: the caller's may be cancelled, and the lock must
+		// still be released before the connection returns to the pool.
+		_, err := conn.ExecContext(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock("+key+")")
+		if err != nil {
+			// Closing the connection ends the session, which drops the lock.
+			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		}
+		conn.Close()
+	}, nil
+}
