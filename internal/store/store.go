@@ -25,10 +25,10 @@ import (
 	"github.com/uptrace/bun/dialect"
 	"github.com/uptrace/bun/dialect/pgdialect"
 	"github.com/uptrace/bun/dialect/sqlitedialect"
+	// modernc.org/sqlite (sqlitegate.go) is SQLite translated to Go: `go
+	// build` needs no C compiler, so the embedded default works wherever Go
+	// does.
 
-	// modernc.org/sqlite is SQLite translated to Go: `go build` needs no C
-	// compiler, so the embedded default works wherever Go does.
-	_ "modernc.org/sqlite"
 )
 
 // Engine names a database engine.
@@ -160,10 +160,11 @@ func openSQLite(cfg Config) (*bun.DB, error) {
 	// on the busy timeout instead of one failing with SQLITE_BUSY when it
 	// upgrades a read lock.
 	q.Set("_txlock", "immediate")
-	sqldb, err := sql.Open("sqlite", path+"?"+q.Encode())
+	conn, err := newGatedConnector(path + "?" + q.Encode())
 	if err != nil {
-		return nil, fmt.Errorf("store: open SQLite %s: %w", path, err)
+		return nil, err
 	}
+	sqldb := sql.OpenDB(conn)
 	if cfg.MaxOpenConns > 0 {
 		sqldb.SetMaxOpenConns(cfg.MaxOpenConns)
 	}
