@@ -88,7 +88,7 @@ func (l *Ledger) whyNot(ctx context.Context, tx bun.IDB, name string, n int64, n
 		return err
 	}
 	if a.Disabled {
-		return fmt.Errorf("%w: %s", ErrDisabled, name)
+		return fmt.Errorf("%w: %s is disabled", ErrDisabled, name)
 	}
 	p, err := l.pool(ctx, tx, a.Pool)
 	if err != nil {

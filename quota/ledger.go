@@ -98,7 +98,7 @@ func (l *Ledger) createPool(ctx context.Context, tx bun.IDB, s PoolSpec, actor s
 	row := poolRow{Name: s.Name, Total: s.Total, StartsAt: s.StartsAt.UTC(), EndsAt: s.EndsAt.UTC(), CreatedAt: now}
 	if _, err := tx.NewInsert().Model(&row).Returning("id").Exec(ctx); err != nil {
 		if store.IsUniqueViolation(err) {
-			return Pool{}, fmt.Errorf("%w: pool %s", ErrExists, s.Name)
+			return Pool{}, fmt.Errorf("%w: pool %s already exists", ErrExists, s.Name)
 		}
 		return Pool{}, fmt.Errorf("quota: create pool: %w", err)
 	}
@@ -206,7 +206,7 @@ func (l *Ledger) addAccount(ctx context.Context, tx bun.IDB, p Pool, s AccountSp
 	row := accountRow{PoolID: p.ID, Name: s.Name, Area: area, Origin: s.Origin, Description: s.Description, CreatedAt: now}
 	if _, err := tx.NewInsert().Model(&row).Returning("id").Exec(ctx); err != nil {
 		if store.IsUniqueViolation(err) {
-			return Account{}, fmt.Errorf("%w: account %s", ErrExists, s.Name)
+			return Account{}, fmt.Errorf("%w: account %s already exists", ErrExists, s.Name)
 		}
 		return Account{}, fmt.Errorf("quota: add account: %w", err)
 	}

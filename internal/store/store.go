@@ -28,7 +28,6 @@ import (
 	// modernc.org/sqlite (sqlitegate.go) is SQLite translated to Go: `go
 	// build` needs no C compiler, so the embedded default works wherever Go
 	// does.
-
 )
 
 // Engine names a database engine.
