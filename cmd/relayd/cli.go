@@ -1,0 +1,326 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/servir-pe/envios/internal/store"
+	"github.com/servir-pe/envios/quota"
+)
+
+// env is everything a command may touch of the outside world, so tests
+// run commands in-process with their own streams, clock and environment.
+type env struct {
+	stdout, stderr io.Writer
+	getenv         func(string) string
+	now            func() time.Time
+	actor          string // who runs admin commands, recorded in the ledger and audit log
+}
+
+func (e *env) defaultActor() string {
+	if e.actor != "" {
+		return e.actor
+	}
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return "cli:" + u.Username
+	}
+	return "cli"
+}
+
+// command is one row of the command table.
+type command struct {
+	name    string // words after "relayd", e.g. "quota show"
+	args    string // synopsis of its arguments and flags
+	summary string
+	run     func(ctx context.Context, e *env, args []string) error
+}
+
+func commands() []command {
+	return []command{
+		{"serve", "", "run the daemon: open and migrate the database, then serve until SIGINT or SIGTERM", runServe},
+		{"db migrate", "", "apply pending schema migrations", runDBMigrate},
+		{"db status", "", "list pending schema migrations", runDBStatus},
+		{"quota init", "--from FILE", "create the pool and accounts of a pool file (again: no change)", runQuotaInit},
+		{"quota show", "[--pool NAME] [--json]", "the pool and each account: allocated, used, remaining", runQuotaShow},
+		{"quota allocate", "ACCOUNT N [--reason TEXT]", "give an account N more messages from the pool's unallocated remainder", runQuotaAllocate},
+		{"quota transfer", "FROM TO N --reason TEXT", "move N messages of allocation between accounts", runQuotaTransfer},
+		{"quota history", "[ACCOUNT] [--kind K] [--origin O] [--from DATE] [--to DATE] [--limit N] [--json]", "ledger entries, oldest first", runQuotaHistory},
+		{"quota usage", "[--account A] [--origin O] [--from DATE] [--to DATE] [--json]", "messages charged and released per day, account and origin", runQuotaUsage},
+		{"quota verify", "", "recompute every ledger invariant; exit 1 if one is broken", runQuotaVerify},
+		{"account add", "AREA/NAME [--allocation N] [--origin platform|system] [--description TEXT] [--pool NAME]", "add an account to the pool", runAccountAdd},
+		{"account list", "[--json]", "every account with its allocation and use", runAccountList},
+		{"account disable", "ACCOUNT", "refuse further charges to an account", runAccountDisable},
+		{"account enable", "ACCOUNT", "accept charges to a disabled account again", runAccountEnable},
+	}
+}
+
+// usageError is a mistake in how relayd was invoked: exit code 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
+
+// errProblems reports that a check found problems it already printed.
+var errProblems = errors.New("problems found")
+
+// run executes one relayd command line and returns the process exit code:
+// 0 success, 1 the operation failed, 2 the command line is wrong.
+func run(ctx context.Context, e *env, args []string) int {
+	err := dispatch(ctx, e, args)
+	if err == nil {
+		return 0
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if !errors.Is(err, errProblems) {
+		fmt.Fprintf(e.stderr, "relayd: %s\n", describe(err))
+	}
+	var ue *usageError
+	if errors.As(err, &ue) {
+		return 2
+	}
+	return 1
+}
+
+func dispatch(ctx context.Context, e *env, args []string) error {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		printHelp(e.stdout, "")
+		return nil
+	}
+	cmds := commands()
+	for _, c := range cmds {
+		words := strings.Fields(c.name)
+		if len(args) >= len(words) && strings.Join(args[:len(words)], " ") == c.name {
+			return c.run(ctx, e, args[len(words):])
+		}
+	}
+	// A known group with an unknown or missing subcommand.
+	for _, c := range cmds {
+		if group, _, ok := strings.Cut(c.name, " "); ok && group == args[0] {
+			if len(args) == 1 {
+				printHelp(e.stderr, group)
+				return usagef("%s: missing subcommand", group)
+			}
+			if args[1] == "-h" || args[1] == "--help" || args[1] == "help" {
+				printHelp(e.stdout, group)
+				return nil
+			}
+			return usagef("unknown command %q (see relayd %s --help)", group+" "+args[1], group)
+		}
+	}
+	return usagef("unknown command %q (see relayd --help)", args[0])
+}
+
+func printHelp(w io.Writer, group string) {
+	fmt.Fprintln(w, "relayd — the envios SMTP relay and its admin commands")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Usage: relayd COMMAND [ARGS] [FLAGS]")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Commands:")
+	for _, c := range commands() {
+		if group != "" && !strings.HasPrefix(c.name, group+" ") {
+			continue
+		}
+		fmt.Fprintf(w, "  %s\n      %s\n", strings.TrimSpace(c.name+" "+c.args), c.summary)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Flags every command takes:")
+	fmt.Fprintln(w, "  --db DSN                    database: a postgres:// URL or a SQLite file path (env RELAYD_DB; default DATA_DIR/relayd.db)")
+	fmt.Fprintln(w, "  --data-dir DIR              where the embedded database and generated files live (env RELAYD_DATA_DIR; default ./data)")
+	fmt.Fprintln(w, "  --timezone ZONE             time zone for dates shown and typed (env RELAYD_TIMEZONE; default America/Lima)")
+	fmt.Fprintln(w, "  --allow-unsafe-durability   open a database whose fsync/synchronous settings can lose commits, with a warning")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Exit codes: 0 success, 1 the operation failed (nothing was changed), 2 bad command line.")
+}
+
+// prefixes the CLI drops from error texts: the sentinel names add nothing a
+// reader needs on one line.
+var sentinelPrefixes = []error{quota.ErrInvalid, quota.ErrNotFound, quota.ErrExists}
+
+// describe renders an error as the one line relayd prints.
+func describe(err error) string {
+	var ie *quota.InsufficientError
+	var ue *quota.UnallocatedError
+	switch {
+	case errors.As(err, &ie) && ie.Transfer:
+		return fmt.Sprintf("account %s has %s unused messages: cannot transfer %s", ie.Account, group(ie.Remaining), group(ie.Requested))
+	case errors.As(err, &ie):
+		return fmt.Sprintf("account %s has %s messages left: cannot charge %s", ie.Account, group(ie.Remaining), group(ie.Requested))
+	case errors.As(err, &ue):
+		return fmt.Sprintf("pool %s has %s unallocated messages: cannot allocate %s (transfer from another account instead)", ue.Pool, group(ue.Unallocated), group(ue.Requested))
+	}
+	msg := err.Error()
+	for _, s := range sentinelPrefixes {
+		msg = strings.ReplaceAll(msg, s.Error()+": ", "")
+	}
+	msg = strings.ReplaceAll(msg, "quota: ", "")
+	msg = strings.ReplaceAll(msg, "store: ", "")
+	return strings.Join(strings.Fields(msg), " ")
+}
+
+// globals are the flags every command takes.
+type globals struct {
+	db, dataDir, timezone string
+	allowUnsafe           bool
+	loc                   *time.Location
+}
+
+// flagSet returns a FlagSet for command name with the global flags on it.
+func (e *env) flagSet(name string, g *globals) *flag.FlagSet {
+	fs := flag.NewFlagSet("relayd "+name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&g.db, "db", e.getenv("RELAYD_DB"), "database DSN")
+	dataDir := e.getenv("RELAYD_DATA_DIR")
+	if dataDir == "" {
+		dataDir = "data"
+	}
+	fs.StringVar(&g.dataDir, "data-dir", dataDir, "data directory")
+	tz := e.getenv("RELAYD_TIMEZONE")
+	if tz == "" {
+		tz = "America/Lima"
+	}
+	fs.StringVar(&g.timezone, "timezone", tz, "time zone")
+	fs.BoolVar(&g.allowUnsafe, "allow-unsafe-durability", false, "open a non-durable database")
+	return fs
+}
+
+var numberLike = regexp.MustCompile(`^-[0-9][0-9,_]*$`)
+
+// parse parses flags anywhere among the arguments (relayd quota transfer A
+// B 10 --reason x) and returns the positional ones, of which there must be
+// between min and max. "-5" is a positional (a bad amount), not a flag.
+func parse(fs *flag.FlagSet, g *globals, args []string, min, max int) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, usagef("%s: %v", strings.TrimPrefix(fs.Name(), "relayd "), err)
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if rest[0] == "--" {
+			pos = append(pos, rest[1:]...)
+			break
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+		// Numbers that look like flags are positionals.
+		for len(args) > 0 && numberLike.MatchString(args[0]) {
+			pos = append(pos, args[0])
+			args = args[1:]
+		}
+	}
+	if len(pos) < min {
+		return nil, usagef("%s: missing arguments (want %s)", strings.TrimPrefix(fs.Name(), "relayd "), synopsis(fs.Name()))
+	}
+	if len(pos) > max {
+		return nil, usagef("%s: unexpected argument %q", strings.TrimPrefix(fs.Name(), "relayd "), pos[max])
+	}
+	if g != nil {
+		loc, err := time.LoadLocation(g.timezone)
+		if err != nil {
+			return nil, usagef("--timezone: unknown time zone %q", g.timezone)
+		}
+		g.loc = loc
+	}
+	return pos, nil
+}
+
+func synopsis(fsName string) string {
+	name := strings.TrimPrefix(fsName, "relayd ")
+	for _, c := range commands() {
+		if c.name == name {
+			return c.args
+		}
+	}
+	return ""
+}
+
+func helpFor(fs *flag.FlagSet, e *env) {
+	name := strings.TrimPrefix(fs.Name(), "relayd ")
+	for _, c := range commands() {
+		if c.name == name {
+			fmt.Fprintf(e.stdout, "Usage: relayd %s\n\n%s\n", strings.TrimSpace(c.name+" "+c.args), c.summary)
+		}
+	}
+}
+
+// dsn resolves the database the globals select.
+func (g *globals) dsn() string {
+	if g.db != "" {
+		return g.db
+	}
+	return filepath.Join(g.dataDir, "relayd.db")
+}
+
+// open opens the database and, unless migrate is false, refuses a schema
+// with pending migrations (commands other than serve and db migrate never
+// change the schema behind a running server's back).
+func (e *env) open(ctx context.Context, g *globals, logger *slog.Logger) (*bun.DB, error) {
+	db, err := store.Open(ctx, store.Config{DSN: g.dsn(), AllowUnsafeDurability: g.allowUnsafe, Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	return db, nil
+}
+
+func (e *env) openMigrated(ctx context.Context, g *globals) (*bun.DB, *quota.Ledger, error) {
+	db, err := e.open(ctx, g, e.logger())
+	if err != nil {
+		return nil, nil, err
+	}
+	pending, err := store.Pending(ctx, db)
+	if err != nil {
+		db.Close()
+		return nil, nil, err
+	}
+	if len(pending) > 0 {
+		db.Close()
+		return nil, nil, fmt.Errorf("database schema is not up to date (%d pending %s): run relayd db migrate",
+			len(pending), plural(len(pending), "migration", "migrations"))
+	}
+	return db, quota.New(db, quota.Config{Now: e.now}), nil
+}
+
+func (e *env) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey && len(groups) == 0 {
+				return slog.Attr{}
+			}
+			return a
+		},
+	}))
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// helpOr prints a command's help when err is flag.ErrHelp (-h, --help).
+func helpOr(err error, fs *flag.FlagSet, e *env) error {
+	if errors.Is(err, flag.ErrHelp) {
+		helpFor(fs, e)
+	}
+	return err
+}

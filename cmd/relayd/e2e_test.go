@@ -1,0 +1,185 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/servir-pe/envios/internal/storetest"
+)
+
+// relaydBinary builds the real relayd once per test run.
+var relaydBinary = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "relayd-e2e-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "relayd")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		return "", &buildError{out: string(out), err: err}
+	}
+	return bin, nil
+})
+
+type buildError struct {
+	out string
+	err error
+}
+
+func (e *buildError) Error() string { return e.err.Error() + "\n" + e.out }
+
+func binary(t *testing.T) string {
+	t.Helper()
+	bin, err := relaydBinary()
+	if err != nil {
+		t.Fatalf("build relayd: %v", err)
+	}
+	return bin
+}
+
+func relayd(t *testing.T, dir string, env []string, args ...string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary(t), args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("relayd %v: %v", args, err)
+	}
+	return string(out), code
+}
+
+// The README's first command on a fresh directory: `relayd serve` creates
+// data/relayd.db, migrates it, says it is ready, and stops cleanly on
+// SIGTERM; the admin commands then work on the same file.
+func TestServeOnEmbeddedDefault(t *testing.T) {
+	dir := t.TempDir()
+	examples, err := filepath.Abs("../../examples/servir/pool.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(binary(t), "serve")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "RELAYD_DB=", "RELAYD_DATA_DIR=")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	ready := make(chan string, 1)
+	var logged bytes.Buffer
+	var mu sync.Mutex
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			mu.Lock()
+			logged.WriteString(sc.Text() + "\n")
+			mu.Unlock()
+			if strings.Contains(sc.Text(), `msg="relayd ready"`) {
+				ready <- sc.Text()
+			}
+		}
+	}()
+	select {
+	case line := <-ready:
+		if !strings.Contains(line, "db=\"sqlite data/relayd.db\"") {
+			t.Errorf("ready line = %q, want it to name data/relayd.db", line)
+		}
+	case <-time.After(30 * time.Second):
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("relayd serve never said ready; it logged:\n%s", logged.String())
+	}
+	// While it runs, an admin loads the SERVIR pool into the same file.
+	out, code := relayd(t, dir, []string{"RELAYD_DB="}, "quota", "init", "--from", examples)
+	if code != 0 || !strings.Contains(out, "created pool servir-2026: 8,306,727 messages") {
+		t.Fatalf("quota init beside serve: exit %d\n%s", code, out)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("serve exited with %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data", "relayd.db")); err != nil {
+		t.Fatalf("embedded database: %v", err)
+	}
+	out, code = relayd(t, dir, []string{"RELAYD_DB="}, "quota", "show")
+	if code != 0 || !strings.Contains(out, "TOTAL (10 accounts)                   8,306,727") {
+		t.Fatalf("quota show: exit %d\n%s", code, out)
+	}
+}
+
+// The real binary on both engines: load the pool twice, print it, and
+// refuse bad input with exit codes, leaving the ledger verified.
+func TestBinaryOnEachEngine(t *testing.T) {
+	examples, _ := filepath.Abs("../../examples/servir/pool.yaml")
+	for _, e := range storetest.Engines {
+		t.Run(string(e), func(t *testing.T) {
+			env := []string{"RELAYD_DB=" + storetest.DSN(t, e)}
+			dir := t.TempDir()
+			steps := []struct {
+				args []string
+				code int
+				want string
+			}{
+				{[]string{"db", "migrate"}, 0, "applied 20261126000000_quota"},
+				{[]string{"quota", "init", "--from", examples}, 0, "created pool servir-2026"},
+				{[]string{"quota", "init", "--from", examples}, 0, "nothing changed"},
+				{[]string{"quota", "show"}, 0, "TOTAL (10 accounts)                   8,306,727"},
+				{[]string{"quota", "transfer", "sjti/talento", "gdcrsc/capacidades", "2000001", "--reason", "x"}, 1, "cannot transfer 2,000,001"},
+				{[]string{"quota", "transfer", "sjti/talento", "gdcrsc/capacidades", "-1", "--reason", "x"}, 2, "must be positive"},
+				{[]string{"quota", "verify"}, 0, "ledger verified"},
+			}
+			for _, s := range steps {
+				out, code := relayd(t, dir, env, s.args...)
+				if code != s.code || !strings.Contains(out, s.want) {
+					t.Fatalf("relayd %s: exit %d, want %d with %q; output:\n%s", strings.Join(s.args, " "), code, s.code, s.want, out)
+				}
+			}
+		})
+	}
+}
+
+// Two nodes migrating one SQLite file at the same moment: the lock makes
+// one apply and the other find nothing to do.
+func TestConcurrentMigrateProcesses(t *testing.T) {
+	dir := t.TempDir()
+	env := []string{"RELAYD_DB=" + filepath.Join(dir, "shared.db")}
+	var wg sync.WaitGroup
+	outs := make([]string, 4)
+	codes := make([]int, 4)
+	for i := range outs {
+		wg.Go(func() { outs[i], codes[i] = relayd(t, dir, env, "db", "migrate") })
+	}
+	wg.Wait()
+	applied := 0
+	for i := range outs {
+		if codes[i] != 0 {
+			t.Fatalf("migrate %d: exit %d\n%s", i, codes[i], outs[i])
+		}
+		if strings.Contains(outs[i], "applied") {
+			applied++
+		}
+	}
+	if applied != 1 {
+		t.Fatalf("%d processes applied migrations, want exactly 1:\n%s", applied, strings.Join(outs, "\n"))
+	}
+}
