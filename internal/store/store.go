@@ -122,6 +122,11 @@ func openPostgres(cfg Config) (*bun.DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: bad PostgreSQL URL: %w", err)
 	}
+	// bun interpolates arguments into the SQL text, so every statement is
+	// new to the server: preparing and caching them (pgx's default) costs an
+	// extra round trip each and fills the cache with one-off statements.
+	// The simple protocol sends each in one round trip.
+	pc.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
 	if _, ok := pc.RuntimeParams["application_name"]; !ok {
 		pc.RuntimeParams["application_name"] = "envios"
 	}
