@@ -34,21 +34,9 @@ type Charge struct {
 //
 // It returns the account as it stands after the charge.
 func (l *Ledger) Charge(ctx context.Context, idb bun.IDB, c Charge) (Account, error) {
-	name, _, err := ParseAccountName(c.Account)
+	name, err := validateCharge(c)
 	if err != nil {
 		return Account{}, err
-	}
-	if err := checkAmount(c.Amount); err != nil {
-		return Account{}, err
-	}
-	if !c.Origin.Valid() {
-		return Account{}, fmt.Errorf("%w: unknown origin %q", ErrInvalid, c.Origin)
-	}
-	if c.Reference == "" || len(c.Reference) > 200 {
-		return Account{}, fmt.Errorf("%w: a charge needs a reference of 1 to 200 bytes", ErrInvalid)
-	}
-	if c.Actor == "" {
-		return Account{}, fmt.Errorf("%w: a charge needs an actor", ErrInvalid)
 	}
 	now := l.clock()
 	var a Account

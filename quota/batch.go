@@ -1,0 +1,247 @@
+package quota
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/uptrace/bun"
+)
+
+// ChargeBatch charges many messages in one transaction with a handful of
+// statements, for callers that group acceptances into one commit (the
+// relay's and the library's group commit). Each charge still stands alone:
+// errs[i] is nil when cs[i] was charged, or the error Charge would have
+// returned for it (*InsufficientError, *PeriodError, ErrDisabled,
+// ErrNotFound, ErrInvalid). Charges of one account are taken in order, so a
+// later, smaller message may fit where an earlier one did not.
+//
+// The accounts involved are locked first, in id order (as Transfer locks
+// them), and read; the messages that fit are decided under that lock and
+// each account is then charged once, for their sum, with the same
+// conditional update Charge uses, so the pool is never overdrawn. The
+// entries, the per-reference rows and the hourly counters are written with
+// one multi-row statement each.
+//
+// A non-nil err is a database failure: nothing may be assumed charged and
+// the caller must roll back its transaction.
+func (l *Ledger) ChargeBatch(ctx context.Context, idb bun.IDB, cs []Charge) (errs []error, err error) {
+	errs = make([]error, len(cs))
+	names := make([]string, len(cs))
+	byAccount := map[string][]int{}
+	for i, c := range cs {
+		names[i], errs[i] = validateCharge(c)
+		if errs[i] == nil {
+			byAccount[names[i]] = append(byAccount[names[i]], i)
+		}
+	}
+	if len(byAccount) == 0 {
+		return errs, nil
+	}
+	now := l.clock()
+	err = inTx(ctx, idb, func(ctx context.Context, tx bun.IDB) error {
+		accounts, err := lockForCharge(ctx, tx, keys(byAccount))
+		if err != nil {
+			return err
+		}
+		var entries []entryRow
+		refs := map[refKey]int64{}
+		usage := map[usageKey]int64{}
+		for _, a := range accounts {
+			idx := byAccount[a.Name]
+			var refuse error
+			switch {
+			case a.Disabled:
+				refuse = fmt.Errorf("%w: %s is disabled", ErrDisabled, a.Name)
+			case now.Before(a.StartsAt.UTC()) || !now.Before(a.EndsAt.UTC()):
+				refuse = &PeriodError{Pool: a.PoolName, StartsAt: a.StartsAt.UTC(), EndsAt: a.EndsAt.UTC(), At: now}
+			}
+			left := a.Allocation - a.Used
+			var sum int64
+			for _, i := range idx {
+				c := cs[i]
+				switch {
+				case refuse != nil:
+					errs[i] = refuse
+				case c.Amount > left:
+					errs[i] = &InsufficientError{Account: a.Name, Requested: c.Amount, Remaining: max(0, left)}
+				default:
+					left -= c.Amount
+					sum += c.Amount
+					entries = append(entries, entryRow{PoolID: a.PoolID, Kind: KindCharge, AccountID: a.ID, Amount: c.Amount,
+						Origin: c.Origin, Actor: c.Actor, Reference: c.Reference, CreatedAt: now})
+					refs[refKey{a.ID, c.Reference}] += c.Amount
+					usage[usageKey{a.ID, c.Origin}] += c.Amount
+				}
+			}
+			if sum == 0 {
+				continue
+			}
+			res, err := tx.NewRaw("UPDATE quota_accounts SET used = used + ? WHERE id = ? AND NOT disabled AND used + ? <= allocation",
+				sum, a.ID, sum).Exec(ctx)
+			if err != nil {
+				return fmt.Errorf("quota: charge batch: %w", err)
+			}
+			if n, err := res.RowsAffected(); err != nil || n != 1 {
+				// The row is locked and was just read: this cannot happen
+				// unless another writer ignores the lock. Refuse the batch.
+				return fmt.Errorf("quota: charge batch: account %s changed under its lock", a.Name)
+			}
+		}
+		for name, idx := range byAccount {
+			if !containsAccount(accounts, name) {
+				for _, i := range idx {
+					errs[i] = fmt.Errorf("%w: no account %s", ErrNotFound, name)
+				}
+			}
+		}
+		if len(entries) == 0 {
+			return nil
+		}
+		if _, err := tx.NewInsert().Model(&entries).Exec(ctx); err != nil {
+			return fmt.Errorf("quota: charge batch: ledger entries: %w", err)
+		}
+		if err := upsertRefs(ctx, tx, refs); err != nil {
+			return err
+		}
+		return upsertUsage(ctx, tx, usage, now)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return errs, nil
+}
+
+func validateCharge(c Charge) (string, error) {
+	name, _, err := ParseAccountName(c.Account)
+	if err != nil {
+		return "", err
+	}
+	if err := checkAmount(c.Amount); err != nil {
+		return "", err
+	}
+	if !c.Origin.Valid() {
+		return "", fmt.Errorf("%w: unknown origin %q", ErrInvalid, c.Origin)
+	}
+	if c.Reference == "" || len(c.Reference) > 200 {
+		return "", fmt.Errorf("%w: a charge needs a reference of 1 to 200 bytes", ErrInvalid)
+	}
+	if c.Actor == "" {
+		return "", fmt.Errorf("%w: a charge needs an actor", ErrInvalid)
+	}
+	return name, nil
+}
+
+type lockedAccount struct {
+	ID, PoolID       int64
+	Name             string
+	Allocation, Used int64
+	Disabled         bool
+	PoolName         string
+	StartsAt, EndsAt time.Time
+}
+
+// lockForCharge reads (and on PostgreSQL locks, in id order) the accounts
+// named, with their pool's period.
+func lockForCharge(ctx context.Context, tx bun.IDB, names []string) ([]lockedAccount, error) {
+	lock := ""
+	if isPG(tx) {
+		lock = " FOR UPDATE OF a"
+	}
+	var rows []lockedAccount
+	err := tx.NewRaw("SELECT a.id, a.pool_id, a.name, a.allocation, a.used, a.disabled, "+
+		"p.name AS pool_name, p.starts_at, p.ends_at FROM quota_accounts AS a "+
+		"JOIN quota_pools AS p ON p.id = a.pool_id WHERE a.name IN (?) ORDER BY a.id"+lock,
+		bun.In(names)).Scan(ctx, &rows)
+	if err != nil {
+		return nil, fmt.Errorf("quota: charge batch: lock accounts: %w", err)
+	}
+	return rows, nil
+}
+
+type refKey struct {
+	account   int64
+	reference string
+}
+
+type usageKey struct {
+	account int64
+	origin  Origin
+}
+
+type refRow struct {
+	bun.BaseModel `bun:"table:quota_refs,alias:r"`
+	AccountID     int64
+	Reference     string
+	Charged       int64
+	Released      int64
+}
+
+type usageRow struct {
+	bun.BaseModel `bun:"table:quota_usage,alias:u"`
+	AccountID     int64
+	Origin        Origin
+	Hour          time.Time
+	Charged       int64
+	Released      int64
+}
+
+func upsertRefs(ctx context.Context, tx bun.IDB, refs map[refKey]int64) error {
+	rows := make([]refRow, 0, len(refs))
+	for k, n := range refs {
+		rows = append(rows, refRow{AccountID: k.account, Reference: k.reference, Charged: n})
+	}
+	sort.Slice(rows, func(i, j int) bool { // a stable order keeps PostgreSQL's row locks ordered
+		if rows[i].AccountID != rows[j].AccountID {
+			return rows[i].AccountID < rows[j].AccountID
+		}
+		return rows[i].Reference < rows[j].Reference
+	})
+	_, err := tx.NewInsert().Model(&rows).
+		On("CONFLICT (account_id, reference) DO UPDATE").
+		Set("charged = r.charged + EXCLUDED.charged").Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("quota: charge batch: references: %w", err)
+	}
+	return nil
+}
+
+func upsertUsage(ctx context.Context, tx bun.IDB, usage map[usageKey]int64, now time.Time) error {
+	rows := make([]usageRow, 0, len(usage))
+	hour := now.UTC().Truncate(time.Hour)
+	for k, n := range usage {
+		rows = append(rows, usageRow{AccountID: k.account, Origin: k.origin, Hour: hour, Charged: n})
+	}
+	sort.Slice(rows, func(i, j int) bool {
+		if rows[i].AccountID != rows[j].AccountID {
+			return rows[i].AccountID < rows[j].AccountID
+		}
+		return rows[i].Origin < rows[j].Origin
+	})
+	_, err := tx.NewInsert().Model(&rows).
+		On("CONFLICT (account_id, origin, hour) DO UPDATE").
+		Set("charged = u.charged + EXCLUDED.charged").Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("quota: charge batch: usage counters: %w", err)
+	}
+	return nil
+}
+
+func keys(m map[string][]int) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func containsAccount(as []lockedAccount, name string) bool {
+	for _, a := range as {
+		if a.Name == name {
+			return true
+		}
+	}
+	return false
+}
