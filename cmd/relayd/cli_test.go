@@ -65,6 +65,7 @@ var transcript = []string{
 	`quota history --from 2026-12-01`,
 	`quota history --from yesterday`,
 	`quota usage`,
+	`quota usage --from 2026-12-01 --to 2026-11-01`,
 	`quota verify`,
 	`quota show --pool other`,
 	`quota show extra`,

@@ -4,37 +4,24 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/uptrace/bun"
+
 	"github.com/servir-pe/envios/internal/store"
 )
 
 func runDBMigrate(ctx context.Context, e *env, args []string) error {
-	var g globals
-	fs := e.flagSet("db migrate", &g)
-	if _, err := parse(fs, &g, args, 0, 0); err != nil {
-		return helpOr(err, fs, e)
-	}
-	db, err := e.open(ctx, &g, e.logger())
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	applied, err := store.Migrate(ctx, db)
-	if err != nil {
-		return err
-	}
-	if len(applied) == 0 {
-		fmt.Fprintln(e.stdout, "database schema is up to date")
-		return nil
-	}
-	for _, name := range applied {
-		fmt.Fprintf(e.stdout, "applied %s\n", name)
-	}
-	return nil
+	return dbSchema(ctx, e, "db migrate", args, "applied", store.Migrate)
 }
 
 func runDBStatus(ctx context.Context, e *env, args []string) error {
+	return dbSchema(ctx, e, "db status", args, "pending", store.Pending)
+}
+
+// dbSchema runs a schema operation and prints the migrations it names.
+func dbSchema(ctx context.Context, e *env, name string, args []string, verb string,
+	op func(context.Context, *bun.DB) ([]string, error)) error {
 	var g globals
-	fs := e.flagSet("db status", &g)
+	fs := e.flagSet(name, &g)
 	if _, err := parse(fs, &g, args, 0, 0); err != nil {
 		return helpOr(err, fs, e)
 	}
@@ -43,16 +30,16 @@ func runDBStatus(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer db.Close()
-	pending, err := store.Pending(ctx, db)
+	names, err := op(ctx, db)
 	if err != nil {
 		return err
 	}
-	if len(pending) == 0 {
+	if len(names) == 0 {
 		fmt.Fprintln(e.stdout, "database schema is up to date")
 		return nil
 	}
-	for _, name := range pending {
-		fmt.Fprintf(e.stdout, "pending %s\n", name)
+	for _, n := range names {
+		fmt.Fprintf(e.stdout, "%s %s\n", verb, n)
 	}
 	return nil
 }

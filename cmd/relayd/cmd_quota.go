@@ -214,14 +214,8 @@ func runQuotaHistory(ctx context.Context, e *env, args []string) error {
 	if *limit < 0 {
 		return usagef("--limit must not be negative")
 	}
-	if f.From, err = parseDay("--from", *from, g.loc); err != nil {
+	if f.From, f.To, err = dayRange(*from, *to, g.loc); err != nil {
 		return err
-	}
-	if f.To, err = parseDay("--to", *to, g.loc); err != nil {
-		return err
-	}
-	if !f.To.IsZero() {
-		f.To = f.To.AddDate(0, 0, 1)
 	}
 	db, l, err := e.openMigrated(ctx, &g)
 	if err != nil {
@@ -278,14 +272,8 @@ func runQuotaUsage(ctx context.Context, e *env, args []string) error {
 	}
 	f := quota.UsageFilter{Account: *account, Origin: quota.Origin(*origin), Location: g.loc}
 	var err error
-	if f.From, err = parseDay("--from", *from, g.loc); err != nil {
+	if f.From, f.To, err = dayRange(*from, *to, g.loc); err != nil {
 		return err
-	}
-	if f.To, err = parseDay("--to", *to, g.loc); err != nil {
-		return err
-	}
-	if !f.To.IsZero() {
-		f.To = f.To.AddDate(0, 0, 1)
 	}
 	db, l, err := e.openMigrated(ctx, &g)
 	if err != nil {

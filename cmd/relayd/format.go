@@ -54,6 +54,26 @@ func parseDay(flagName, s string, loc *time.Location) (time.Time, error) {
 	return t, nil
 }
 
+// dayRange reads --from and --to days into [from, to): --to is inclusive,
+// so the range ends at the start of the day after it.
+func dayRange(from, to string, loc *time.Location) (time.Time, time.Time, error) {
+	f, err := parseDay("--from", from, loc)
+	if err != nil {
+		return time.Time{}, time.Time{}, err
+	}
+	t, err := parseDay("--to", to, loc)
+	if err != nil {
+		return time.Time{}, time.Time{}, err
+	}
+	if !t.IsZero() {
+		t = t.AddDate(0, 0, 1)
+	}
+	if !f.IsZero() && !t.IsZero() && !f.Before(t) {
+		return time.Time{}, time.Time{}, usagef("--from %s is after --to %s", from, to)
+	}
+	return f, t, nil
+}
+
 // table renders aligned columns; a column whose header starts with '>' is
 // right-aligned (numbers).
 type table struct {
