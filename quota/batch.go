@@ -153,7 +153,7 @@ func lockForCharge(ctx context.Context, tx bun.IDB, names []string) ([]lockedAcc
 	err := tx.NewRaw("SELECT a.id, a.pool_id, a.name, a.allocation, a.used, a.disabled, "+
 		"p.name AS pool_name, p.starts_at, p.ends_at FROM quota_accounts AS a "+
 		"JOIN quota_pools AS p ON p.id = a.pool_id WHERE a.name IN (?) ORDER BY a.id"+lock,
-		bun.In(names)).Scan(ctx, &rows)
+		bun.List(names)).Scan(ctx, &rows)
 	if err != nil {
 		return nil, fmt.Errorf("quota: charge batch: lock accounts: %w", err)
 	}
