@@ -24,13 +24,14 @@ type dialectTypes struct {
 	ID       string // an auto-incrementing 64-bit primary key
 	Time     string // a UTC instant
 	Bool     string
+	Blob     string // bytes
 }
 
 func typesFor(e Engine) dialectTypes {
 	if e == Postgres {
-		return dialectTypes{Postgres: true, ID: "BIGSERIAL PRIMARY KEY", Time: "TIMESTAMPTZ", Bool: "BOOLEAN"}
+		return dialectTypes{Postgres: true, ID: "BIGSERIAL PRIMARY KEY", Time: "TIMESTAMPTZ", Bool: "BOOLEAN", Blob: "BYTEA"}
 	}
-	return dialectTypes{ID: "INTEGER PRIMARY KEY AUTOINCREMENT", Time: "TIMESTAMP", Bool: "BOOLEAN"}
+	return dialectTypes{ID: "INTEGER PRIMARY KEY AUTOINCREMENT", Time: "TIMESTAMP", Bool: "BOOLEAN", Blob: "BLOB"}
 }
 
 func newMigrator(db *bun.DB) (*migrate.Migrator, error) {

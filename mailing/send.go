@@ -1,0 +1,453 @@
+package mailing
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/servir-pe/envios/quota"
+)
+
+// Priority orders delivery: transactional mail always goes before bulk.
+type Priority string
+
+// The priorities.
+const (
+	Transactional Priority = "transactional" // default for Send
+	Bulk          Priority = "bulk"          // default for SendBatch
+)
+
+func (p Priority) rank() (int16, error) {
+	switch p {
+	case Transactional:
+		return 0, nil
+	case Bulk:
+		return 1, nil
+	}
+	return 0, contentErr("priority %q must be transactional or bulk", p)
+}
+
+// Status is where a recipient stands.
+type Status string
+
+// The recipient statuses (DESIGN.md §3).
+const (
+	StatusQueued     Status = "queued"
+	StatusScheduled  Status = "scheduled"
+	StatusSending    Status = "sending"
+	StatusDeferred   Status = "deferred"
+	StatusSent       Status = "sent"
+	StatusBounced    Status = "bounced"
+	StatusFailed     Status = "failed"
+	StatusSuppressed Status = "suppressed"
+	StatusCancelled  Status = "cancelled"
+)
+
+// Message is one message to one or more recipients, sent as written (no
+// templates: see Batch for personalised mail).
+type Message struct {
+	Account        string // "area/name"; required
+	From           string // "Name <addr>" or "addr"; must be one of the account's sender identities
+	ReplyTo        []string
+	To, Cc, Bcc    []string // at least one recipient in all; Bcc never appear in the headers
+	Subject        string
+	Text, HTML     string // at least one
+	Headers        []Header
+	Attachments    []Attachment
+	Tags           []string // up to 20 of [a-z0-9._-], 1–64 characters
+	Campaign       string
+	Priority       Priority     // default Transactional
+	SendAt         time.Time    // zero or past: now; future: recipients stay scheduled until then
+	IdempotencyKey string       // optional; the same key for the account returns the first message
+	Origin         quota.Origin // default quota.OriginLibrary
+	Actor          string       // who asks, for the ledger; default "library"
+}
+
+// Receipt says what an accepted Send stored.
+type Receipt struct {
+	MessageID  string
+	Recipients int
+	Status     Status // queued or scheduled
+	Duplicate  bool   // the idempotency key matched an earlier message; nothing new was stored or charged
+}
+
+var tagPattern = regexp.MustCompile(`^[a-z0-9._-]{1,64}$`)
+
+// common are the fields Message and Batch share, validated.
+type common struct {
+	account  string
+	from     Address
+	replyTo  []Address
+	subject  string
+	text     *string
+	html     *string
+	headers  []Header
+	attach   []Attachment
+	tags     []string
+	campaign string
+	priority int16
+	sendAt   time.Time
+	key      string
+	origin   quota.Origin
+	actor    string
+	size     int
+}
+
+func (m *Mailer) validateCommon(account, from string, replyTo []string, subject, text, html string,
+	headers []Header, attach []Attachment, tags []string, campaign string, prio Priority,
+	sendAt time.Time, key string, origin quota.Origin, actor string) (common, error) {
+	var c common
+	var err error
+	if c.account, _, err = quota.ParseAccountName(account); err != nil {
+		return c, err
+	}
+	if c.from, err = ParseAddress(from); err != nil {
+		return c, fmt.Errorf("from: %w", err)
+	}
+	for _, r := range replyTo {
+		a, err := ParseAddress(r)
+		if err != nil {
+			return c, fmt.Errorf("reply-to: %w", err)
+		}
+		c.replyTo = append(c.replyTo, a)
+	}
+	if err := checkHeaderValue("subject", subject); err != nil {
+		return c, err
+	}
+	c.subject = subject
+	if text == "" && html == "" {
+		return c, contentErr("a message needs a text or an HTML body")
+	}
+	if text != "" {
+		c.text = &text
+	}
+	if html != "" {
+		c.html = &html
+	}
+	if err := validateHeaders(headers); err != nil {
+		return c, err
+	}
+	c.headers = headers
+	c.attach = append([]Attachment(nil), attach...)
+	if err := validateAttachments(c.attach); err != nil {
+		return c, err
+	}
+	if len(tags) > 20 {
+		return c, contentErr("more than 20 tags")
+	}
+	seen := map[string]bool{}
+	for _, t := range tags {
+		if !tagPattern.MatchString(t) {
+			return c, contentErr("tag %q must be 1–64 of a-z 0-9 . _ -", t)
+		}
+		if !seen[t] {
+			seen[t] = true
+			c.tags = append(c.tags, t)
+		}
+	}
+	if err := checkHeaderValue("campaign", campaign); err != nil || len(campaign) > 200 {
+		return c, contentErr("campaign must be at most 200 bytes on one line")
+	}
+	c.campaign = campaign
+	if c.priority, err = prio.rank(); err != nil {
+		return c, err
+	}
+	c.sendAt = sendAt.UTC()
+	if key != "" {
+		if len(key) > 200 || strings.ContainsFunc(key, func(r rune) bool { return r < 0x21 || r > 0x7e }) {
+			return c, contentErr("idempotency key must be 1–200 printable ASCII characters without spaces")
+		}
+	}
+	c.key = key
+	if origin == "" {
+		origin = quota.OriginLibrary
+	}
+	if !origin.Valid() {
+		return c, contentErr("origin %q is not one of library, smtp, http, campaign, cli", origin)
+	}
+	c.origin = origin
+	if actor == "" {
+		actor = "library"
+	}
+	c.actor = actor
+	c.size = len(text) + len(html)
+	for _, a := range attach {
+		c.size += len(a.Data)
+	}
+	if c.size > m.cfg.MaxMessageSize {
+		return c, fmt.Errorf("%w: %d bytes, the limit is %d", ErrTooBig, c.size, m.cfg.MaxMessageSize)
+	}
+	return c, nil
+}
+
+// ErrTooBig: the message's bodies and attachments exceed MaxMessageSize.
+var ErrTooBig = errors.New("mailing: message too big")
+
+// ErrTooManyRecipients: a Send names more than MaxRecipients.
+var ErrTooManyRecipients = errors.New("mailing: too many recipients")
+
+// ErrNoRecipients: a Send names nobody.
+var ErrNoRecipients = errors.New("mailing: no recipients")
+
+type recipientIn struct {
+	addr Address
+	kind string // to, cc, bcc
+}
+
+// Send validates msg, then in one transaction charges its account one
+// message per recipient and stores the message and a row per recipient.
+// On any error nothing is stored or charged: quota errors (errors.Is
+// quota.ErrInsufficient, quota.ErrDisabled, quota.ErrNotFound,
+// quota.ErrOutsidePeriod) come back unchanged; ErrSenderNotAllowed,
+// ErrAddress, ErrContent, ErrTooBig, ErrTooManyRecipients and
+// ErrNoRecipients say what was wrong with the message.
+func (m *Mailer) Send(ctx context.Context, msg Message) (Receipt, error) {
+	if err := m.enter(); err != nil {
+		return Receipt{}, err
+	}
+	defer m.inflight.Done()
+	if msg.Priority == "" {
+		msg.Priority = Transactional
+	}
+	c, err := m.validateCommon(msg.Account, msg.From, msg.ReplyTo, msg.Subject, msg.Text, msg.HTML,
+		msg.Headers, msg.Attachments, msg.Tags, msg.Campaign, msg.Priority, msg.SendAt, msg.IdempotencyKey, msg.Origin, msg.Actor)
+	if err != nil {
+		return Receipt{}, err
+	}
+	var rcpts []recipientIn
+	seen := map[string]bool{}
+	for _, list := range []struct {
+		kind  string
+		addrs []string
+	}{{"to", msg.To}, {"cc", msg.Cc}, {"bcc", msg.Bcc}} {
+		for _, s := range list.addrs {
+			a, err := ParseAddress(s)
+			if err != nil {
+				return Receipt{}, fmt.Errorf("%s: %w", list.kind, err)
+			}
+			if k := strings.ToLower(a.Addr); !seen[k] { // one copy per mailbox, as an MTA would
+				seen[k] = true
+				rcpts = append(rcpts, recipientIn{a, list.kind})
+			}
+		}
+	}
+	if len(rcpts) == 0 {
+		return Receipt{}, ErrNoRecipients
+	}
+	if len(rcpts) > m.cfg.MaxRecipients {
+		return Receipt{}, fmt.Errorf("%w: %d, the limit is %d", ErrTooManyRecipients, len(rcpts), m.cfg.MaxRecipients)
+	}
+
+	now := m.now()
+	id := m.cfg.NewID()
+	status, due := StatusQueued, now
+	if c.sendAt.After(now) {
+		status, due = StatusScheduled, c.sendAt
+	}
+	rfcID := id + "@" + m.cfg.MessageIDDomain
+	var dup string
+	err = m.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		acct, err := m.checkAccount(ctx, tx, c)
+		if err != nil {
+			return err
+		}
+		inserted, err := m.insertMessage(ctx, tx, acct.ID, id, "single", c, now, len(rcpts))
+		if err != nil {
+			return err
+		}
+		if !inserted {
+			dup, err = existingMessage(ctx, tx, acct.ID, c.key)
+			if err != nil {
+				return err
+			}
+			return errDuplicate
+		}
+		if _, err := m.ledger.Charge(ctx, tx, quota.Charge{Account: c.account, Amount: int64(len(rcpts)),
+			Origin: c.origin, Reference: id, Actor: c.actor}); err != nil {
+			return err
+		}
+		rows := make([]recipientRow, len(rcpts))
+		for i, r := range rcpts {
+			rows[i] = recipientRow{MessageID: id, Seq: i, AccountID: acct.ID, Origin: c.origin, Kind: r.kind,
+				Address: r.addr.Addr, Name: r.addr.Name, RFCMessageID: rfcID, Status: status,
+				Priority: c.priority, DueAt: due, AcceptedAt: now}
+		}
+		if _, err := tx.NewInsert().Model(&rows).Exec(ctx); err != nil {
+			return fmt.Errorf("mailing: store recipients: %w", err)
+		}
+		return m.insertExtras(ctx, tx, id, c)
+	})
+	if errors.Is(err, errDuplicate) {
+		return m.duplicateReceipt(ctx, dup)
+	}
+	if err != nil {
+		return Receipt{}, err
+	}
+	return Receipt{MessageID: id, Recipients: len(rcpts), Status: status}, nil
+}
+
+var errDuplicate = errors.New("duplicate idempotency key")
+
+// checkAccount reads the account inside tx and checks that it is enabled
+// and may send as c.from.
+func (m *Mailer) checkAccount(ctx context.Context, tx bun.IDB, c common) (accountRef, error) {
+	acct, err := m.accountRef(ctx, tx, c.account)
+	if err != nil {
+		return acct, err
+	}
+	if acct.Disabled {
+		return acct, fmt.Errorf("%w: %s is disabled", quota.ErrDisabled, acct.Name)
+	}
+	ok, err := senderAllowed(ctx, tx, acct.ID, c.from.Addr)
+	if err != nil {
+		return acct, err
+	}
+	if !ok {
+		return acct, fmt.Errorf("%w: %s may not send as %s (see relayd sender list %s)", ErrSenderNotAllowed, acct.Name, c.from.Addr, acct.Name)
+	}
+	return acct, nil
+}
+
+// insertMessage stores the message row; false means the account already
+// has a message with this idempotency key.
+func (m *Mailer) insertMessage(ctx context.Context, tx bun.IDB, accountID int64, id, kind string, c common, now time.Time, n int) (bool, error) {
+	headers, err := json.Marshal(c.headers)
+	if err != nil {
+		return false, fmt.Errorf("mailing: encode headers: %w", err)
+	}
+	var replyTo []string
+	for _, a := range c.replyTo {
+		replyTo = append(replyTo, a.String())
+	}
+	row := messageRow{ID: id, AccountID: accountID, Origin: c.origin, Actor: c.actor, Kind: kind, Priority: c.priority,
+		Campaign: c.campaign, FromAddr: c.from.Addr, FromName: c.from.Name, ReplyTo: strings.Join(replyTo, ", "),
+		Subject: c.subject, TextBody: c.text, HTMLBody: c.html, Headers: string(headers), AcceptedAt: now, Recipients: n}
+	if c.key != "" {
+		row.IdempotencyKey = &c.key
+	}
+	if !c.sendAt.IsZero() {
+		row.SendAt = &c.sendAt
+	}
+	res, err := tx.NewInsert().Model(&row).On("CONFLICT DO NOTHING").Exec(ctx)
+	if err != nil {
+		return false, fmt.Errorf("mailing: store message: %w", err)
+	}
+	affected, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("mailing: store message: %w", err)
+	}
+	return affected == 1, nil
+}
+
+func (m *Mailer) insertExtras(ctx context.Context, tx bun.IDB, id string, c common) error {
+	if len(c.tags) > 0 {
+		tags := make([]tagRow, len(c.tags))
+		for i, t := range c.tags {
+			tags[i] = tagRow{MessageID: id, Tag: t}
+		}
+		if _, err := tx.NewInsert().Model(&tags).Exec(ctx); err != nil {
+			return fmt.Errorf("mailing: store tags: %w", err)
+		}
+	}
+	if len(c.attach) > 0 {
+		rows := make([]attachmentRow, len(c.attach))
+		for i, a := range c.attach {
+			rows[i] = attachmentRow{MessageID: id, Seq: i, Filename: a.Filename, ContentType: a.ContentType, ContentID: a.ContentID, Data: a.Data}
+		}
+		if _, err := tx.NewInsert().Model(&rows).Exec(ctx); err != nil {
+			return fmt.Errorf("mailing: store attachments: %w", err)
+		}
+	}
+	return nil
+}
+
+func existingMessage(ctx context.Context, idb bun.IDB, accountID int64, key string) (string, error) {
+	var id string
+	err := idb.NewRaw("SELECT id FROM mail_messages WHERE account_id = ? AND idempotency_key = ?", accountID, key).Scan(ctx, &id)
+	if err != nil {
+		return "", fmt.Errorf("mailing: read message by idempotency key: %w", err)
+	}
+	return id, nil
+}
+
+func (m *Mailer) duplicateReceipt(ctx context.Context, id string) (Receipt, error) {
+	info, err := m.Message(ctx, "", id)
+	if err != nil {
+		return Receipt{}, err
+	}
+	st := StatusQueued
+	if info.Counts[StatusScheduled] > 0 {
+		st = StatusScheduled
+	}
+	return Receipt{MessageID: id, Recipients: info.Recipients, Status: st, Duplicate: true}, nil
+}
+
+// Database rows (migrations/…_mailing.tx.up.sql).
+
+type messageRow struct {
+	bun.BaseModel  `bun:"table:mail_messages,alias:msg"`
+	ID             string `bun:",pk"`
+	AccountID      int64
+	Origin         quota.Origin
+	Actor          string
+	Kind           string
+	Priority       int16
+	Campaign       string
+	FromAddr       string
+	FromName       string
+	ReplyTo        string
+	Subject        string
+	TextBody       *string
+	HTMLBody       *string `bun:"html_body"`
+	Headers        string
+	IdempotencyKey *string
+	SendAt         *time.Time
+	AcceptedAt     time.Time
+	Recipients     int
+	CancelledAt    *time.Time
+}
+
+type recipientRow struct {
+	bun.BaseModel `bun:"table:mail_recipients,alias:r"`
+	ID            int64 `bun:",pk,autoincrement"`
+	MessageID     string
+	Seq           int
+	AccountID     int64
+	Origin        quota.Origin
+	Kind          string
+	Address       string
+	Name          string
+	Data          *string
+	RFCMessageID  string `bun:"rfc_message_id"`
+	Status        Status
+	Priority      int16
+	DueAt         time.Time
+	AcceptedAt    time.Time
+	Attempts      int
+	LastAttemptAt *time.Time
+	FinalAt       *time.Time
+	RemoteHost    string
+	Reply         string
+}
+
+type tagRow struct {
+	bun.BaseModel `bun:"table:mail_tags"`
+	MessageID     string
+	Tag           string
+}
+
+type attachmentRow struct {
+	bun.BaseModel `bun:"table:mail_attachments"`
+	MessageID     string
+	Seq           int
+	Filename      string
+	ContentType   string
+	ContentID     string
+	Data          []byte
+}
