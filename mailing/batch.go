@@ -112,7 +112,7 @@ func (m *Mailer) SendBatch(ctx context.Context, b Batch) (BatchReceipt, error) {
 	if b.Recipients == nil {
 		return BatchReceipt{}, ErrNoRecipients
 	}
-	tpl, err := parseTemplates(c.subject, c.text, c.html)
+	tpl, err := parseTemplates(c.subject, c.text, c.html, m.cfg.MaxMessageSize)
 	if err != nil {
 		return BatchReceipt{}, err
 	}

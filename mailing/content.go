@@ -61,9 +61,12 @@ func validateHeaders(hs []Header) error {
 		if h.Name == "" || len(h.Name) > 76 {
 			return contentErr("header name %q must be 1 to 76 characters", h.Name)
 		}
+		// RFC 5322 allows any printable ASCII but ':' in a field name; real
+		// parsers (Go's net/textproto among them) accept only tokens, so
+		// envios keeps to letters, digits and hyphens.
 		for i := 0; i < len(h.Name); i++ {
-			if c := h.Name[i]; c < 33 || c > 126 || c == ':' {
-				return contentErr("header name %q has a character not allowed in a field name", h.Name)
+			if c := h.Name[i]; !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+				return contentErr("header name %q has a character not allowed in a field name (letters, digits, hyphens)", h.Name)
 			}
 		}
 		canon := textproto.CanonicalMIMEHeaderKey(h.Name)
@@ -120,13 +123,14 @@ func validateAttachments(as []Attachment) error {
 // text/template, HTML with html/template (contextual auto-escaping). A field
 // missing from a recipient's data is an error, never "<no value>".
 type templates struct {
-	subject *texttemplate.Template
+	maxOutput int // bytes each part may render to
+	subject   *texttemplate.Template
 	text    *texttemplate.Template // nil: no text part
 	html    *htmltemplate.Template // nil: no HTML part
 }
 
-func parseTemplates(subject string, text, html *string) (*templates, error) {
-	t := &templates{}
+func parseTemplates(subject string, text, html *string, maxOutput int) (*templates, error) {
+	t := &templates{maxOutput: maxOutput}
 	var err error
 	if t.subject, err = texttemplate.New("subject").Option("missingkey=error").Parse(subject); err != nil {
 		return nil, contentErr("subject template: %v", err)
@@ -150,9 +154,26 @@ type rendered struct {
 	text, html *string
 }
 
+// errOutputTooBig stops a template whose output outgrows its limit (say,
+// {{range 1000000000}}), so a template cannot exhaust memory or time.
+var errOutputTooBig = errors.New("output larger than the message size limit")
+
+// cappedBuffer is a bytes.Buffer that refuses to grow past max bytes.
+type cappedBuffer struct {
+	bytes.Buffer
+	max int
+}
+
+func (b *cappedBuffer) Write(p []byte) (int, error) {
+	if b.Len()+len(p) > b.max {
+		return 0, errOutputTooBig
+	}
+	return b.Buffer.Write(p)
+}
+
 func (t *templates) render(data any) (rendered, error) {
 	var r rendered
-	var b bytes.Buffer
+	b := cappedBuffer{max: t.maxOutput}
 	if err := t.subject.Execute(&b, data); err != nil {
 		return r, contentErr("subject: %v", cleanTemplateErr(err))
 	}

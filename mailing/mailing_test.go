@@ -289,7 +289,7 @@ func TestBatchPersonalises(t *testing.T) {
 				mailing.Recipient{Address: "ana@example.com", Data: person{"Ana", "Ética"}},
 				mailing.Recipient{Address: "bad address", Data: person{"X", "Y"}},
 				mailing.Recipient{Address: "luis@example.com", Data: map[string]any{"Nombre": "<b>Luis</b>", "Curso": "{{.Secreto}}"}},
-				mailing.Recipient{Address: "eva@example.com", Data: map[string]any{"Nombre": "Eva"}},                          // no Curso
+				mailing.Recipient{Address: "eva@example.com", Data: map[string]any{"Nombre": "Eva"}},                                // no Curso
 				mailing.Recipient{Address: "inj@example.com", Data: map[string]any{"Nombre": "x\r\nBcc: y@evil.com", "Curso": "c"}}, // breaks the subject
 				mailing.Recipient{Address: "raw@example.com", Data: 42},
 			),

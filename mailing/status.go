@@ -285,7 +285,7 @@ func (m *Mailer) Render(ctx context.Context, recipientID int64) ([]byte, error) 
 	}
 	if msg.Kind == "batch" {
 		p.to = []Address{{Name: r.Name, Addr: r.Address}}
-		t, err := parseTemplates(msg.Subject, msg.TextBody, msg.HTMLBody)
+		t, err := parseTemplates(msg.Subject, msg.TextBody, msg.HTMLBody, m.cfg.MaxMessageSize)
 		if err != nil {
 			return nil, err
 		}
