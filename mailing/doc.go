@@ -1,10 +1,48 @@
-// Package mailing will be the library the agency's Go systems import to
-// enqueue personalised mail: one message, a batch with per-recipient data,
-// or a campaign; scheduling, cancellation, idempotency and status. It owns
-// the durable per-recipient queue and the delivery engine, and charges the
-// message pool through package quota in the same transaction that stores
-// each message.
+// Package mailing is how the agency's Go systems send mail through envios,
+// and the one path by which any message — from this library, the SMTP
+// relay or the HTTPS API — is accepted.
 //
-// Not yet implemented: this package holds no code until the mailing issue
-// lands. See docs/flow.md for what exists today.
+// # Accepting a message
+//
+// [Mailer.Send] takes one [Message] (From, Reply-To, To/Cc/Bcc, Subject,
+// text and/or HTML, attachments and inline images, extra headers, tags, a
+// campaign, a priority, a send-at time, an idempotency key). It validates
+// everything first — addresses per RFC 5321/5322 with internationalised
+// domains (RFC 5891), no CR or LF in any header value, sizes, the sender
+// identity, the account — and then, in one transaction, charges the account
+// one message per recipient through package quota, stores the message and
+// one row per recipient. When Send returns nil the message is committed;
+// when it returns an error nothing was stored or charged, and quota's
+// errors come back unchanged (errors.Is(err, quota.ErrInsufficient)).
+//
+// [Mailer.SendBatch] takes one [Batch]: templates (Subject and Text with
+// text/template, HTML with html/template) and a stream of recipients, each
+// with its own data. Templates are parsed once; each recipient is rendered
+// at acceptance (a missing field is an error, never "<no value>"; data is
+// never executed as a template) and becomes its own message with its own
+// Message-ID. Recipients are committed in chunks, each with its charge, so
+// a million recipients enqueue in bounded memory; an idempotency key makes
+// a retried batch resume where it stopped.
+//
+// # Lifecycle
+//
+// Create a Mailer with [New] on a migrated *bun.DB, or [Open] with a DSN
+// (a postgres:// URL or a SQLite file). It is safe for concurrent use and
+// holds no global state. [Mailer.Shutdown] refuses new calls and waits for
+// those in flight; [Mailer.Close] does the same without a deadline.
+//
+// Each recipient row is both the delivery queue (status, priority, due
+// time) and the permanent log (accepted, attempted and final times, remote
+// server and reply). [Mailer.Message], [Mailer.Recipients] and
+// [Mailer.Messages] read them; [Mailer.Cancel] stops what is not yet sent
+// and returns the charge of recipients never attempted;
+// [Mailer.PromoteDue] marks scheduled recipients queued when their time
+// comes; [Mailer.Render] builds a recipient's exact RFC 5322 message
+// (RFC 2045–2047 MIME, via enmime) for delivery.
+//
+// # Sender identities
+//
+// An account may only send as the addresses and domains it was given
+// ([Mailer.AddSender], `relayd sender add ACCOUNT ADDRESS|@DOMAIN`);
+// anything else is [ErrSenderNotAllowed].
 package mailing

@@ -16,6 +16,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/servir-pe/envios/internal/store"
+	"github.com/servir-pe/envios/mailing"
 	"github.com/servir-pe/envios/quota"
 )
 
@@ -62,6 +63,9 @@ func commands() []command {
 		{"account list", "[--json]", "every account with its allocation and use", runAccountList},
 		{"account disable", "ACCOUNT", "refuse further charges to an account", runAccountDisable},
 		{"account enable", "ACCOUNT", "accept charges to a disabled account again", runAccountEnable},
+		{"sender add", "ACCOUNT ADDRESS|@DOMAIN", "let an account send as an address, or as any address of a domain", runSenderAdd},
+		{"sender list", "[ACCOUNT] [--json]", "the sender identities of one account or of all", runSenderList},
+		{"sender remove", "ACCOUNT ADDRESS|@DOMAIN", "withdraw a sender identity", runSenderRemove},
 	}
 }
 
@@ -148,7 +152,7 @@ func printHelp(w io.Writer, group string) {
 
 // prefixes the CLI drops from error texts: the sentinel names add nothing a
 // reader needs on one line.
-var sentinelPrefixes = []error{quota.ErrInvalid, quota.ErrNotFound, quota.ErrExists}
+var sentinelPrefixes = []error{quota.ErrInvalid, quota.ErrNotFound, quota.ErrExists, mailing.ErrAddress}
 
 // describe renders an error as the one line relayd prints.
 func describe(err error) string {
@@ -168,6 +172,7 @@ func describe(err error) string {
 	}
 	msg = strings.ReplaceAll(msg, "quota: ", "")
 	msg = strings.ReplaceAll(msg, "store: ", "")
+	msg = strings.ReplaceAll(msg, "mailing: ", "")
 	return strings.Join(strings.Fields(msg), " ")
 }
 

@@ -66,6 +66,17 @@ var transcript = []string{
 	`quota history --from yesterday`,
 	`quota usage`,
 	`quota usage --from 2026-12-01 --to 2026-11-01`,
+	`sender list`,
+	`sender add enap/eventos @servir.gob.pe`,
+	`sender add enap/eventos @SERVIR.gob.pe`,
+	`sender add sjti/talento avisos@servir.gob.pe`,
+	`sender add sjti/talento "Talento <talento@servir.gob.pe>"`,
+	`sender add sjti/talento not-an-address`,
+	`sender add sjti/nadie avisos@servir.gob.pe`,
+	`sender list`,
+	`sender list sjti/talento --json`,
+	`sender remove sjti/talento avisos@servir.gob.pe`,
+	`sender remove sjti/talento avisos@servir.gob.pe`,
 	`quota verify`,
 	`quota show --pool other`,
 	`quota show extra`,
@@ -165,6 +176,7 @@ func dump(t *testing.T, dsn string) string {
 		"SELECT name || ':' || allocation || ':' || used || ':' || CASE WHEN disabled THEN 'off' ELSE 'on' END FROM quota_accounts ORDER BY id",
 		"SELECT count(*) || ':' || COALESCE(sum(amount), 0) FROM quota_entries",
 		"SELECT count(*) FROM audit_log",
+		"SELECT count(*) FROM mail_senders",
 	} {
 		rows, err := db.QueryContext(ctx, q)
 		if err != nil {
