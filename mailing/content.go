@@ -125,8 +125,8 @@ func validateAttachments(as []Attachment) error {
 type templates struct {
 	maxOutput int // bytes each part may render to
 	subject   *texttemplate.Template
-	text    *texttemplate.Template // nil: no text part
-	html    *htmltemplate.Template // nil: no HTML part
+	text      *texttemplate.Template // nil: no text part
+	html      *htmltemplate.Template // nil: no HTML part
 }
 
 func parseTemplates(subject string, text, html *string, maxOutput int) (*templates, error) {
