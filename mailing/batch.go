@@ -6,7 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"runtime"
+	"sort"
+	"sync"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/uptrace/bun"
 
@@ -76,7 +82,7 @@ type Rejection struct {
 type BatchReceipt struct {
 	MessageID string
 	Accepted  int         // recipients stored and charged by this call
-	Resumed   int         // recipients skipped because an earlier call with the same key stored them
+	Resumed   int         // recipients an earlier call with the same key had already stored
 	Rejected  []Rejection // the first 1,000 recipients refused for their address or data
 	NRejected int         // all of them
 }
@@ -94,8 +100,12 @@ var ErrCancelled = errors.New("mailing: batch cancelled")
 // If a chunk cannot be charged (quota.ErrInsufficient and the like), the
 // batch stops there: the chunks already committed stay queued, the receipt
 // says how many, and the error is returned. Calling again with the same
-// IdempotencyKey and the same recipients resumes after the last committed
-// chunk, so a retry never stores or charges a recipient twice.
+// IdempotencyKey and the same recipients stores and charges only those not
+// stored before (Resumed counts the others), so a retry never stores or
+// charges a recipient twice.
+//
+// Recipients is read from a goroutine of SendBatch's own, while up to
+// Config.Committers chunks commit concurrently.
 func (m *Mailer) SendBatch(ctx context.Context, b Batch) (BatchReceipt, error) {
 	if err := m.enter(); err != nil {
 		return BatchReceipt{}, err
@@ -122,14 +132,17 @@ func (m *Mailer) SendBatch(ctx context.Context, b Batch) (BatchReceipt, error) {
 	}
 
 	rec := BatchReceipt{MessageID: m.cfg.NewID()}
-	stored := 0 // recipients of this message already in the database
+	created := false
 	if c.key != "" {
 		var rows []messageRow
 		if err := m.db.NewSelect().Model(&rows).Where("account_id = ? AND idempotency_key = ?", acct.ID, c.key).Scan(ctx); err != nil {
 			return rec, fmt.Errorf("mailing: read batch by idempotency key: %w", err)
 		}
 		if len(rows) == 1 {
-			rec.MessageID, stored = rows[0].ID, rows[0].Recipients
+			rec.MessageID, created = rows[0].ID, true
+			if rows[0].CancelledAt != nil {
+				return rec, ErrCancelled
+			}
 		}
 	}
 	if b.Expected > 0 {
@@ -137,61 +150,138 @@ func (m *Mailer) SendBatch(ctx context.Context, b Batch) (BatchReceipt, error) {
 		if err != nil {
 			return rec, err
 		}
+		stored := 0
+		if created {
+			stored = m.storedCount(ctx, rec.MessageID)
+		}
 		if need := int64(b.Expected - stored); need > a.Remaining() {
 			return rec, &quota.InsufficientError{Account: a.Name, Requested: need, Remaining: max(0, a.Remaining())}
 		}
 	}
 
-	s := &batchState{m: m, c: c, acct: acct, rec: &rec, created: stored > 0, now: m.now()}
+	s := &batchState{m: m, c: c, acct: acct, id: rec.MessageID, now: m.now()}
+	s.created.Store(created)
+	s.noCopy.Store(created) // resuming: some rows may exist already
 	// Recipients due at a fixed send-at time are scheduled; the others are
 	// due when their chunk commits (the scheduler treats a past due_at as now).
 	s.status, s.due = StatusQueued, s.now
 	if c.sendAt.After(s.now) {
 		s.status, s.due = StatusScheduled, c.sendAt
 	}
-	chunk := make([]recipientRow, 0, m.cfg.ChunkSize)
-	i := -1
-	for r, err := range b.Recipients {
-		i++
-		if err != nil {
-			return rec, fmt.Errorf("mailing: batch recipient %d: %w", i, err)
-		}
-		if err := ctx.Err(); err != nil {
-			return rec, err
-		}
-		if i < stored {
-			rec.Resumed++
-			continue
-		}
-		row, err := m.batchRecipient(tpl, r)
-		if err != nil {
-			rec.NRejected++
-			if len(rec.Rejected) < 1000 {
-				rec.Rejected = append(rec.Rejected, Rejection{Index: i, Address: r.Address, Err: err})
-			}
-			continue
-		}
-		row.Seq = i
-		chunk = append(chunk, row)
-		if len(chunk) == cap(chunk) {
-			if err := s.commit(ctx, chunk); err != nil {
-				return rec, err
-			}
-			chunk = chunk[:0]
+
+	// The pipeline: one goroutine reads Recipients into raw chunks; one
+	// worker per CPU validates and renders them (CPU-bound); up to
+	// Config.Committers commit rendered chunks concurrently (database-bound).
+	// Whichever chunk commits first creates the message row, alone.
+	type rawChunk struct {
+		start int
+		recs  []Recipient
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	raw := make(chan rawChunk, 2)
+	ready := make(chan []recipientRow, m.cfg.Committers)
+	var rejMu sync.Mutex
+	reject := func(i int, addr string, err error) {
+		rejMu.Lock()
+		defer rejMu.Unlock()
+		rec.NRejected++
+		if len(rec.Rejected) < 1000 {
+			rec.Rejected = append(rec.Rejected, Rejection{Index: i, Address: addr, Err: err})
 		}
 	}
-	if len(chunk) > 0 {
-		if err := s.commit(ctx, chunk); err != nil {
-			return rec, err
+	g.Go(func() error {
+		defer close(raw)
+		send := func(c rawChunk) error {
+			select {
+			case raw <- c:
+				return nil
+			case <-gctx.Done():
+				return gctx.Err()
+			}
 		}
+		cur := rawChunk{recs: make([]Recipient, 0, m.cfg.ChunkSize)}
+		i := -1
+		for r, err := range b.Recipients {
+			i++
+			if err != nil {
+				return fmt.Errorf("mailing: batch recipient %d: %w", i, err)
+			}
+			cur.recs = append(cur.recs, r)
+			if len(cur.recs) == m.cfg.ChunkSize {
+				if err := send(cur); err != nil {
+					return err
+				}
+				cur = rawChunk{start: i + 1, recs: make([]Recipient, 0, m.cfg.ChunkSize)}
+			}
+		}
+		if len(cur.recs) > 0 {
+			return send(cur)
+		}
+		return nil
+	})
+	var workers sync.WaitGroup
+	for range max(1, runtime.GOMAXPROCS(0)) {
+		workers.Add(1)
+		g.Go(func() error {
+			defer workers.Done()
+			for rc := range raw {
+				rows := make([]recipientRow, 0, len(rc.recs))
+				for j, r := range rc.recs {
+					row, err := m.batchRecipient(tpl, r)
+					if err != nil {
+						reject(rc.start+j, r.Address, err)
+						continue
+					}
+					row.Seq = rc.start + j
+					rows = append(rows, row)
+				}
+				if len(rows) == 0 {
+					continue
+				}
+				select {
+				case ready <- rows:
+				case <-gctx.Done():
+					return gctx.Err()
+				}
+			}
+			return nil
+		})
 	}
-	if !s.created {
+	go func() { workers.Wait(); close(ready) }()
+	for range m.cfg.Committers {
+		g.Go(func() error {
+			// Commits use ctx, not gctx: when one chunk fails, the others
+			// already committing finish (and are reported) rather than abort.
+			for rows := range ready {
+				if err := s.commit(ctx, rows); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	err = g.Wait()
+	for range ready { // drain what a failed pipeline left, so the closer ends
+	}
+	sort.Slice(rec.Rejected, func(i, j int) bool { return rec.Rejected[i].Index < rec.Rejected[j].Index })
+	rec.MessageID = s.id
+	rec.Accepted, rec.Resumed = int(s.accepted.Load()), int(s.resumed.Load())
+	if err != nil {
+		return rec, err
+	}
+	if !s.created.Load() {
 		if rec.NRejected > 0 {
 			return rec, fmt.Errorf("%w: all %d recipients were rejected (first: %v)", ErrNoRecipients, rec.NRejected, rec.Rejected[0].Err)
 		}
 		return rec, ErrNoRecipients
 	}
 	return rec, nil
+}
+
+func (m *Mailer) storedCount(ctx context.Context, id string) int {
+	var n int
+	_ = m.db.NewRaw("SELECT recipients FROM mail_messages WHERE id = ?", id).Scan(ctx, &n)
+	return n
 }
 
 // batchRecipient validates one recipient and renders its templates with
@@ -205,38 +295,73 @@ func (m *Mailer) batchRecipient(tpl *templates, r Recipient) (recipientRow, erro
 	if err != nil {
 		return recipientRow{}, contentErr("data: %v", err)
 	}
-	var data map[string]any
-	if string(raw) != "null" {
-		if err := json.Unmarshal(raw, &data); err != nil {
-			return recipientRow{}, contentErr("data must be a map or a struct, not %s", raw)
-		}
+	s := string(raw)
+	data, err := decodeData(&s)
+	if err != nil {
+		return recipientRow{}, contentErr("data must be a map or a struct, not %.40s", raw)
 	}
 	if _, err := tpl.render(data); err != nil {
 		return recipientRow{}, err
 	}
-	s := string(raw)
 	return recipientRow{Address: a.Addr, Name: a.Name, Kind: "to", Data: &s}, nil
 }
 
 type batchState struct {
-	m       *Mailer
-	c       common
-	acct    accountRef
-	rec     *BatchReceipt
-	created bool
-	now     time.Time
-	status  Status
-	due     time.Time
+	m      *Mailer
+	c      common
+	acct   accountRef
+	now    time.Time
+	status Status
+	due    time.Time
+
+	// The first commit creates the message row and sets id; the others
+	// wait on createMu until it has.
+	createMu sync.Mutex
+	id       string
+	created  atomic.Bool
+	noCopy   atomic.Bool  // COPY met an existing row: insert with ON CONFLICT instead
+	accepted atomic.Int64 // recipients stored and charged
+	resumed  atomic.Int64 // recipients an earlier call had stored
 }
 
 // commit stores one chunk and charges it, in one transaction.
 func (s *batchState) commit(ctx context.Context, chunk []recipientRow) error {
+	if !s.created.Load() {
+		s.createMu.Lock()
+		if s.created.Load() {
+			s.createMu.Unlock()
+		} else {
+			defer s.createMu.Unlock() // this commit creates the message
+		}
+	}
+	err := s.commitOnce(ctx, chunk, !s.noCopy.Load())
+	if errors.Is(err, errCopyConflict) {
+		// A concurrent call with the same key stored some of these seqs:
+		// from now on insert row by row, skipping what exists.
+		s.noCopy.Store(true)
+		err = s.commitOnce(ctx, chunk, false)
+	}
+	return err
+}
+
+var errCopyConflict = errors.New("copy conflict")
+
+func (s *batchState) commitOnce(ctx context.Context, chunk []recipientRow, useCopy bool) error {
 	m, c := s.m, s.c
-	id := s.rec.MessageID
+	id := s.id
 	now := m.now() // each chunk is accepted when it commits
 	var stored int64
-	err := m.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		if !s.created {
+	// PostgreSQL's COPY needs the pgx connection under the transaction, so
+	// the transaction runs on a connection reserved for it.
+	conn, err := m.db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("mailing: store recipients: %w", err)
+	}
+	defer conn.Close()
+	useCopy = useCopy && isPG(m.db)
+	creating := !s.created.Load()
+	err = conn.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if creating {
 			ok, err := m.insertMessage(ctx, tx, s.acct.ID, id, "batch", c, s.now, 0)
 			if err != nil {
 				return err
@@ -246,6 +371,8 @@ func (s *batchState) commit(ctx context.Context, chunk []recipientRow) error {
 				if err != nil {
 					return err
 				}
+				useCopy = false
+				s.noCopy.Store(true)
 			} else if err := m.insertExtras(ctx, tx, id, c); err != nil {
 				return err
 			}
@@ -265,34 +392,43 @@ func (s *batchState) commit(ctx context.Context, chunk []recipientRow) error {
 			r.RFCMessageID = fmt.Sprintf("%s.%d@%s", id, r.Seq, m.cfg.MessageIDDomain)
 			r.Status, r.Priority, r.DueAt, r.AcceptedAt = s.status, c.priority, s.due, now
 		}
-		// ON CONFLICT DO NOTHING: a concurrent retry with the same key may
-		// have stored some of these; only what this call stores is charged.
-		res, err := tx.NewInsert().Model(&chunk).ExcludeColumn("id").On("CONFLICT (message_id, seq) DO NOTHING").
-			Returning("NULL").Exec(ctx)
-		if err != nil {
-			return fmt.Errorf("mailing: store recipients: %w", err)
+		var n int64
+		if useCopy {
+			if n, err = copyRecipients(ctx, conn, chunk); err != nil {
+				return err
+			}
+		} else {
+			// ON CONFLICT DO NOTHING: an earlier or concurrent call with the
+			// same key may have stored some of these; only what this call
+			// stores is charged.
+			res, err := tx.NewInsert().Model(&chunk).ExcludeColumn("id").On("CONFLICT (message_id, seq) DO NOTHING").
+				Returning("NULL").Exec(ctx)
+			if err != nil {
+				return fmt.Errorf("mailing: store recipients: %w", err)
+			}
+			if n, err = res.RowsAffected(); err != nil {
+				return fmt.Errorf("mailing: store recipients: %w", err)
+			}
 		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return fmt.Errorf("mailing: store recipients: %w", err)
-		}
+		stored = n
 		if n == 0 {
 			return nil
 		}
 		if _, err := tx.NewRaw("UPDATE mail_messages SET recipients = recipients + ? WHERE id = ?", n, id).Exec(ctx); err != nil {
 			return fmt.Errorf("mailing: count recipients: %w", err)
 		}
-		if _, err := m.ledger.Charge(ctx, tx, quota.Charge{Account: c.account, Amount: n, Origin: c.origin,
-			Reference: id, Actor: c.actor}); err != nil {
-			return err
-		}
-		stored = n
-		return nil
+		_, err := m.ledger.Charge(ctx, tx, quota.Charge{Account: c.account, Amount: n, Origin: c.origin,
+			Reference: id, Actor: c.actor})
+		return err
 	})
 	if err != nil {
 		return err
 	}
-	s.created, s.rec.MessageID = true, id
-	s.rec.Accepted += int(stored)
+	if creating { // under createMu: no other commit runs
+		s.id = id
+		s.created.Store(true)
+	}
+	s.accepted.Add(stored)
+	s.resumed.Add(int64(len(chunk)) - stored)
 	return nil
 }

@@ -38,6 +38,9 @@ type Config struct {
 	// charge. Default 1,000.
 	ChunkSize int
 
+	// Committers is how many batch chunks may commit at once. Default 2.
+	Committers int
+
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 
@@ -82,6 +85,9 @@ func New(cfg Config) (*Mailer, error) {
 	}
 	if cfg.ChunkSize <= 0 {
 		cfg.ChunkSize = 1000
+	}
+	if cfg.Committers <= 0 {
+		cfg.Committers = 2
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

@@ -39,7 +39,7 @@ type env struct {
 	clock *clock
 }
 
-// setup makes a mailer with a pool of 100,000, the accounts given, and
+// setup makes a mailer with a pool of 100,000,000, the accounts given, and
 // sender identities: avisos@servir.gob.pe for every account, @servir.gob.pe
 // for enap/eventos.
 func setup(t testing.TB, db *bun.DB, accounts map[string]int64, cfg mailing.Config) env {
@@ -55,7 +55,7 @@ func setup(t testing.TB, db *bun.DB, accounts map[string]int64, cfg mailing.Conf
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close() })
-	plan := quota.Plan{Pool: quota.PoolSpec{Name: "p", Total: 100_000, StartsAt: start.AddDate(0, -1, 0), EndsAt: start.AddDate(1, 0, 0)}}
+	plan := quota.Plan{Pool: quota.PoolSpec{Name: "p", Total: 100_000_000, StartsAt: start.AddDate(0, -1, 0), EndsAt: start.AddDate(1, 0, 0)}}
 	for name, n := range accounts {
 		plan.Accounts = append(plan.Accounts, quota.AccountSpec{Name: name, Allocation: n})
 	}

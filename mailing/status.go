@@ -315,12 +315,16 @@ func (m *Mailer) Render(ctx context.Context, recipientID int64) ([]byte, error) 
 	return build(p)
 }
 
+// decodeData reads a recipient's stored data. Numbers stay json.Number,
+// so 12345678 renders as written, not as 1.2345678e+07.
 func decodeData(s *string) (map[string]any, error) {
-	if s == nil {
-		return map[string]any{}, nil
+	d := map[string]any{}
+	if s == nil || *s == "null" {
+		return d, nil
 	}
-	var d map[string]any
-	if err := json.Unmarshal([]byte(*s), &d); err != nil {
+	dec := json.NewDecoder(strings.NewReader(*s))
+	dec.UseNumber()
+	if err := dec.Decode(&d); err != nil {
 		return nil, fmt.Errorf("mailing: recipient data: %w", err)
 	}
 	return d, nil
