@@ -569,3 +569,47 @@ func TestSenders(t *testing.T) {
 		}
 	})
 }
+
+// Two callers run the same batch (same key, same recipients) at once: every
+// recipient is stored and charged exactly once, under one message id.
+func TestConcurrentBatchesWithOneKey(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		e := setup(t, db, map[string]int64{"enap/eventos": 10_000}, mailing.Config{ChunkSize: 50})
+		ctx := context.Background()
+		var rs []mailing.Recipient
+		for i := range 1000 {
+			rs = append(rs, mailing.Recipient{Address: fmt.Sprintf("p%d@example.com", i), Data: map[string]any{"N": 12345678 + i}})
+		}
+		b := mailing.Batch{Account: "enap/eventos", From: "avisos@servir.gob.pe", Subject: "N={{.N}}", Text: "x",
+			IdempotencyKey: "twice", Recipients: mailing.List(rs...)}
+		recs := make([]mailing.BatchReceipt, 3)
+		var wg sync.WaitGroup
+		for i := range recs {
+			wg.Go(func() {
+				var err error
+				recs[i], err = e.m.SendBatch(ctx, b)
+				if err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		accepted := 0
+		for _, r := range recs {
+			if r.MessageID != recs[0].MessageID || r.Accepted+r.Resumed != 1000 {
+				t.Fatalf("receipts %+v", recs)
+			}
+			accepted += r.Accepted
+		}
+		if accepted != 1000 || e.used(t, "enap/eventos") != 1000 || e.count(t, "mail_recipients") != 1000 || e.count(t, "mail_messages") != 1 {
+			t.Fatalf("accepted %d, used %d, rows %d", accepted, e.used(t, "enap/eventos"), e.count(t, "mail_recipients"))
+		}
+		// Large numbers render as written, at acceptance and at delivery.
+		list, _ := e.m.Recipients(ctx, "", recs[0].MessageID, -1, 1)
+		raw, err := e.m.Render(ctx, list[0].ID)
+		if err != nil || !bytes.Contains(raw, []byte("Subject: N=12345678\r\n")) {
+			t.Fatalf("render: %v\n%s", err, raw)
+		}
+		verify(t, e.m)
+	})
+}

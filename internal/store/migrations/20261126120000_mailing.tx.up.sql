@@ -62,9 +62,12 @@ CREATE TABLE mail_attachments (
 --bun:split
 -- One row per recipient: the queue (status, priority, due_at) and the log.
 -- priority: 0 transactional, 1 bulk; due_at: when it may next be tried.
+-- message_id has no foreign key on purpose: rows are only ever inserted in
+-- the transaction that holds their message, and a per-row key check would
+-- take a share lock on the message row a million times for a big batch.
 CREATE TABLE mail_recipients (
     id              {{.ID}},
-    message_id      TEXT NOT NULL REFERENCES mail_messages (id),
+    message_id      TEXT NOT NULL,
     seq             INTEGER NOT NULL,
     account_id      BIGINT NOT NULL,
     origin          TEXT NOT NULL,
