@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/sync/errgroup"
 
@@ -295,15 +296,34 @@ func (m *Mailer) batchRecipient(tpl *templates, r Recipient) (recipientRow, erro
 	if err != nil {
 		return recipientRow{}, contentErr("data: %v", err)
 	}
-	s := string(raw)
-	data, err := decodeData(&s)
-	if err != nil {
-		return recipientRow{}, contentErr("data must be a map or a struct, not %.40s", raw)
+	var data map[string]any
+	if flat, ok := r.Data.(map[string]string); ok && validUTF8(flat) {
+		// Valid UTF-8 strings survive the JSON round trip unchanged: skip
+		// decoding (the common case of data read from a CSV file).
+		data = make(map[string]any, len(flat))
+		for k, v := range flat {
+			data[k] = v
+		}
+	} else {
+		s := string(raw)
+		if data, err = decodeData(&s); err != nil {
+			return recipientRow{}, contentErr("data must be a map or a struct, not %.40s", raw)
+		}
 	}
 	if _, err := tpl.render(data); err != nil {
 		return recipientRow{}, err
 	}
-	return recipientRow{Address: a.Addr, Name: a.Name, Kind: "to", Data: &s}, nil
+	stored := string(raw)
+	return recipientRow{Address: a.Addr, Name: a.Name, Kind: "to", Data: &stored}, nil
+}
+
+func validUTF8(m map[string]string) bool {
+	for k, v := range m {
+		if !utf8.ValidString(k) || !utf8.ValidString(v) {
+			return false
+		}
+	}
+	return true
 }
 
 type batchState struct {

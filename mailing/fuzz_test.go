@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // FuzzParseAddress: an accepted address has no CR, LF or NUL anywhere, an
@@ -107,6 +108,38 @@ func FuzzRenderAndBuild(f *testing.F) {
 		}
 		if m, err := mail.ReadMessage(bytes.NewReader(raw)); err != nil || m.Header.Get("Message-Id") != "<id@envios.invalid>" {
 			t.Fatalf("message does not parse: %v", err)
+		}
+	})
+}
+
+// FuzzFlatDataMatchesStored: for string data, what acceptance renders (the
+// fast path) is what delivery renders from the stored JSON.
+func FuzzFlatDataMatchesStored(f *testing.F) {
+	f.Add("Ana", "x")
+	f.Add("\xff\xfe", "<b>")
+	f.Add("a\u2028b", "{{.N}}")
+	f.Fuzz(func(t *testing.T, v, w string) {
+		m := &Mailer{}
+		text := "{{.N}}|{{.W}}"
+		tpl, err := parseTemplates("s", &text, nil, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		row, err := m.batchRecipient(tpl, Recipient{Address: "a@example.com", Data: map[string]string{"N": v, "W": w}})
+		if err != nil {
+			return
+		}
+		stored, err := decodeData(row.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fast, _ := tpl.render(map[string]any{"N": v, "W": w})
+		slow, err := tpl.render(stored)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if utf8.ValidString(v) && utf8.ValidString(w) && *fast.text != *slow.text {
+			t.Fatalf("acceptance rendered %q, delivery would render %q", *fast.text, *slow.text)
 		}
 	})
 }

