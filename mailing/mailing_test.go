@@ -613,3 +613,79 @@ func TestConcurrentBatchesWithOneKey(t *testing.T) {
 		verify(t, e.m)
 	})
 }
+
+func TestListByCampaignAndTagAndInlineImages(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		e := setup(t, db, map[string]int64{"enap/eventos": 100, "sjti/talento": 100}, mailing.Config{})
+		ctx := context.Background()
+		send := func(account, campaign string, tags ...string) string {
+			msg := basic()
+			msg.Account, msg.Campaign, msg.Tags = account, campaign, tags
+			msg.HTML = `<p><img src="cid:logo"></p>`
+			msg.Attachments = []mailing.Attachment{{Filename: "logo.png", ContentID: "logo", Data: []byte("\x89PNG")}}
+			r, err := e.m.Send(ctx, msg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.clock.Add(time.Minute)
+			return r.MessageID
+		}
+		a := send("enap/eventos", "cursos", "etica")
+		b := send("enap/eventos", "cursos", "gestion")
+		c := send("sjti/talento", "", "gestion")
+		for _, tt := range []struct {
+			f    mailing.MessageFilter
+			want []string
+		}{
+			{mailing.MessageFilter{Campaign: "cursos"}, []string{b, a}},
+			{mailing.MessageFilter{Tag: "gestion"}, []string{c, b}},
+			{mailing.MessageFilter{Account: "sjti/talento"}, []string{c}},
+			{mailing.MessageFilter{Account: "enap/eventos", Tag: "gestion"}, []string{b}},
+			{mailing.MessageFilter{Limit: 1}, []string{c}},
+		} {
+			got, err := e.m.Messages(ctx, tt.f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ids []string
+			for _, m := range got {
+				ids = append(ids, m.ID)
+			}
+			if fmt.Sprint(ids) != fmt.Sprint(tt.want) {
+				t.Errorf("%+v: %v, want %v", tt.f, ids, tt.want)
+			}
+		}
+		rs, _ := e.m.Recipients(ctx, "", c, -1, 0)
+		raw, err := e.m.Render(ctx, rs[0].ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		env, err := enmime.ReadEnvelope(bytes.NewReader(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(env.Inlines) != 1 || env.Inlines[0].ContentID != "logo" || !strings.Contains(string(raw), "multipart/related") {
+			t.Fatalf("inline image missing:\n%s", raw)
+		}
+	})
+}
+
+func TestShutdownRefusesNewCallsOnlyForItsMailer(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		e := setup(t, db, map[string]int64{"sjti/talento": 100}, mailing.Config{})
+		other, err := mailing.New(mailing.Config{DB: db, Now: e.clock.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		if err := e.m.Shutdown(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.m.Send(ctx, basic()); !errors.Is(err, mailing.ErrClosed) {
+			t.Fatalf("send after shutdown: %v", err)
+		}
+		if _, err := other.Send(ctx, basic()); err != nil {
+			t.Fatalf("another mailer on the same database: %v", err)
+		}
+	})
+}
