@@ -1,0 +1,508 @@
+package mailing
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base32"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	mathrand "math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-msgauth/dkim"
+	"github.com/uptrace/bun"
+
+	"github.com/servir-pe/envios/internal/dkimkey"
+	"github.com/servir-pe/envios/quota"
+)
+
+// EngineConfig configures delivery. Transport and ReturnPathDomain are
+// required; every other zero value has the default its comment states.
+type EngineConfig struct {
+	// Transport hands messages to the next hop (a *Smarthost).
+	Transport Transport
+
+	// ReturnPathDomain is the dedicated sending domain: envelope senders are
+	// per-recipient addresses there (b+TOKEN@domain), so a bounce maps back
+	// to exactly one recipient, and the mailto: unsubscribe address too.
+	ReturnPathDomain string
+
+	// UnsubscribeURL is the base of the one-click unsubscribe link bulk mail
+	// carries (RFC 8058): UnsubscribeURL + TOKEN. Default
+	// "https://" + ReturnPathDomain + "/u/".
+	UnsubscribeURL string
+
+	// UnsignedDomains may send without a DKIM key. Default none: mail from
+	// a domain without a key is deferred (and fails at MaxAge), never sent
+	// unsigned silently.
+	UnsignedDomains []string
+
+	// SignatureTTL, when set, gives signatures an expiry (x=). Default none.
+	SignatureTTL time.Duration
+
+	// Workers bounds concurrent deliveries. Default 8.
+	Workers int
+	// Batch is how many due recipients one claim takes. Default 100.
+	Batch int
+	// Lease is how long a claim lasts before another engine may take the
+	// recipient over (its engine presumed dead). Default 10 minutes.
+	Lease time.Duration
+	// Poll is how long an idle engine waits before looking again. Default 1s.
+	Poll time.Duration
+	// RetryBase and RetryMax shape the backoff after a temporary failure:
+	// RetryBase·2^(attempts−1), at most RetryMax, with ±20% jitter.
+	// Defaults 1 minute and 1 hour.
+	RetryBase, RetryMax time.Duration
+	// MaxAge is how long after acceptance a recipient is retried before it
+	// fails. Default 5 days.
+	MaxAge time.Duration
+	// Owner names this engine in leases. Default host name, pid and a
+	// random suffix.
+	Owner string
+}
+
+// Engine delivers due recipients: it claims them with a lease, renders,
+// signs and sends each one, and records the outcome. Several engines may
+// share one PostgreSQL database (claims use FOR UPDATE SKIP LOCKED).
+type Engine struct {
+	m        *Mailer
+	cfg      EngineConfig
+	tokenKey []byte
+	unsigned map[string]bool
+}
+
+// NewEngine returns an Engine delivering m's queue.
+func (m *Mailer) NewEngine(ctx context.Context, cfg EngineConfig) (*Engine, error) {
+	if cfg.Transport == nil {
+		return nil, errors.New("mailing: EngineConfig.Transport is required")
+	}
+	if cfg.ReturnPathDomain == "" {
+		return nil, errors.New("mailing: EngineConfig.ReturnPathDomain is required")
+	}
+	if cfg.UnsubscribeURL == "" {
+		cfg.UnsubscribeURL = "https://" + cfg.ReturnPathDomain + "/u/"
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&cfg.Lease, 10*time.Minute)
+	def(&cfg.Poll, time.Second)
+	def(&cfg.RetryBase, time.Minute)
+	def(&cfg.RetryMax, time.Hour)
+	def(&cfg.MaxAge, 5*24*time.Hour)
+	if cfg.Workers <= 0 {
+		cfg.Workers = 8
+	}
+	if cfg.Batch <= 0 {
+		cfg.Batch = 100
+	}
+	if cfg.Owner == "" {
+		host, _ := os.Hostname()
+		b := make([]byte, 4)
+		_, _ = rand.Read(b)
+		cfg.Owner = fmt.Sprintf("%s/%d/%x", host, os.Getpid(), b)
+	}
+	key, err := m.secret(ctx, "token_key")
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{m: m, cfg: cfg, tokenKey: key, unsigned: map[string]bool{}}
+	for _, d := range cfg.UnsignedDomains {
+		e.unsigned[strings.ToLower(d)] = true
+	}
+	return e, nil
+}
+
+// secret returns the named secret, creating it on first use.
+func (m *Mailer) secret(ctx context.Context, name string) ([]byte, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
+	}
+	_, err := m.db.NewRaw("INSERT INTO envios_secrets (name, value, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
+		name, hex.EncodeToString(b), m.now()).Exec(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("mailing: create secret: %w", err)
+	}
+	var v string
+	if err := m.db.NewRaw("SELECT value FROM envios_secrets WHERE name = ?", name).Scan(ctx, &v); err != nil {
+		return nil, fmt.Errorf("mailing: read secret: %w", err)
+	}
+	return hex.DecodeString(v)
+}
+
+var tokenEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+// Token is the recipient's opaque, unforgeable token: its row id and an
+// HMAC of it. It names the recipient in the envelope sender (bounces) and
+// in unsubscribe links.
+func (e *Engine) Token(recipientID int64) string {
+	id := strconv.FormatInt(recipientID, 36)
+	mac := hmac.New(sha256.New, e.tokenKey)
+	mac.Write([]byte(id))
+	return id + "-" + strings.ToLower(tokenEncoding.EncodeToString(mac.Sum(nil)[:10]))
+}
+
+// RecipientOfToken checks a token and returns the recipient it names.
+func (e *Engine) RecipientOfToken(tok string) (int64, bool) {
+	id, _, ok := strings.Cut(strings.ToLower(tok), "-")
+	if !ok || !hmac.Equal([]byte(e.Token(mustParse36(id))), []byte(strings.ToLower(tok))) {
+		return 0, false
+	}
+	return mustParse36(id), true
+}
+
+func mustParse36(s string) int64 {
+	n, err := strconv.ParseInt(s, 36, 64)
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+// ReturnPath is the envelope sender for a recipient.
+func (e *Engine) ReturnPath(recipientID int64) string {
+	return "b+" + e.Token(recipientID) + "@" + e.cfg.ReturnPathDomain
+}
+
+// Run delivers until ctx ends, then finishes the deliveries in flight,
+// returns the leases of what it claimed but did not start, and returns nil.
+func (e *Engine) Run(ctx context.Context) error {
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-timer.C:
+		}
+		n, err := e.RunOnce(ctx)
+		if err != nil && ctx.Err() == nil {
+			e.m.cfg.Logger.Error("delivery round failed", "err", err)
+		}
+		wait := e.cfg.Poll
+		if n > 0 && err == nil {
+			wait = 0 // more may be due
+		}
+		timer.Reset(wait)
+	}
+}
+
+type claimed struct {
+	ID         int64
+	MessageID  string
+	Address    string
+	Attempts   int
+	AcceptedAt time.Time
+	Priority   int16
+}
+
+// RunOnce claims up to Batch due recipients (transactional first, then by
+// due time), delivers them with up to Workers at once, and returns how
+// many it handled.
+func (e *Engine) RunOnce(ctx context.Context) (int, error) {
+	if _, err := e.m.PromoteDue(ctx); err != nil {
+		return 0, err
+	}
+	items, err := e.claim(ctx)
+	if err != nil || len(items) == 0 {
+		return 0, err
+	}
+	work := make(chan claimed)
+	var wg sync.WaitGroup
+	for range min(e.cfg.Workers, len(items)) {
+		wg.Go(func() {
+			for it := range work {
+				e.deliverOne(context.WithoutCancel(ctx), it)
+			}
+		})
+	}
+	done := 0
+	for _, it := range items {
+		if ctx.Err() != nil {
+			break
+		}
+		work <- it
+		done++
+	}
+	close(work)
+	wg.Wait()
+	if done < len(items) {
+		e.unclaim(context.WithoutCancel(ctx), items[done:])
+	}
+	return done, nil
+}
+
+func (e *Engine) claim(ctx context.Context) ([]claimed, error) {
+	now := e.m.now()
+	db := e.m.db
+	// Rows an engine claimed and never finished (it died) become due again.
+	if _, err := db.NewRaw("UPDATE mail_recipients SET status = 'deferred', lease_until = NULL, lease_owner = '' "+
+		"WHERE status = 'sending' AND lease_until < ?", now).Exec(ctx); err != nil {
+		return nil, fmt.Errorf("mailing: expire leases: %w", err)
+	}
+	lock := ""
+	if isPG(db) {
+		lock = " FOR UPDATE SKIP LOCKED"
+	}
+	var items []claimed
+	err := db.NewRaw("UPDATE mail_recipients SET status = 'sending', lease_until = ?, lease_owner = ? "+
+		"WHERE id IN (SELECT id FROM mail_recipients WHERE status IN ('queued', 'scheduled', 'deferred') AND due_at <= ? "+
+		"ORDER BY priority, due_at LIMIT ?"+lock+") "+
+		"RETURNING id, message_id, address, attempts, accepted_at, priority",
+		now.Add(e.cfg.Lease), e.cfg.Owner, now, e.cfg.Batch).Scan(ctx, &items)
+	if err != nil {
+		return nil, fmt.Errorf("mailing: claim: %w", err)
+	}
+	// RETURNING does not keep the subquery's order.
+	sortClaimed(items)
+	return items, nil
+}
+
+func sortClaimed(items []claimed) {
+	for i := 1; i < len(items); i++ {
+		for j := i; j > 0 && (items[j].Priority < items[j-1].Priority ||
+			items[j].Priority == items[j-1].Priority && items[j].ID < items[j-1].ID); j-- {
+			items[j], items[j-1] = items[j-1], items[j]
+		}
+	}
+}
+
+func (e *Engine) unclaim(ctx context.Context, items []claimed) {
+	ids := make([]int64, len(items))
+	for i, it := range items {
+		ids[i] = it.ID
+	}
+	_, err := e.m.db.NewRaw("UPDATE mail_recipients SET status = CASE WHEN attempts = 0 THEN 'queued' ELSE 'deferred' END, "+
+		"lease_until = NULL, lease_owner = '' WHERE id IN (?) AND status = 'sending' AND lease_owner = ?", bun.List(ids), e.cfg.Owner).Exec(ctx)
+	if err != nil {
+		e.m.cfg.Logger.Error("returning leases failed; they expire on their own", "err", err)
+	}
+}
+
+// deliverOne builds, signs and sends one recipient's message and records
+// what happened. A panic is recovered: the recipient is deferred, not lost.
+func (e *Engine) deliverOne(ctx context.Context, it claimed) {
+	defer func() {
+		if p := recover(); p != nil {
+			e.m.cfg.Logger.Error("delivery panicked", "recipient", it.ID, "panic", p)
+			e.record(ctx, it, Result{Text: fmt.Sprintf("internal error: %v", p)}, false)
+		}
+	}()
+	raw, err := e.m.Render(ctx, it.ID)
+	if err != nil {
+		e.fail(ctx, it, "message could not be built: "+err.Error())
+		return
+	}
+	raw, err = e.prepare(ctx, it, raw)
+	if err != nil {
+		e.record(ctx, it, Result{Text: err.Error()}, false)
+		return
+	}
+	res := e.cfg.Transport.Deliver(ctx, e.ReturnPath(it.ID), []string{it.Address}, raw)
+	e.record(ctx, it, res[0], true)
+}
+
+// prepare adds the per-recipient headers and the DKIM signatures.
+func (e *Engine) prepare(ctx context.Context, it claimed, raw []byte) ([]byte, error) {
+	var extra bytes.Buffer
+	if it.Priority > 0 { // bulk: RFC 2369 + RFC 8058 one-click unsubscribe
+		tok := e.Token(it.ID)
+		fmt.Fprintf(&extra, "List-Unsubscribe: <%s%s>, <mailto:u+%s@%s>\r\n", e.cfg.UnsubscribeURL, tok, tok, e.cfg.ReturnPathDomain)
+		extra.WriteString("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
+	}
+	msg := append(extra.Bytes(), raw...)
+	from, err := fromDomain(raw)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := dkimkey.Signing(ctx, e.m.db, from)
+	if errors.Is(err, dkimkey.ErrNotFound) {
+		if e.unsigned[from] {
+			return msg, nil
+		}
+		return nil, fmt.Errorf("no DKIM key for %s: add one with `relayd domain add %s` (mail is not sent unsigned)", from, from)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return sign(msg, keys, e.m.now(), e.cfg.SignatureTTL)
+}
+
+// signedHeaders are signed, and over-signed: each is listed once more than
+// it appears, so a header added later breaks the signature (RFC 6376 §8.15).
+var signedHeaders = []string{"From", "To", "Cc", "Subject", "Date", "Message-ID", "Reply-To",
+	"Content-Type", "MIME-Version", "List-Unsubscribe", "List-Unsubscribe-Post"}
+
+func sign(msg []byte, keys []dkimkey.Key, now time.Time, ttl time.Duration) ([]byte, error) {
+	head := msg
+	if i := bytes.Index(msg, []byte("\r\n\r\n")); i >= 0 {
+		head = msg[:i+2]
+	}
+	var names []string
+	for _, h := range signedHeaders {
+		n := countHeader(head, h)
+		for range n + 1 {
+			names = append(names, h)
+		}
+	}
+	var sigs bytes.Buffer
+	for _, k := range keys {
+		opts := &dkim.SignOptions{Domain: k.Domain, Selector: k.Selector, Signer: k.Signer,
+			HeaderCanonicalization: dkim.CanonicalizationRelaxed, BodyCanonicalization: dkim.CanonicalizationRelaxed,
+			HeaderKeys: names}
+		if ttl > 0 {
+			opts.Expiration = now.Add(ttl)
+		}
+		s, err := dkim.NewSigner(opts)
+		if err != nil {
+			return nil, fmt.Errorf("dkim: %w", err)
+		}
+		if _, err := s.Write(msg); err != nil {
+			return nil, fmt.Errorf("dkim: %w", err)
+		}
+		if err := s.Close(); err != nil {
+			return nil, fmt.Errorf("dkim: %w", err)
+		}
+		sigs.WriteString(s.Signature())
+	}
+	return append(sigs.Bytes(), msg...), nil
+}
+
+func countHeader(head []byte, name string) int {
+	n := 0
+	for _, line := range bytes.Split(head, []byte("\r\n")) {
+		if i := bytes.IndexByte(line, ':'); i > 0 && line[0] != ' ' && line[0] != '\t' &&
+			strings.EqualFold(string(bytes.TrimSpace(line[:i])), name) {
+			n++
+		}
+	}
+	return n
+}
+
+// fromDomain reads the domain of the message's From header.
+func fromDomain(raw []byte) (string, error) {
+	head := raw
+	if i := bytes.Index(raw, []byte("\r\n\r\n")); i >= 0 {
+		head = raw[:i]
+	}
+	for _, line := range bytes.Split(head, []byte("\r\n")) {
+		if v, ok := bytes.CutPrefix(line, []byte("From:")); ok {
+			s := string(v)
+			if i := strings.LastIndexByte(s, '@'); i >= 0 {
+				return strings.ToLower(strings.Trim(s[i+1:], "> \t")), nil
+			}
+		}
+	}
+	return "", errors.New("message has no From address")
+}
+
+// backoff is the wait before attempt n+1 after n failed attempts.
+func (e *Engine) backoff(attempts int) time.Duration {
+	d := float64(e.cfg.RetryBase) * math.Pow(2, float64(max(0, attempts-1)))
+	d = math.Min(d, float64(e.cfg.RetryMax))
+	return time.Duration(d * (0.8 + 0.4*mathrand.Float64()))
+}
+
+// record stores the outcome of an attempt (attempted: something was sent
+// to a server, or tried to be) in one transaction.
+func (e *Engine) record(ctx context.Context, it claimed, r Result, attempted bool) {
+	now := e.m.now()
+	status := StatusDeferred
+	switch {
+	case r.Delivered() && !r.LostAfterData:
+		status = StatusSent
+	case r.Permanent():
+		status = StatusBounced
+	}
+	attempts := it.Attempts
+	if attempted {
+		attempts++
+	}
+	due := now.Add(e.backoff(max(1, attempts)))
+	if status == StatusDeferred && due.Sub(it.AcceptedAt) > e.cfg.MaxAge {
+		status = StatusFailed
+	}
+	var final *time.Time
+	if status != StatusDeferred {
+		final = &now
+	}
+	var last *time.Time
+	if attempted {
+		last = &now
+	}
+	err := e.m.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		res, err := tx.NewRaw("UPDATE mail_recipients SET status = ?, attempts = ?, last_attempt_at = COALESCE(?, last_attempt_at), "+
+			"final_at = ?, due_at = ?, remote_host = ?, reply = ?, lease_until = NULL, lease_owner = '' "+
+			"WHERE id = ? AND status = 'sending' AND lease_owner = ?",
+			status, attempts, last, final, due, r.Host, truncate(r.Reply(), 2000), it.ID, e.cfg.Owner).Exec(ctx)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return fmt.Errorf("recipient %d is no longer leased to this engine", it.ID)
+		}
+		if status == StatusFailed && attempts == 0 {
+			return e.release(ctx, tx, it, "failed before any attempt")
+		}
+		return nil
+	})
+	if err != nil {
+		e.m.cfg.Logger.Error("recording a delivery outcome failed; the lease will expire and it will be retried", "recipient", it.ID, "err", err)
+	}
+}
+
+// fail marks a recipient whose message cannot be built as failed and, as it
+// had no delivery attempt, releases its charge.
+func (e *Engine) fail(ctx context.Context, it claimed, reason string) {
+	now := e.m.now()
+	err := e.m.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		res, err := tx.NewRaw("UPDATE mail_recipients SET status = 'failed', final_at = ?, reply = ?, lease_until = NULL, lease_owner = '' "+
+			"WHERE id = ? AND status = 'sending' AND lease_owner = ?", now, truncate(reason, 2000), it.ID, e.cfg.Owner).Exec(ctx)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return nil
+		}
+		if it.Attempts == 0 {
+			return e.release(ctx, tx, it, "message could not be built")
+		}
+		return nil
+	})
+	if err != nil {
+		e.m.cfg.Logger.Error("recording a failure failed", "recipient", it.ID, "err", err)
+	}
+}
+
+func (e *Engine) release(ctx context.Context, tx bun.IDB, it claimed, reason string) error {
+	var acct struct {
+		Name   string
+		Origin quota.Origin
+	}
+	if err := tx.NewRaw("SELECT a.name, m.origin FROM mail_messages AS m JOIN quota_accounts AS a ON a.id = m.account_id WHERE m.id = ?",
+		it.MessageID).Scan(ctx, &acct); err != nil {
+		return err
+	}
+	_, err := e.m.ledger.Release(ctx, tx, quota.Release{Account: acct.Name, Amount: 1, Origin: acct.Origin,
+		Reference: it.MessageID, Actor: "engine:" + e.cfg.Owner, Reason: reason})
+	return err
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

@@ -1,0 +1,318 @@
+package mailing_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-msgauth/dkim"
+	"github.com/emersion/go-smtp"
+	"github.com/uptrace/bun"
+
+	"github.com/servir-pe/envios/internal/dkimkey"
+	"github.com/servir-pe/envios/internal/storetest"
+	"github.com/servir-pe/envios/mailing"
+	"github.com/servir-pe/envios/mailing/mailtest"
+)
+
+// dns serves the TXT records of the keys added, for the verifiers.
+type dns map[string]string
+
+func addKeys(t *testing.T, db *bun.DB, domain string) dns {
+	t.Helper()
+	records := dns{}
+	for _, alg := range []dkimkey.Algorithm{dkimkey.RSA2048, dkimkey.Ed25519} {
+		k, err := dkimkey.Add(context.Background(), db, domain, string(alg)+"-sel", alg, start)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name, value := k.Record()
+		records[name] = value
+	}
+	return records
+}
+
+func engine(t *testing.T, e env, sink *mailtest.Sink, cfg mailing.EngineConfig) *mailing.Engine {
+	t.Helper()
+	cfg.Transport = &mailing.Smarthost{Addr: sink.Addr, TLS: sink.ClientTLS(), Timeout: 10 * time.Second}
+	cfg.ReturnPathDomain = "envios.servir.gob.pe"
+	eng, err := e.m.NewEngine(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return eng
+}
+
+func verifyDKIM(t *testing.T, raw []byte, records dns) []*dkim.Verification {
+	t.Helper()
+	vs, err := dkim.VerifyWithOptions(bytes.NewReader(raw), &dkim.VerifyOptions{LookupTXT: func(name string) ([]string, error) {
+		if v, ok := records[name]; ok {
+			return []string{v}, nil
+		}
+		return nil, fmt.Errorf("no TXT for %s", name)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return vs
+}
+
+func TestEngineDeliversSignedMail(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		e := setup(t, db, map[string]int64{"enap/eventos": 100}, mailing.Config{})
+		records := addKeys(t, db, "servir.gob.pe")
+		sink := mailtest.NewSink(t)
+		eng := engine(t, e, sink, mailing.EngineConfig{Workers: 1}) // one worker: delivery order is claim order
+		ctx := context.Background()
+		one := basic()
+		one.Account = "enap/eventos"
+		one.To = []string{"Ana <ana@example.com>"}
+		if _, err := e.m.Send(ctx, one); err != nil {
+			t.Fatal(err)
+		}
+		b, err := e.m.SendBatch(ctx, mailing.Batch{Account: "enap/eventos", From: "ENAP <cursos@servir.gob.pe>",
+			Subject: "Hola {{.N}}", HTML: "<p>{{.N}}</p>", Recipients: mailing.List(
+				mailing.Recipient{Address: "x@example.org", Data: map[string]string{"N": "X"}},
+				mailing.Recipient{Address: "y@example.org", Data: map[string]string{"N": "Y"}})})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := eng.RunOnce(ctx)
+		if err != nil || n != 3 {
+			t.Fatalf("RunOnce = %d, %v", n, err)
+		}
+		msgs := sink.Messages()
+		if len(msgs) != 3 {
+			t.Fatalf("sink got %d messages", len(msgs))
+		}
+		// Transactional first.
+		if msgs[0].To[0] != "ana@example.com" || !msgs[0].TLS {
+			t.Fatalf("first delivery to %v (TLS %v), want the transactional message", msgs[0].To, msgs[0].TLS)
+		}
+		for _, m := range msgs {
+			vs := verifyDKIM(t, m.Data, records)
+			if len(vs) != 2 {
+				t.Fatalf("%d signatures, want RSA and Ed25519", len(vs))
+			}
+			for _, v := range vs {
+				if v.Err != nil || v.Domain != "servir.gob.pe" {
+					t.Fatalf("signature %s: %v", v.Domain, v.Err)
+				}
+			}
+			id, ok := eng.RecipientOfToken(strings.TrimSuffix(strings.TrimPrefix(m.From, "b+"), "@envios.servir.gob.pe"))
+			if !ok || !strings.HasSuffix(m.From, "@envios.servir.gob.pe") {
+				t.Fatalf("return path %q does not name a recipient", m.From)
+			}
+			raw, err := e.m.Render(ctx, id)
+			if err != nil || !bytes.Contains(m.Data, raw[:bytes.Index(raw, []byte("\r\n"))]) {
+				t.Fatalf("return path names recipient %d, which is not this message: %v", id, err)
+			}
+			bulk := bytes.Contains(m.Data, []byte("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"))
+			if bulk != (m.To[0] != "ana@example.com") {
+				t.Fatalf("List-Unsubscribe on %s: %v", m.To[0], bulk)
+			}
+			// A header added in transit breaks the signature (over-signing).
+			forged := append([]byte("From: evil@example.net\r\n"), m.Data...)
+			for _, v := range verifyDKIM(t, forged, records) {
+				if v.Err == nil {
+					t.Fatal("a second From header did not break the signature")
+				}
+			}
+		}
+		pythonVerify(t, msgs[1].Data, records)
+		rs, _ := e.m.Recipients(ctx, "", b.MessageID, -1, 0)
+		for _, r := range rs {
+			if r.Status != mailing.StatusSent || r.Attempts != 1 || r.RemoteHost != "127.0.0.1" || !strings.HasPrefix(r.Reply, "250") || r.FinalAt.IsZero() {
+				t.Fatalf("recipient row %+v", r)
+			}
+		}
+		if n, _ := eng.RunOnce(ctx); n != 0 {
+			t.Fatalf("a second round delivered %d again", n)
+		}
+		verify(t, e.m)
+	})
+}
+
+// pythonVerify checks the signatures with an independent implementation,
+// Debian's python3-dkim (dkimpy), fed the DNS records directly.
+func pythonVerify(t *testing.T, raw []byte, records dns) {
+	t.Helper()
+	python := ""
+	for _, p := range []string{"/usr/bin/python3", "python3"} {
+		if exec.Command(p, "-c", "import dkim").Run() == nil {
+			python = p
+			break
+		}
+	}
+	if python == "" {
+		if os.Getenv("ENVIOS_TEST_DKIMPY") == "required" {
+			t.Fatal("python3-dkim is required (ENVIOS_TEST_DKIMPY=required) but not installed")
+		}
+		t.Log("independent DKIM check skipped: install python3-dkim (.ci/run does)")
+		return
+	}
+	var recs []string
+	for k, v := range records {
+		recs = append(recs, fmt.Sprintf("%q: %q", k+".", v))
+	}
+	script := `import sys, dkim
+recs = {` + strings.Join(recs, ", ") + `}
+msg = sys.stdin.buffer.read()
+d = dkim.DKIM(msg)
+n = 0
+for i in range(2):
+    ok = d.verify(idx=i, dnsfunc=lambda name, timeout=5: recs.get(name.decode(), "").encode())
+    print("sig", i, ok)
+    if not ok: sys.exit(1)
+`
+	cmd := exec.Command(python, "-c", script)
+	cmd.Stdin = bytes.NewReader(raw)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !bytes.Contains(out, []byte("sig 0 True")) || !bytes.Contains(out, []byte("sig 1 True")) {
+		t.Fatalf("dkimpy does not verify: %v\n%s\n%s", err, out, raw)
+	}
+}
+
+func TestEngineOutcomes(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		e := setup(t, db, map[string]int64{"sjti/talento": 100}, mailing.Config{})
+		addKeys(t, db, "servir.gob.pe")
+		sink := mailtest.NewSink(t)
+		sink.Reply = func(rcpt string) error {
+			switch {
+			case strings.HasPrefix(rcpt, "nobody@"):
+				return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
+			case strings.HasPrefix(rcpt, "later@"):
+				return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 7, 1}, Message: "try again later"}
+			}
+			return nil
+		}
+		eng := engine(t, e, sink, mailing.EngineConfig{MaxAge: 3 * time.Hour})
+		ctx := context.Background()
+		msg := basic()
+		msg.To = []string{"ok@example.com", "nobody@example.com", "later@example.com"}
+		r, err := e.m.Send(ctx, msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, err := eng.RunOnce(ctx); err != nil || n != 3 {
+			t.Fatalf("RunOnce %d %v", n, err)
+		}
+		status := func() map[string]mailing.RecipientInfo {
+			rs, _ := e.m.Recipients(ctx, "", r.MessageID, -1, 0)
+			out := map[string]mailing.RecipientInfo{}
+			for _, x := range rs {
+				out[strings.Split(x.Address, "@")[0]] = x
+			}
+			return out
+		}
+		s := status()
+		if s["ok"].Status != mailing.StatusSent || s["nobody"].Status != mailing.StatusBounced || s["later"].Status != mailing.StatusDeferred {
+			t.Fatalf("statuses %+v", s)
+		}
+		if s["nobody"].Reply != "550 5.1.1 no such user" || s["later"].Reply != "451 4.7.1 try again later" {
+			t.Fatalf("replies %q %q", s["nobody"].Reply, s["later"].Reply)
+		}
+		if d := s["later"].DueAt.Sub(start); d < 48*time.Second || d > 72*time.Second {
+			t.Fatalf("first retry in %v, want about a minute", d)
+		}
+		// Not due yet: nothing happens.
+		if n, _ := eng.RunOnce(ctx); n != 0 {
+			t.Fatalf("retried early: %d", n)
+		}
+		// Retries back off; past MaxAge the recipient fails, still charged.
+		for range 6 {
+			e.clock.Add(time.Hour)
+			if _, err := eng.RunOnce(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s = status()
+		if s["later"].Status != mailing.StatusFailed || s["later"].Attempts < 3 || s["later"].FinalAt.IsZero() {
+			t.Fatalf("later: %+v", s["later"])
+		}
+		if u := e.used(t, "sjti/talento"); u != 3 {
+			t.Fatalf("used %d: bounced and failed-after-attempts stay charged", u)
+		}
+		verify(t, e.m)
+	})
+}
+
+func TestEngineRefusesToSendUnsigned(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		e := setup(t, db, map[string]int64{"sjti/talento": 100}, mailing.Config{})
+		sink := mailtest.NewSink(t)
+		eng := engine(t, e, sink, mailing.EngineConfig{})
+		ctx := context.Background()
+		r, err := e.m.Send(ctx, basic())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := eng.RunOnce(ctx); err != nil {
+			t.Fatal(err)
+		}
+		rs, _ := e.m.Recipients(ctx, "", r.MessageID, -1, 0)
+		if len(sink.Messages()) != 0 || rs[0].Status != mailing.StatusDeferred || !strings.Contains(rs[0].Reply, "no DKIM key for servir.gob.pe") || rs[0].Attempts != 0 {
+			t.Fatalf("sent unsigned, or wrong record: %+v", rs[0])
+		}
+		// Allowed explicitly: sent without a signature.
+		e.clock.Add(2 * time.Minute)
+		eng2 := engine(t, e, sink, mailing.EngineConfig{UnsignedDomains: []string{"servir.gob.pe"}})
+		if n, err := eng2.RunOnce(ctx); err != nil || n != 1 || len(sink.Messages()) != 1 {
+			t.Fatalf("unsigned allowed: %d %v, %d messages", n, err, len(sink.Messages()))
+		}
+	})
+}
+
+// Two engines share one queue: every recipient is delivered exactly once.
+func TestTwoEnginesDeliverEachRecipientOnce(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		e := setup(t, db, map[string]int64{"enap/eventos": 1000}, mailing.Config{})
+		addKeys(t, db, "servir.gob.pe")
+		sink := mailtest.NewSink(t)
+		ctx := context.Background()
+		var rs []mailing.Recipient
+		for i := range 200 {
+			rs = append(rs, mailing.Recipient{Address: fmt.Sprintf("p%d@example.com", i), Data: map[string]string{"N": fmt.Sprint(i)}})
+		}
+		if _, err := e.m.SendBatch(ctx, mailing.Batch{Account: "enap/eventos", From: "avisos@servir.gob.pe", Subject: "{{.N}}", Text: "x",
+			Recipients: mailing.List(rs...)}); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for i := range 2 {
+			eng := engine(t, e, sink, mailing.EngineConfig{Batch: 20, Workers: 4, Owner: fmt.Sprint("engine-", i)})
+			wg.Go(func() {
+				for {
+					n, err := eng.RunOnce(ctx)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if n == 0 {
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		seen := map[string]int{}
+		for _, m := range sink.Messages() {
+			seen[m.To[0]]++
+		}
+		if len(seen) != 200 {
+			t.Fatalf("%d distinct recipients delivered, want 200", len(seen))
+		}
+		for addr, n := range seen {
+			if n != 1 {
+				t.Fatalf("%s delivered %d times", addr, n)
+			}
+		}
+	})
+}

@@ -1,0 +1,144 @@
+// Package mailtest is an SMTP sink for tests, like net/http/httptest: a
+// real go-smtp server on 127.0.0.1 that offers STARTTLS with a throwaway
+// certificate, records every message it accepts, and answers each
+// recipient as the test decides (2xx, 4xx, 5xx).
+package mailtest
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"io"
+	"math/big"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// Message is one message the sink accepted.
+type Message struct {
+	From string
+	To   []string
+	Data []byte
+	TLS  bool
+}
+
+// Sink is a running SMTP server.
+type Sink struct {
+	Addr string // host:port to deliver to
+
+	// Reply decides the answer to RCPT TO for each recipient: nil accepts.
+	// Return an *smtp.SMTPError to refuse. Set it before mail arrives.
+	Reply func(rcpt string) error
+
+	srv   *smtp.Server
+	certs *x509.CertPool
+	mu    sync.Mutex
+	msgs  []Message
+}
+
+// NewSink starts a sink and stops it when the test ends.
+func NewSink(t testing.TB) *Sink {
+	t.Helper()
+	cert, pool, err := selfSigned()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Sink{certs: pool}
+	s.srv = smtp.NewServer(backend{s})
+	s.srv.Domain = "sink.test"
+	s.srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	s.srv.ReadTimeout, s.srv.WriteTimeout = 10*time.Second, 10*time.Second
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Addr = l.Addr().String()
+	go func() { _ = s.srv.Serve(l) }()
+	t.Cleanup(func() { s.srv.Close() })
+	return s
+}
+
+// ClientTLS is a TLS configuration that trusts the sink's certificate.
+func (s *Sink) ClientTLS() *tls.Config {
+	return &tls.Config{RootCAs: s.certs, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
+}
+
+// Messages returns what the sink accepted so far.
+func (s *Sink) Messages() []Message {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Message(nil), s.msgs...)
+}
+
+type backend struct{ s *Sink }
+
+func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	_, isTLS := c.TLSConnectionState()
+	return &session{s: b.s, tls: isTLS}, nil
+}
+
+type session struct {
+	s    *Sink
+	tls  bool
+	from string
+	to   []string
+}
+
+func (x *session) Mail(from string, _ *smtp.MailOptions) error { x.from = from; return nil }
+
+func (x *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if x.s.Reply != nil {
+		if err := x.s.Reply(to); err != nil {
+			return err
+		}
+	}
+	x.to = append(x.to, to)
+	return nil
+}
+
+func (x *session) Data(r io.Reader) error {
+	var b bytes.Buffer
+	if _, err := b.ReadFrom(r); err != nil {
+		return err
+	}
+	if len(x.to) == 0 {
+		return errors.New("no recipients")
+	}
+	x.s.mu.Lock()
+	x.s.msgs = append(x.s.msgs, Message{From: x.from, To: x.to, Data: b.Bytes(), TLS: x.tls})
+	x.s.mu.Unlock()
+	return nil
+}
+
+func (x *session) Reset()        { x.from, x.to = "", nil }
+func (x *session) Logout() error { return nil }
+
+func selfSigned() (tls.Certificate, *x509.CertPool, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sink.test"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool, nil
+}
