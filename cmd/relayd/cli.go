@@ -15,6 +15,7 @@ import (
 
 	"github.com/uptrace/bun"
 
+	"github.com/servir-pe/envios/internal/dkimkey"
 	"github.com/servir-pe/envios/internal/store"
 	"github.com/servir-pe/envios/mailing"
 	"github.com/servir-pe/envios/quota"
@@ -49,7 +50,8 @@ type command struct {
 
 func commands() []command {
 	return []command{
-		{"serve", "", "run the daemon: open and migrate the database, then serve until SIGINT or SIGTERM", runServe},
+		{"serve", "[--smarthost HOST:PORT --sending-domain D] [--smarthost-user U] [--smarthost-ca FILE] [--smarthost-plaintext] [--unsigned-domains D,…] [--workers N]",
+			"run the daemon: migrate the database, deliver queued mail through the smarthost, until SIGINT or SIGTERM", runServe},
 		{"db migrate", "", "apply pending schema migrations", runDBMigrate},
 		{"db status", "", "list pending schema migrations", runDBStatus},
 		{"quota init", "--from FILE", "create the pool and accounts of a pool file (again: no change)", runQuotaInit},
@@ -66,6 +68,10 @@ func commands() []command {
 		{"sender add", "ACCOUNT ADDRESS|@DOMAIN", "let an account send as an address, or as any address of a domain", runSenderAdd},
 		{"sender list", "[ACCOUNT] [--json]", "the sender identities of one account or of all", runSenderList},
 		{"sender remove", "ACCOUNT ADDRESS|@DOMAIN", "withdraw a sender identity", runSenderRemove},
+		{"domain add", "DOMAIN [--selector S] [--key rsa2048|ed25519]", "generate a DKIM key for a From domain and print its DNS record", runDomainAdd},
+		{"domain list", "", "the DKIM keys, by domain", runDomainList},
+		{"domain rotate", "DOMAIN", "add a new key (new selector) that signs from now on; old keys stay", runDomainRotate},
+		{"domain dns", "--sending-domain D [--ip IP] [--mx HOST] [--dmarc-report ADDR]", "every DNS record to publish: DKIM, and SPF, DMARC and MX for the sending domain", runDomainDNS},
 	}
 }
 
@@ -152,7 +158,7 @@ func printHelp(w io.Writer, group string) {
 
 // prefixes the CLI drops from error texts: the sentinel names add nothing a
 // reader needs on one line.
-var sentinelPrefixes = []error{quota.ErrInvalid, quota.ErrNotFound, quota.ErrExists, mailing.ErrAddress}
+var sentinelPrefixes = []error{quota.ErrInvalid, quota.ErrNotFound, quota.ErrExists, mailing.ErrAddress, dkimkey.ErrExists}
 
 // describe renders an error as the one line relayd prints.
 func describe(err error) string {
@@ -173,6 +179,7 @@ func describe(err error) string {
 	msg = strings.ReplaceAll(msg, "quota: ", "")
 	msg = strings.ReplaceAll(msg, "store: ", "")
 	msg = strings.ReplaceAll(msg, "mailing: ", "")
+	msg = strings.ReplaceAll(msg, "dkimkey: ", "")
 	return strings.Join(strings.Fields(msg), " ")
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -77,6 +78,11 @@ var transcript = []string{
 	`sender list sjti/talento --json`,
 	`sender remove sjti/talento avisos@servir.gob.pe`,
 	`sender remove sjti/talento avisos@servir.gob.pe`,
+	`domain list`,
+	`domain add not_a_domain`,
+	`domain add servir.gob.pe --key dsa`,
+	`domain dns`,
+	`domain dns --sending-domain envios.servir.gob.pe --ip 203.0.113.7`,
 	`quota verify`,
 	`quota show --pool other`,
 	`quota show extra`,
@@ -177,6 +183,7 @@ func dump(t *testing.T, dsn string) string {
 		"SELECT count(*) || ':' || COALESCE(sum(amount), 0) FROM quota_entries",
 		"SELECT count(*) FROM audit_log",
 		"SELECT count(*) FROM mail_senders",
+		"SELECT count(*) FROM dkim_keys",
 	} {
 		rows, err := db.QueryContext(ctx, q)
 		if err != nil {
@@ -266,4 +273,41 @@ func FuzzParseAmount(f *testing.F) {
 			t.Fatalf("multi-line error %q", err)
 		}
 	})
+}
+
+// DKIM keys are random, so their commands are checked by shape, not golden.
+func TestDomainCommands(t *testing.T) {
+	dsn := storetest.DSN(t, store.SQLite)
+	if code, _, stderr := runLine(t, dsn, "db migrate"); code != 0 {
+		t.Fatal(stderr)
+	}
+	code, out, stderr := runLine(t, dsn, "domain add servir.gob.pe")
+	if code != 0 || !regexp.MustCompile(`(?m)^e20261126\._domainkey\.servir\.gob\.pe\. IN TXT "v=DKIM1; k=rsa; p=[A-Za-z0-9+/=]{200,255}" "[A-Za-z0-9+/=]+"$`).MatchString(out) {
+		t.Fatalf("domain add: exit %d\n%s%s", code, out, stderr)
+	}
+	if strings.Contains(out, "PRIVATE") {
+		t.Fatal("the private key was printed")
+	}
+	code, out, _ = runLine(t, dsn, "domain add servir.gob.pe --key ed25519 --selector ed1")
+	if code != 0 || !regexp.MustCompile(`ed1\._domainkey\.servir\.gob\.pe\. IN TXT "v=DKIM1; k=ed25519; p=[A-Za-z0-9+/=]{44}"`).MatchString(out) {
+		t.Fatalf("domain add ed25519: %d\n%s", code, out)
+	}
+	if code, _, stderr := runLine(t, dsn, "domain add servir.gob.pe --key ed25519 --selector ed1"); code != 1 || !strings.Contains(stderr, "already has selector ed1") {
+		t.Fatalf("duplicate selector: %d %s", code, stderr)
+	}
+	code, out, _ = runLine(t, dsn, "domain rotate servir.gob.pe")
+	if code != 0 || !strings.Contains(out, "e20261126-2._domainkey.servir.gob.pe") {
+		t.Fatalf("rotate: %d\n%s", code, out)
+	}
+	code, out, _ = runLine(t, dsn, "domain list")
+	if code != 0 || strings.Count(out, "servir.gob.pe") != 3 {
+		t.Fatalf("list: %d\n%s", code, out)
+	}
+	code, out, _ = runLine(t, dsn, "domain dns --sending-domain envios.servir.gob.pe --ip 203.0.113.7")
+	for _, want := range []string{`envios.servir.gob.pe. IN MX 10 envios.servir.gob.pe.`, `"v=spf1 ip4:203.0.113.7 -all"`,
+		`_dmarc.envios.servir.gob.pe. IN TXT "v=DMARC1; p=quarantine; rua=mailto:dmarc@envios.servir.gob.pe"`, "ed1._domainkey.servir.gob.pe"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("dns output lacks %q:\n%s", want, out)
+		}
+	}
 }

@@ -2,18 +2,32 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
 	"log/slog"
+	"os"
+	"strings"
 
 	"github.com/servir-pe/envios/internal/store"
+	"github.com/servir-pe/envios/mailing"
 )
 
-// runServe opens and migrates the database, then waits for SIGINT or
-// SIGTERM. The SMTP relay, the delivery engine and the HTTPS API join it
-// as their issues land; until then it proves the configuration and keeps
-// the database migrated.
+// runServe opens and migrates the database and, when a smarthost is
+// configured, runs the delivery engine until SIGINT or SIGTERM, finishing
+// the deliveries in flight. The SMTP relay and the HTTPS API join it as
+// their issues land.
 func runServe(ctx context.Context, e *env, args []string) error {
 	var g globals
 	fs := e.flagSet("serve", &g)
+	smarthost := fs.String("smarthost", e.getenv("RELAYD_SMARTHOST"), "deliver through this relay, host:port (env RELAYD_SMARTHOST)")
+	user := fs.String("smarthost-user", e.getenv("RELAYD_SMARTHOST_USER"), "AUTH PLAIN user for the smarthost (env RELAYD_SMARTHOST_USER)")
+	caFile := fs.String("smarthost-ca", "", "PEM file of CA certificates to trust for the smarthost (default: the system's)")
+	plaintext := fs.Bool("smarthost-plaintext", false, "deliver even if the smarthost offers no STARTTLS (never with AUTH)")
+	sending := fs.String("sending-domain", e.getenv("RELAYD_SENDING_DOMAIN"), "the dedicated sending domain for return paths and unsubscribe links (env RELAYD_SENDING_DOMAIN)")
+	unsigned := fs.String("unsigned-domains", "", "comma-separated From domains that may be sent without a DKIM key")
+	workers := fs.Int("workers", 8, "concurrent deliveries")
 	if _, err := parse(fs, &g, args, 0, 0); err != nil {
 		return helpOr(err, fs, e)
 	}
@@ -30,8 +44,54 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	for _, name := range applied {
 		log.Info("applied migration", "name", name)
 	}
-	log.Info("relayd ready", "db", store.Describe(g.dsn()), "timezone", g.loc.String())
-	<-ctx.Done()
+	var engine *mailing.Engine
+	if *smarthost != "" {
+		if *sending == "" {
+			return usagef("serve: --sending-domain is required with --smarthost")
+		}
+		sh := &mailing.Smarthost{Addr: *smarthost, AllowPlaintext: *plaintext, Username: *user, Password: e.getenv("RELAYD_SMARTHOST_PASSWORD")}
+		if *caFile != "" {
+			pem, err := os.ReadFile(*caFile)
+			if err != nil {
+				return fmt.Errorf("--smarthost-ca: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return fmt.Errorf("--smarthost-ca: %s holds no PEM certificate", *caFile)
+			}
+			host := *smarthost
+			if i := strings.LastIndexByte(host, ':'); i >= 0 {
+				host = host[:i]
+			}
+			sh.TLS = &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12}
+		}
+		m, err := mailing.New(mailing.Config{DB: db, Now: e.now, Logger: log, MessageIDDomain: *sending})
+		if err != nil {
+			return err
+		}
+		cfg := mailing.EngineConfig{Transport: sh, ReturnPathDomain: *sending, Workers: *workers}
+		if *unsigned != "" {
+			cfg.UnsignedDomains = strings.Split(*unsigned, ",")
+		}
+		if engine, err = m.NewEngine(ctx, cfg); err != nil {
+			return err
+		}
+	}
+	log.Info("relayd ready", "db", store.Describe(g.dsn()), "timezone", g.loc.String(), "delivery", deliveryMode(*smarthost))
+	if engine != nil {
+		if err := engine.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+	} else {
+		<-ctx.Done()
+	}
 	log.Info("relayd stopped")
 	return nil
+}
+
+func deliveryMode(smarthost string) string {
+	if smarthost == "" {
+		return "off (no --smarthost; mail stays queued)"
+	}
+	return "smarthost " + smarthost
 }

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/servir-pe/envios/internal/storetest"
+	"github.com/servir-pe/envios/mailing"
+	"github.com/servir-pe/envios/mailing/mailtest"
 )
 
 // relaydBinary builds the real relayd once per test run.
@@ -181,5 +183,73 @@ func TestConcurrentMigrateProcesses(t *testing.T) {
 	}
 	if applied != 1 {
 		t.Fatalf("%d processes applied migrations, want exactly 1:\n%s", applied, strings.Join(outs, "\n"))
+	}
+}
+
+// The real relayd delivers queued mail through a smarthost (a loopback
+// sink with its own certificate), DKIM-signed, and records it as sent.
+func TestServeDeliversThroughSmarthost(t *testing.T) {
+	dir := t.TempDir()
+	dbPath := filepath.Join(dir, "relayd.db")
+	env := []string{"RELAYD_DB=" + dbPath}
+	pool := filepath.Join(dir, "pool.yaml")
+	today := time.Now().UTC().Format("2006-01-02")
+	if err := os.WriteFile(pool, []byte("pool:\n  name: e2e\n  total: 100\n  starts: "+today+"\n  days: 2\n  timezone: UTC\n"+
+		"accounts:\n  - name: sjti/talento\n    origin: system\n    allocation: 100\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"db", "migrate"},
+		{"quota", "init", "--from", pool},
+		{"sender", "add", "sjti/talento", "avisos@servir.gob.pe"},
+		{"domain", "add", "servir.gob.pe"},
+	} {
+		if out, code := relayd(t, dir, env, args...); code != 0 {
+			t.Fatalf("relayd %v: exit %d\n%s", args, code, out)
+		}
+	}
+	ctx := context.Background()
+	m, err := mailing.Open(ctx, dbPath, mailing.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	r, err := m.Send(ctx, mailing.Message{Account: "sjti/talento", From: "avisos@servir.gob.pe",
+		To: []string{"a@example.com", "b@example.com"}, Subject: "Prueba", Text: "Hola"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	sink := mailtest.NewSink(t)
+	ca := filepath.Join(dir, "sink.pem")
+	if err := os.WriteFile(ca, sink.CertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(binary(t), "serve", "--smarthost", sink.Addr, "--smarthost-ca", ca, "--sending-domain", "envios.servir.gob.pe")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	var logs bytes.Buffer
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	deadline := time.Now().Add(30 * time.Second)
+	for len(sink.Messages()) < 2 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("serve: %v\n%s", err, logs.String())
+	}
+	msgs := sink.Messages()
+	if len(msgs) != 2 || !msgs[0].TLS || !bytes.HasPrefix(msgs[0].Data, []byte("DKIM-Signature: ")) {
+		t.Fatalf("sink got %d messages (TLS, signed?)\nrelayd logged:\n%s", len(msgs), logs.String())
+	}
+	info, err := m.Message(ctx, "", r.MessageID)
+	if err != nil || info.Counts[mailing.StatusSent] != 2 {
+		t.Fatalf("status %v %v", info.Counts, err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"io"
 	"math/big"
@@ -41,6 +42,7 @@ type Sink struct {
 
 	srv   *smtp.Server
 	certs *x509.CertPool
+	cert  []byte // DER
 	mu    sync.Mutex
 	msgs  []Message
 }
@@ -52,7 +54,7 @@ func NewSink(t testing.TB) *Sink {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Sink{certs: pool}
+	s := &Sink{certs: pool, cert: cert.Certificate[0]}
 	s.srv = smtp.NewServer(backend{s})
 	s.srv.Domain = "sink.test"
 	s.srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
@@ -141,4 +143,9 @@ func selfSigned() (tls.Certificate, *x509.CertPool, error) {
 	pool := x509.NewCertPool()
 	pool.AddCert(leaf)
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool, nil
+}
+
+// CertPEM is the sink's certificate, for clients configured by file.
+func (s *Sink) CertPEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.cert})
 }

@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/servir-pe/envios/internal/dkimkey"
+)
+
+func runDomainAdd(ctx context.Context, e *env, args []string) error {
+	var g globals
+	fs := e.flagSet("domain add", &g)
+	selector := fs.String("selector", "", "DKIM selector (default e+date, e.g. e20261126)")
+	alg := fs.String("key", "rsa2048", "key type: rsa2048 or ed25519")
+	pos, err := parse(fs, &g, args, 1, 1)
+	if err != nil {
+		return helpOr(err, fs, e)
+	}
+	if *alg != string(dkimkey.RSA2048) && *alg != string(dkimkey.Ed25519) {
+		return usagef("--key: %q is not rsa2048 or ed25519", *alg)
+	}
+	db, _, err := e.openMigrated(ctx, &g)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	k, err := dkimkey.Add(ctx, db, pos[0], *selector, dkimkey.Algorithm(*alg), e.now())
+	if err != nil {
+		return err
+	}
+	name, value := k.Record()
+	fmt.Fprintf(e.stdout, "added %s DKIM key %s for %s; publish this DNS record before sending:\n\n", k.Algorithm, k.Selector, k.Domain)
+	fmt.Fprintf(e.stdout, "%s. IN TXT %s\n", name, quoteTXT(value))
+	return nil
+}
+
+func runDomainRotate(ctx context.Context, e *env, args []string) error {
+	var g globals
+	fs := e.flagSet("domain rotate", &g)
+	pos, err := parse(fs, &g, args, 1, 1)
+	if err != nil {
+		return helpOr(err, fs, e)
+	}
+	db, _, err := e.openMigrated(ctx, &g)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	k, err := dkimkey.Rotate(ctx, db, pos[0], e.now())
+	if err != nil {
+		return err
+	}
+	name, value := k.Record()
+	fmt.Fprintf(e.stdout, "new %s DKIM key %s for %s signs from now on; the old keys stay published until you remove them.\n\n", k.Algorithm, k.Selector, k.Domain)
+	fmt.Fprintf(e.stdout, "%s. IN TXT %s\n", name, quoteTXT(value))
+	return nil
+}
+
+func runDomainList(ctx context.Context, e *env, args []string) error {
+	var g globals
+	fs := e.flagSet("domain list", &g)
+	if _, err := parse(fs, &g, args, 0, 0); err != nil {
+		return helpOr(err, fs, e)
+	}
+	db, _, err := e.openMigrated(ctx, &g)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	keys, err := dkimkey.List(ctx, db)
+	if err != nil {
+		return err
+	}
+	if len(keys) == 0 {
+		fmt.Fprintln(e.stdout, "no DKIM keys (relayd domain add DOMAIN)")
+		return nil
+	}
+	t := &table{head: []string{"DOMAIN", "SELECTOR", "KEY", "CREATED (" + g.loc.String() + ")", "STATUS"}}
+	for _, k := range keys {
+		status := "in use"
+		if !k.Retired.IsZero() {
+			status = "retired"
+		}
+		t.add(k.Domain, k.Selector, string(k.Algorithm), k.Created.In(g.loc).Format("2006-01-02 15:04"), status)
+	}
+	t.write(e.stdout)
+	return nil
+}
+
+func runDomainDNS(ctx context.Context, e *env, args []string) error {
+	var g globals
+	fs := e.flagSet("domain dns", &g)
+	sending := fs.String("sending-domain", e.getenv("RELAYD_SENDING_DOMAIN"), "the dedicated sending domain (env RELAYD_SENDING_DOMAIN)")
+	ip := fs.String("ip", "", "the public IPv4 address mail leaves from, for SPF")
+	mx := fs.String("mx", "", "the host that receives bounces for the sending domain (default: the sending domain)")
+	report := fs.String("dmarc-report", "", "where DMARC aggregate reports go (default dmarc@SENDING-DOMAIN)")
+	if _, err := parse(fs, &g, args, 0, 0); err != nil {
+		return helpOr(err, fs, e)
+	}
+	if *sending == "" {
+		return usagef("domain dns: --sending-domain is required (e.g. envios.servir.gob.pe)")
+	}
+	sd, err := dkimkey.CheckDomain(*sending)
+	if err != nil {
+		return usagef("--sending-domain: %v", err)
+	}
+	db, _, err := e.openMigrated(ctx, &g)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	keys, err := dkimkey.List(ctx, db)
+	if err != nil {
+		return err
+	}
+	spf := "v=spf1 -all"
+	if *ip != "" {
+		spf = "v=spf1 ip4:" + *ip + " -all"
+	}
+	if *mx == "" {
+		*mx = sd
+	}
+	if *report == "" {
+		*report = "dmarc@" + sd
+	}
+	w := e.stdout
+	fmt.Fprintf(w, "; DNS records for envios. Publish each in its zone, then check with dig.\n")
+	fmt.Fprintf(w, "\n; The dedicated sending domain %s: envelope senders, bounces, unsubscribe links.\n", sd)
+	fmt.Fprintf(w, "%s. IN MX 10 %s.\n", sd, strings.TrimSuffix(*mx, "."))
+	fmt.Fprintf(w, "%s. IN TXT %s\n", sd, quoteTXT(spf))
+	if *ip == "" {
+		fmt.Fprintln(w, "; SPF above authorises nobody: give --ip with the address mail leaves from (or your smarthost's include:).")
+	}
+	fmt.Fprintf(w, "_dmarc.%s. IN TXT %s\n", sd, quoteTXT("v=DMARC1; p=quarantine; rua=mailto:"+*report))
+	byDomain := map[string]bool{}
+	for _, k := range keys {
+		if !k.Retired.IsZero() {
+			continue
+		}
+		if !byDomain[k.Domain] {
+			byDomain[k.Domain] = true
+			fmt.Fprintf(w, "\n; DKIM for mail From @%s (aligned with DMARC for %s).\n", k.Domain, k.Domain)
+		}
+		name, value := k.Record()
+		fmt.Fprintf(w, "%s. IN TXT %s\n", name, quoteTXT(value))
+	}
+	if len(byDomain) == 0 {
+		fmt.Fprintln(w, "\n; No DKIM keys yet: relayd domain add servir.gob.pe")
+	}
+	return nil
+}
+
+// quoteTXT splits a TXT value into quoted strings of at most 255 bytes.
+func quoteTXT(v string) string {
+	var parts []string
+	for len(v) > 255 {
+		parts = append(parts, `"`+v[:255]+`"`)
+		v = v[255:]
+	}
+	parts = append(parts, `"`+v+`"`)
+	return strings.Join(parts, " ")
+}
