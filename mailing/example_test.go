@@ -35,6 +35,9 @@ func exampleMailer(now func() time.Time) (*mailing.Mailer, func()) {
 	if _, err := m.AddSender(ctx, "sjti/talento", "avisos@servir.gob.pe", "example"); err != nil {
 		log.Fatal(err)
 	}
+	if _, _, err := m.AddDomainKey(ctx, "servir.gob.pe", "ed25519"); err != nil {
+		log.Fatal(err)
+	}
 	return m, func() { m.Close(); os.RemoveAll(dir) }
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/servir-pe/envios/internal/audit"
+	"github.com/servir-pe/envios/internal/dkimkey"
 	"github.com/servir-pe/envios/internal/store"
 	"github.com/servir-pe/envios/quota"
 )
@@ -38,6 +39,11 @@ type Config struct {
 	// charge. Default 5,000 (measured: fewer, bigger transactions are
 	// faster, and 5,000 keeps a million-recipient batch under 100 MB).
 	ChunkSize int
+
+	// UnsignedDomains are From domains that may be accepted without a DKIM
+	// key. Default none: mail from a domain with no key (relayd domain add)
+	// is refused with ErrNoDKIMKey, never sent unsigned silently.
+	UnsignedDomains []string
 
 	// Committers is how many batch chunks may commit at once. Default 2.
 	Committers int
@@ -172,6 +178,22 @@ type Sender struct {
 	Account string
 	Pattern string
 	Created time.Time
+}
+
+// ErrNoDKIMKey: the From domain has no DKIM key and is not configured to
+// send unsigned.
+var ErrNoDKIMKey = errors.New("mailing: no DKIM key for the From domain")
+
+// AddDomainKey generates a DKIM key for domain ("rsa2048" or "ed25519"),
+// stores it, and returns the DNS TXT record to publish (name and value).
+// The private key never leaves the database.
+func (m *Mailer) AddDomainKey(ctx context.Context, domain, algorithm string) (name, value string, err error) {
+	k, err := dkimkey.Add(ctx, m.db, domain, "", dkimkey.Algorithm(algorithm), m.now())
+	if err != nil {
+		return "", "", err
+	}
+	name, value = k.Record()
+	return name, value, nil
 }
 
 // ErrSenderNotAllowed: the From address is not one of the account's sender

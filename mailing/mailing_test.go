@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -64,6 +65,11 @@ func setup(t testing.TB, db *bun.DB, accounts map[string]int64, cfg mailing.Conf
 	}
 	for name := range accounts {
 		if _, err := m.AddSender(ctx, name, "avisos@servir.gob.pe", "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !slices.Contains(cfg.UnsignedDomains, "servir.gob.pe") {
+		if _, _, err := m.AddDomainKey(ctx, "servir.gob.pe", "ed25519"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -686,6 +692,37 @@ func TestShutdownRefusesNewCallsOnlyForItsMailer(t *testing.T) {
 		}
 		if _, err := other.Send(ctx, basic()); err != nil {
 			t.Fatalf("another mailer on the same database: %v", err)
+		}
+	})
+}
+
+func TestNoDKIMKeyRefusedAtAcceptance(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		e := setup(t, db, map[string]int64{"sjti/talento": 100}, mailing.Config{})
+		ctx := context.Background()
+		if _, err := e.m.AddSender(ctx, "sjti/talento", "@talento.pe", "t"); err != nil {
+			t.Fatal(err)
+		}
+		msg := basic()
+		msg.From = "avisos@talento.pe"
+		if _, err := e.m.Send(ctx, msg); !errors.Is(err, mailing.ErrNoDKIMKey) || !strings.Contains(err.Error(), "relayd domain add talento.pe") {
+			t.Fatalf("no key: %v", err)
+		}
+		_, err := e.m.SendBatch(ctx, mailing.Batch{Account: "sjti/talento", From: "avisos@talento.pe", Subject: "s", Text: "t",
+			Recipients: mailing.List(mailing.Recipient{Address: "a@example.com"})})
+		if !errors.Is(err, mailing.ErrNoDKIMKey) {
+			t.Fatalf("batch without key: %v", err)
+		}
+		if u := e.used(t, "sjti/talento"); u != 0 {
+			t.Fatalf("charged %d", u)
+		}
+		// Configured as allowed to send unsigned: accepted.
+		m2, err := mailing.New(mailing.Config{DB: db, Now: e.clock.Now, UnsignedDomains: []string{"TALENTO.pe"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m2.Send(ctx, msg); err != nil {
+			t.Fatalf("unsigned allowed: %v", err)
 		}
 	})
 }

@@ -311,6 +311,19 @@ func (m *Mailer) checkAccount(ctx context.Context, tx bun.IDB, c common) (accoun
 	if !ok {
 		return acct, fmt.Errorf("%w: %s may not send as %s (see relayd sender list %s)", ErrSenderNotAllowed, acct.Name, c.from.Addr, acct.Name)
 	}
+	domain := c.from.Domain()
+	for _, d := range m.cfg.UnsignedDomains {
+		if strings.EqualFold(d, domain) {
+			return acct, nil
+		}
+	}
+	var keys int
+	if err := tx.NewRaw("SELECT count(*) FROM dkim_keys WHERE domain = ? AND retired_at IS NULL", domain).Scan(ctx, &keys); err != nil {
+		return acct, fmt.Errorf("mailing: check DKIM key: %w", err)
+	}
+	if keys == 0 {
+		return acct, fmt.Errorf("%w: %s has no key (relayd domain add %s)", ErrNoDKIMKey, domain, domain)
+	}
 	return acct, nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"strings"
 	"time"
 
 	"github.com/servir-pe/envios/mailing"
@@ -96,20 +97,31 @@ func main() {
 	fmt.Printf("status: %v\n", info.Counts)
 }
 
+// setUpDemo does, on an empty database, what relayd's admin would: a small
+// pool with the account, its sender identity and a DKIM key.
 func setUpDemo(ctx context.Context, m *mailing.Mailer, account, from string) error {
 	l := m.Ledger()
-	if _, err := l.Account(ctx, account); errors.Is(err, quota.ErrNotFound) {
-		start := time.Now().UTC().Truncate(24 * time.Hour)
-		_, err := l.Init(ctx, quota.Plan{
-			Pool:     quota.PoolSpec{Name: "demo", Total: 1000, StartsAt: start, EndsAt: start.AddDate(1, 0, 0)},
-			Accounts: []quota.AccountSpec{{Name: account, Origin: "system", Allocation: 1000}},
-		}, "example:notify")
-		if err != nil {
-			return err
-		}
-	} else if err != nil {
+	if _, err := l.Account(ctx, account); err == nil {
+		return nil // set up already
+	} else if !errors.Is(err, quota.ErrNotFound) {
 		return err
 	}
-	_, err := m.AddSender(ctx, account, from, "example:notify")
-	return err
+	start := time.Now().UTC().Truncate(24 * time.Hour)
+	_, err := l.Init(ctx, quota.Plan{
+		Pool:     quota.PoolSpec{Name: "demo", Total: 1000, StartsAt: start, EndsAt: start.AddDate(1, 0, 0)},
+		Accounts: []quota.AccountSpec{{Name: account, Origin: "system", Allocation: 1000}},
+	}, "example:notify")
+	if err != nil {
+		return err
+	}
+	if _, err := m.AddSender(ctx, account, from, "example:notify"); err != nil {
+		return err
+	}
+	domain := from[strings.LastIndexByte(from, '@')+1:]
+	name, value, err := m.AddDomainKey(ctx, domain, "ed25519")
+	if err != nil {
+		return err
+	}
+	fmt.Printf("demo DKIM key for %s (publish it for real use): %s TXT %q\n", domain, name, value)
+	return nil
 }
