@@ -78,6 +78,10 @@ type Engine struct {
 	cfg      EngineConfig
 	tokenKey []byte
 	unsigned map[string]bool
+
+	cacheMu  sync.Mutex
+	cache    map[string]*source
+	keyCache map[string]cachedKeys
 }
 
 // NewEngine returns an Engine delivering m's queue.
@@ -117,7 +121,7 @@ func (m *Mailer) NewEngine(ctx context.Context, cfg EngineConfig) (*Engine, erro
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{m: m, cfg: cfg, tokenKey: key, unsigned: map[string]bool{}}
+	e := &Engine{m: m, cfg: cfg, tokenKey: key, unsigned: map[string]bool{}, cache: map[string]*source{}, keyCache: map[string]cachedKeys{}}
 	for _, d := range cfg.UnsignedDomains {
 		e.unsigned[strings.ToLower(d)] = true
 	}
@@ -179,6 +183,9 @@ func (e *Engine) ReturnPath(recipientID int64) string {
 // Run delivers until ctx ends, then finishes the deliveries in flight,
 // returns the leases of what it claimed but did not start, and returns nil.
 func (e *Engine) Run(ctx context.Context) error {
+	if c, ok := e.cfg.Transport.(interface{ Close() error }); ok {
+		defer c.Close() // idle connections
+	}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -200,12 +207,15 @@ func (e *Engine) Run(ctx context.Context) error {
 }
 
 type claimed struct {
-	ID         int64
-	MessageID  string
-	Address    string
-	Attempts   int
-	AcceptedAt time.Time
-	Priority   int16
+	ID           int64
+	MessageID    string
+	Address      string
+	Name         string
+	Data         *string
+	RFCMessageID string `bun:"rfc_message_id"`
+	Attempts     int
+	AcceptedAt   time.Time
+	Priority     int16
 }
 
 // RunOnce claims up to Batch due recipients (transactional first, then by
@@ -219,12 +229,16 @@ func (e *Engine) RunOnce(ctx context.Context) (int, error) {
 	if err != nil || len(items) == 0 {
 		return 0, err
 	}
+	bg := context.WithoutCancel(ctx) // deliveries in flight finish, and are recorded
+	outcomes := make(chan outcome, e.cfg.Workers)
+	recorded := make(chan struct{})
+	go func() { defer close(recorded); e.recorder(bg, outcomes) }()
 	work := make(chan claimed)
 	var wg sync.WaitGroup
 	for range min(e.cfg.Workers, len(items)) {
 		wg.Go(func() {
 			for it := range work {
-				e.deliverOne(context.WithoutCancel(ctx), it)
+				outcomes <- e.deliverOne(bg, it)
 			}
 		})
 	}
@@ -238,10 +252,51 @@ func (e *Engine) RunOnce(ctx context.Context) (int, error) {
 	}
 	close(work)
 	wg.Wait()
+	close(outcomes)
+	<-recorded
 	if done < len(items) {
-		e.unclaim(context.WithoutCancel(ctx), items[done:])
+		e.unclaim(bg, items[done:])
 	}
 	return done, nil
+}
+
+// outcome is what happened to one claimed recipient, waiting to be recorded.
+type outcome struct {
+	it        claimed
+	res       Result
+	attempted bool   // something was sent, or tried to be, to a server
+	failed    string // set: the message could not be built; fail without attempt
+}
+
+// recorder writes outcomes in batches: one transaction (one fsync) for up
+// to 500 outcomes or whatever arrived within 20 ms. A crash before a batch
+// commits leaves its rows leased; they are retried after the lease, so
+// delivery is at least once and nothing is lost.
+func (e *Engine) recorder(ctx context.Context, in <-chan outcome) {
+	var batch []outcome
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	flush := func() {
+		if len(batch) > 0 {
+			e.recordBatch(ctx, batch)
+			batch = batch[:0]
+		}
+	}
+	for {
+		select {
+		case o, ok := <-in:
+			if !ok {
+				flush()
+				return
+			}
+			batch = append(batch, o)
+			if len(batch) >= 500 {
+				flush()
+			}
+		case <-tick.C:
+			flush()
+		}
+	}
 }
 
 func (e *Engine) claim(ctx context.Context) ([]claimed, error) {
@@ -260,7 +315,7 @@ func (e *Engine) claim(ctx context.Context) ([]claimed, error) {
 	err := db.NewRaw("UPDATE mail_recipients SET status = 'sending', lease_until = ?, lease_owner = ? "+
 		"WHERE id IN (SELECT id FROM mail_recipients WHERE status IN ('queued', 'scheduled', 'deferred') AND due_at <= ? "+
 		"ORDER BY priority, due_at LIMIT ?"+lock+") "+
-		"RETURNING id, message_id, address, attempts, accepted_at, priority",
+		"RETURNING id, message_id, address, name, data, rfc_message_id, attempts, accepted_at, priority",
 		now.Add(e.cfg.Lease), e.cfg.Owner, now, e.cfg.Batch).Scan(ctx, &items)
 	if err != nil {
 		return nil, fmt.Errorf("mailing: claim: %w", err)
@@ -291,27 +346,81 @@ func (e *Engine) unclaim(ctx context.Context, items []claimed) {
 	}
 }
 
-// deliverOne builds, signs and sends one recipient's message and records
+// deliverOne builds, signs and sends one recipient's message and says
 // what happened. A panic is recovered: the recipient is deferred, not lost.
-func (e *Engine) deliverOne(ctx context.Context, it claimed) {
+func (e *Engine) deliverOne(ctx context.Context, it claimed) (o outcome) {
+	o.it = it
 	defer func() {
 		if p := recover(); p != nil {
 			e.m.cfg.Logger.Error("delivery panicked", "recipient", it.ID, "panic", p)
-			e.record(ctx, it, Result{Text: fmt.Sprintf("internal error: %v", p)}, false)
+			o = outcome{it: it, res: Result{Text: fmt.Sprintf("internal error: %v", p)}}
 		}
 	}()
-	raw, err := e.m.Render(ctx, it.ID)
+	src, err := e.source(ctx, it.MessageID)
 	if err != nil {
-		e.fail(ctx, it, "message could not be built: "+err.Error())
-		return
+		o.res = Result{Text: "reading the message: " + err.Error()} // the database: try again later
+		return o
+	}
+	raw, err := src.render(recipientRow{ID: it.ID, Address: it.Address, Name: it.Name, Data: it.Data, RFCMessageID: it.RFCMessageID})
+	if err != nil {
+		o.failed = "message could not be built: " + err.Error()
+		return o
 	}
 	raw, err = e.prepare(ctx, it, raw)
 	if err != nil {
-		e.record(ctx, it, Result{Text: err.Error()}, false)
-		return
+		o.res = Result{Text: err.Error()}
+		return o
 	}
-	res := e.cfg.Transport.Deliver(ctx, e.ReturnPath(it.ID), []string{it.Address}, raw)
-	e.record(ctx, it, res[0], true)
+	o.res = e.cfg.Transport.Deliver(ctx, e.ReturnPath(it.ID), []string{it.Address}, raw)[0]
+	o.attempted = true
+	return o
+}
+
+// source returns the shared parts of a message, from a small cache: a
+// batch's recipients are claimed together, so one read serves thousands.
+func (e *Engine) source(ctx context.Context, messageID string) (*source, error) {
+	e.cacheMu.Lock()
+	src, ok := e.cache[messageID]
+	e.cacheMu.Unlock()
+	if ok {
+		return src, nil
+	}
+	src, err := e.m.loadSource(ctx, messageID)
+	if err != nil {
+		return nil, err
+	}
+	e.cacheMu.Lock()
+	if len(e.cache) >= 256 {
+		clear(e.cache) // messages are immutable: dropping them only costs a re-read
+	}
+	e.cache[messageID] = src
+	e.cacheMu.Unlock()
+	return src, nil
+}
+
+type cachedKeys struct {
+	keys []dkimkey.Key
+	err  error
+	at   time.Time
+}
+
+// keys returns the signing keys of a domain, read at most every 30 seconds
+// (a rotation or a new key takes effect within that).
+func (e *Engine) keys(ctx context.Context, domain string) ([]dkimkey.Key, error) {
+	e.cacheMu.Lock()
+	c, ok := e.keyCache[domain]
+	e.cacheMu.Unlock()
+	if ok && time.Since(c.at) < 30*time.Second {
+		return c.keys, c.err
+	}
+	keys, err := dkimkey.Signing(ctx, e.m.db, domain)
+	if err != nil && !errors.Is(err, dkimkey.ErrNotFound) {
+		return nil, err // a database error is not cached
+	}
+	e.cacheMu.Lock()
+	e.keyCache[domain] = cachedKeys{keys, err, time.Now()}
+	e.cacheMu.Unlock()
+	return keys, err
 }
 
 // prepare adds the per-recipient headers and the DKIM signatures.
@@ -327,7 +436,7 @@ func (e *Engine) prepare(ctx context.Context, it claimed, raw []byte) ([]byte, e
 	if err != nil {
 		return nil, err
 	}
-	keys, err := dkimkey.Signing(ctx, e.m.db, from)
+	keys, err := e.keys(ctx, from)
 	if errors.Is(err, dkimkey.ErrNotFound) {
 		if e.unsigned[from] {
 			return msg, nil
@@ -415,10 +524,37 @@ func (e *Engine) backoff(attempts int) time.Duration {
 	return time.Duration(d * (0.8 + 0.4*mathrand.Float64()))
 }
 
-// record stores the outcome of an attempt (attempted: something was sent
-// to a server, or tried to be) in one transaction.
-func (e *Engine) record(ctx context.Context, it claimed, r Result, attempted bool) {
+// recordBatch stores outcomes in one transaction. Each row is updated
+// only if it is still leased to this engine.
+func (e *Engine) recordBatch(ctx context.Context, batch []outcome) {
 	now := e.m.now()
+	err := e.m.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		for _, o := range batch {
+			if err := e.recordOne(ctx, tx, o, now); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		e.m.cfg.Logger.Error("recording delivery outcomes failed; the leases will expire and they will be retried",
+			"recipients", len(batch), "err", err)
+	}
+}
+
+func (e *Engine) recordOne(ctx context.Context, tx bun.IDB, o outcome, now time.Time) error {
+	it, r := o.it, o.res
+	if o.failed != "" {
+		res, err := tx.NewRaw("UPDATE mail_recipients SET status = 'failed', final_at = ?, reply = ?, lease_until = NULL, lease_owner = '' "+
+			"WHERE id = ? AND status = 'sending' AND lease_owner = ?", now, truncate(o.failed, 2000), it.ID, e.cfg.Owner).Exec(ctx)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 1 && it.Attempts == 0 {
+			return e.release(ctx, tx, it, "message could not be built")
+		}
+		return nil
+	}
 	status := StatusDeferred
 	switch {
 	case r.Delivered() && !r.LostAfterData:
@@ -427,8 +563,10 @@ func (e *Engine) record(ctx context.Context, it claimed, r Result, attempted boo
 		status = StatusBounced
 	}
 	attempts := it.Attempts
-	if attempted {
+	var last *time.Time
+	if o.attempted {
 		attempts++
+		last = &now
 	}
 	due := now.Add(e.backoff(max(1, attempts)))
 	if status == StatusDeferred && due.Sub(it.AcceptedAt) > e.cfg.MaxAge {
@@ -438,52 +576,21 @@ func (e *Engine) record(ctx context.Context, it claimed, r Result, attempted boo
 	if status != StatusDeferred {
 		final = &now
 	}
-	var last *time.Time
-	if attempted {
-		last = &now
-	}
-	err := e.m.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		res, err := tx.NewRaw("UPDATE mail_recipients SET status = ?, attempts = ?, last_attempt_at = COALESCE(?, last_attempt_at), "+
-			"final_at = ?, due_at = ?, remote_host = ?, reply = ?, lease_until = NULL, lease_owner = '' "+
-			"WHERE id = ? AND status = 'sending' AND lease_owner = ?",
-			status, attempts, last, final, due, r.Host, truncate(r.Reply(), 2000), it.ID, e.cfg.Owner).Exec(ctx)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n != 1 {
-			return fmt.Errorf("recipient %d is no longer leased to this engine", it.ID)
-		}
-		if status == StatusFailed && attempts == 0 {
-			return e.release(ctx, tx, it, "failed before any attempt")
-		}
-		return nil
-	})
+	res, err := tx.NewRaw("UPDATE mail_recipients SET status = ?, attempts = ?, last_attempt_at = COALESCE(?, last_attempt_at), "+
+		"final_at = ?, due_at = ?, remote_host = ?, reply = ?, lease_until = NULL, lease_owner = '' "+
+		"WHERE id = ? AND status = 'sending' AND lease_owner = ?",
+		status, attempts, last, final, due, r.Host, truncate(r.Reply(), 2000), it.ID, e.cfg.Owner).Exec(ctx)
 	if err != nil {
-		e.m.cfg.Logger.Error("recording a delivery outcome failed; the lease will expire and it will be retried", "recipient", it.ID, "err", err)
+		return err
 	}
-}
-
-// fail marks a recipient whose message cannot be built as failed and, as it
-// had no delivery attempt, releases its charge.
-func (e *Engine) fail(ctx context.Context, it claimed, reason string) {
-	now := e.m.now()
-	err := e.m.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		res, err := tx.NewRaw("UPDATE mail_recipients SET status = 'failed', final_at = ?, reply = ?, lease_until = NULL, lease_owner = '' "+
-			"WHERE id = ? AND status = 'sending' AND lease_owner = ?", now, truncate(reason, 2000), it.ID, e.cfg.Owner).Exec(ctx)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n != 1 {
-			return nil
-		}
-		if it.Attempts == 0 {
-			return e.release(ctx, tx, it, "message could not be built")
-		}
+	if n, _ := res.RowsAffected(); n != 1 {
+		e.m.cfg.Logger.Warn("recipient no longer leased to this engine; outcome not recorded", "recipient", it.ID, "reply", r.Reply())
 		return nil
-	})
-	if err != nil {
-		e.m.cfg.Logger.Error("recording a failure failed", "recipient", it.ID, "err", err)
 	}
+	if status == StatusFailed && attempts == 0 {
+		return e.release(ctx, tx, it, "failed before any attempt")
+	}
+	return nil
 }
 
 func (e *Engine) release(ctx context.Context, tx bun.IDB, it claimed, reason string) error {

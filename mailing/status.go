@@ -255,16 +255,35 @@ func (m *Mailer) Render(ctx context.Context, recipientID int64) ([]byte, error) 
 	if err := m.db.NewSelect().Model(&r).Where("id = ?", recipientID).Scan(ctx); err != nil {
 		return nil, fmt.Errorf("mailing: read recipient %d: %w", recipientID, err)
 	}
-	var msg messageRow
-	if err := m.db.NewSelect().Model(&msg).Where("id = ?", r.MessageID).Scan(ctx); err != nil {
-		return nil, fmt.Errorf("mailing: read message %s: %w", r.MessageID, err)
+	src, err := m.loadSource(ctx, r.MessageID)
+	if err != nil {
+		return nil, err
+	}
+	return src.render(r)
+}
+
+// source is what every recipient of one message shares: the message row,
+// its attachments, its parsed templates (batch) or header recipients
+// (single). The engine caches it per message.
+type source struct {
+	msg     messageRow
+	base    part
+	tpl     *templates // batch
+	headers []Header
+}
+
+func (m *Mailer) loadSource(ctx context.Context, messageID string) (*source, error) {
+	src := &source{}
+	msg := &src.msg
+	if err := m.db.NewSelect().Model(msg).Where("id = ?", messageID).Scan(ctx); err != nil {
+		return nil, fmt.Errorf("mailing: read message %s: %w", messageID, err)
 	}
 	var atts []attachmentRow
-	if err := m.db.NewSelect().Model(&atts).Where("message_id = ?", r.MessageID).Order("seq").Scan(ctx); err != nil {
+	if err := m.db.NewSelect().Model(&atts).Where("message_id = ?", messageID).Order("seq").Scan(ctx); err != nil {
 		return nil, fmt.Errorf("mailing: read attachments: %w", err)
 	}
 	p := part{from: Address{Name: msg.FromName, Addr: msg.FromAddr}, subject: msg.Subject, text: msg.TextBody, html: msg.HTMLBody,
-		date: msg.AcceptedAt.UTC(), msgID: r.RFCMessageID, boundary: int64(r.ID)}
+		date: msg.AcceptedAt.UTC()}
 	if msg.SendAt != nil && msg.SendAt.After(msg.AcceptedAt) {
 		p.date = msg.SendAt.UTC()
 	}
@@ -284,23 +303,14 @@ func (m *Mailer) Render(ctx context.Context, recipientID int64) ([]byte, error) 
 		p.attach = append(p.attach, Attachment{Filename: a.Filename, ContentType: a.ContentType, ContentID: a.ContentID, Data: a.Data})
 	}
 	if msg.Kind == "batch" {
-		p.to = []Address{{Name: r.Name, Addr: r.Address}}
 		t, err := parseTemplates(msg.Subject, msg.TextBody, msg.HTMLBody, m.cfg.MaxMessageSize)
 		if err != nil {
 			return nil, err
 		}
-		data, err := decodeData(r.Data)
-		if err != nil {
-			return nil, err
-		}
-		out, err := t.render(data)
-		if err != nil {
-			return nil, err
-		}
-		p.subject, p.text, p.html = out.subject, out.text, out.html
+		src.tpl = t
 	} else {
 		var all []recipientRow
-		if err := m.db.NewSelect().Model(&all).Column("address", "name", "kind").Where("message_id = ?", r.MessageID).Order("seq").Scan(ctx); err != nil {
+		if err := m.db.NewSelect().Model(&all).Column("address", "name", "kind").Where("message_id = ?", messageID).Order("seq").Scan(ctx); err != nil {
 			return nil, fmt.Errorf("mailing: read recipients: %w", err)
 		}
 		for _, x := range all {
@@ -311,6 +321,26 @@ func (m *Mailer) Render(ctx context.Context, recipientID int64) ([]byte, error) 
 				p.cc = append(p.cc, Address{Name: x.Name, Addr: x.Address})
 			}
 		}
+	}
+	src.base = p
+	return src, nil
+}
+
+// render builds recipient r's message from the shared source.
+func (src *source) render(r recipientRow) ([]byte, error) {
+	p := src.base
+	p.msgID, p.boundary = r.RFCMessageID, r.ID
+	if src.tpl != nil {
+		p.to = []Address{{Name: r.Name, Addr: r.Address}}
+		data, err := decodeData(r.Data)
+		if err != nil {
+			return nil, err
+		}
+		out, err := src.tpl.render(data)
+		if err != nil {
+			return nil, err
+		}
+		p.subject, p.text, p.html = out.subject, out.text, out.html
 	}
 	return build(p)
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -69,11 +70,106 @@ type Smarthost struct {
 	Username, Password string
 	// Timeout bounds each delivery. Default 2 minutes.
 	Timeout time.Duration
+	// MaxIdle is how many open connections are kept for reuse. Default 64
+	// (at least the engine's workers, or new connections are opened and
+	// closed for every message).
+	MaxIdle int
+	// MessagesPerConn is how many messages one connection carries before
+	// it is closed. Default 100.
+	MessagesPerConn int
+
+	mu     sync.Mutex
+	idle   []*session
+	closed bool
 }
 
 var _ Transport = (*Smarthost)(nil)
 
-// Deliver opens a connection, sends one transaction and closes it.
+// session is an open, authenticated connection to the smarthost.
+type session struct {
+	c    *smtp.Client
+	used int
+	idle time.Time
+}
+
+// get returns an idle session or opens one.
+func (s *Smarthost) get(ctx context.Context, host string, timeout time.Duration) (*session, error) {
+	s.mu.Lock()
+	for len(s.idle) > 0 {
+		ss := s.idle[len(s.idle)-1]
+		s.idle = s.idle[:len(s.idle)-1]
+		if time.Since(ss.idle) < 30*time.Second {
+			s.mu.Unlock()
+			if ss.c.Reset() == nil { // RSET: the server still talks to us
+				return ss, nil
+			}
+			ss.c.Close()
+			s.mu.Lock()
+			continue
+		}
+		ss.c.Close()
+	}
+	s.mu.Unlock()
+	c, tlsOn, err := s.connect(ctx, host, timeout)
+	if err != nil {
+		return nil, resultErr{resultOf(host, "connect", err)}
+	}
+	if !tlsOn && !s.AllowPlaintext {
+		c.Close()
+		return nil, resultErr{Result{Host: host, Text: "smarthost does not offer STARTTLS (delivery requires TLS)", Enhanced: "4.7.10"}}
+	}
+	if s.Username != "" {
+		if !tlsOn {
+			c.Close()
+			return nil, resultErr{Result{Host: host, Text: "refusing to send AUTH without TLS", Enhanced: "4.7.10"}}
+		}
+		if err := c.Auth(sasl.NewPlainClient("", s.Username, s.Password)); err != nil {
+			c.Close()
+			return nil, resultErr{resultOf(host, "AUTH", err)}
+		}
+	}
+	return &session{c: c}, nil
+}
+
+type resultErr struct{ r Result }
+
+func (e resultErr) Error() string { return e.r.Reply() }
+
+// put keeps a healthy session for reuse, or closes it.
+func (s *Smarthost) put(ss *session) {
+	ss.used++
+	max := s.MaxIdle
+	if max <= 0 {
+		max = 64
+	}
+	per := s.MessagesPerConn
+	if per <= 0 {
+		per = 100
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ss.used >= per || len(s.idle) >= max || s.closed {
+		go func() { _ = ss.c.Quit(); ss.c.Close() }()
+		return
+	}
+	ss.idle = time.Now()
+	s.idle = append(s.idle, ss)
+}
+
+// Close closes the idle connections.
+func (s *Smarthost) Close() error {
+	s.mu.Lock()
+	idle := s.idle
+	s.idle, s.closed = nil, true
+	s.mu.Unlock()
+	for _, ss := range idle {
+		_ = ss.c.Quit()
+		ss.c.Close()
+	}
+	return nil
+}
+
+// Deliver sends one transaction, on a reused connection when one is idle.
 func (s *Smarthost) Deliver(ctx context.Context, from string, to []string, msg []byte) []Result {
 	host, _, err := net.SplitHostPort(s.Addr)
 	if err != nil {
@@ -85,59 +181,61 @@ func (s *Smarthost) Deliver(ctx context.Context, from string, to []string, msg [
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	c, tlsOn, err := s.connect(ctx, host, timeout)
+	ss, err := s.get(ctx, host, timeout)
 	if err != nil {
-		return all(to, resultOf(host, "connect", err))
+		var re resultErr
+		errors.As(err, &re)
+		return all(to, re.r)
 	}
-	defer c.Close()
-	fail := func(step string, err error) []Result {
-		return all(to, resultOf(host, step, err))
+	results, healthy := s.transaction(ss.c, host, from, to, msg)
+	if healthy {
+		s.put(ss)
+	} else {
+		ss.c.Close()
 	}
-	if !tlsOn && !s.AllowPlaintext {
-		return all(to, Result{Host: host, Text: "smarthost does not offer STARTTLS (delivery requires TLS)", Enhanced: "4.7.10"})
-	}
-	if s.Username != "" {
-		if !tlsOn {
-			return all(to, Result{Host: host, Text: "refusing to send AUTH without TLS", Enhanced: "4.7.10"})
-		}
-		if err := c.Auth(sasl.NewPlainClient("", s.Username, s.Password)); err != nil {
-			return fail("AUTH", err)
-		}
-	}
+	return results
+}
+
+// transaction runs MAIL, RCPT, DATA on c. healthy: every step got an SMTP
+// reply, so the connection can carry another message.
+func (s *Smarthost) transaction(c *smtp.Client, host, from string, to []string, msg []byte) ([]Result, bool) {
 	if err := c.Mail(from, nil); err != nil {
-		return fail("MAIL FROM", err)
+		r := resultOf(host, "MAIL FROM", err)
+		return all(to, r), r.Code != 0
 	}
 	results := make([]Result, len(to))
 	accepted := 0
 	for i, rcpt := range to {
 		if err := c.Rcpt(rcpt, nil); err != nil {
 			results[i] = resultOf(host, "RCPT TO", err)
+			if results[i].Code == 0 {
+				return all(to, results[i]), false
+			}
 			continue
 		}
 		results[i] = Result{Host: host, Code: 250}
 		accepted++
 	}
 	if accepted == 0 {
-		_ = c.Quit()
-		return results
+		return results, true
 	}
 	w, err := c.Data()
 	if err != nil {
-		return keepFailures(results, resultOf(host, "DATA", err))
+		r := resultOf(host, "DATA", err)
+		return keepFailures(results, r), r.Code != 0
 	}
 	if _, err := bytes.NewReader(msg).WriteTo(w); err != nil {
 		r := resultOf(host, "DATA", err)
 		r.LostAfterData = r.Code == 0
-		return keepFailures(results, r)
+		return keepFailures(results, r), false
 	}
 	resp, err := w.CloseWithResponse()
 	if err != nil {
 		r := resultOf(host, "end of DATA", err)
 		r.LostAfterData = r.Code == 0
-		return keepFailures(results, r)
+		return keepFailures(results, r), r.Code != 0
 	}
-	_ = c.Quit()
-	return keepFailures(results, Result{Host: host, Code: 250, Text: resp.StatusText})
+	return keepFailures(results, Result{Host: host, Code: 250, Text: resp.StatusText}), true
 }
 
 // connect dials and, when the server offers it, starts TLS. A server
@@ -165,6 +263,9 @@ func (s *Smarthost) connect(ctx context.Context, host string, timeout time.Durat
 	}
 	c, err := smtp.NewClientStartTLS(conn, cfg)
 	if err == nil {
+		// From here the client sets a deadline per command; the dial's
+		// deadline must not outlive this delivery on a reused connection.
+		_ = conn.SetDeadline(time.Time{})
 		c.CommandTimeout, c.SubmissionTimeout = timeout, timeout
 		return c, true, nil
 	}
@@ -180,6 +281,7 @@ func (s *Smarthost) connect(ctx context.Context, host string, timeout time.Durat
 		c.Close()
 		return nil, false, err
 	}
+	_ = conn.SetDeadline(time.Time{})
 	return c, false, nil
 }
 
