@@ -311,6 +311,19 @@ func (e *env) openMigrated(ctx context.Context, g *globals) (*bun.DB, *quota.Led
 	return db, quota.New(db, quota.Config{Now: e.now}), nil
 }
 
+// parseAndOpen parses a command line and opens the migrated database.
+func (e *env) parseAndOpen(ctx context.Context, fs *flag.FlagSet, g *globals, args []string, min, max int) ([]string, *bun.DB, error) {
+	pos, err := parse(fs, g, args, min, max)
+	if err != nil {
+		return nil, nil, helpOr(err, fs, e)
+	}
+	db, _, err := e.openMigrated(ctx, g)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pos, db, nil
+}
+
 func (e *env) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{
 		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {

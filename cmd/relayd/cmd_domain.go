@@ -38,11 +38,7 @@ func runDomainAdd(ctx context.Context, e *env, args []string) error {
 func runDomainRotate(ctx context.Context, e *env, args []string) error {
 	var g globals
 	fs := e.flagSet("domain rotate", &g)
-	pos, err := parse(fs, &g, args, 1, 1)
-	if err != nil {
-		return helpOr(err, fs, e)
-	}
-	db, _, err := e.openMigrated(ctx, &g)
+	pos, db, err := e.parseAndOpen(ctx, fs, &g, args, 1, 1)
 	if err != nil {
 		return err
 	}
@@ -60,10 +56,7 @@ func runDomainRotate(ctx context.Context, e *env, args []string) error {
 func runDomainList(ctx context.Context, e *env, args []string) error {
 	var g globals
 	fs := e.flagSet("domain list", &g)
-	if _, err := parse(fs, &g, args, 0, 0); err != nil {
-		return helpOr(err, fs, e)
-	}
-	db, _, err := e.openMigrated(ctx, &g)
+	_, db, err := e.parseAndOpen(ctx, fs, &g, args, 0, 0)
 	if err != nil {
 		return err
 	}
