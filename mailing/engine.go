@@ -13,6 +13,7 @@ import (
 	"math"
 	mathrand "math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -529,6 +530,9 @@ func (e *Engine) backoff(attempts int) time.Duration {
 func (e *Engine) recordBatch(ctx context.Context, batch []outcome) {
 	now := e.m.now()
 	err := e.m.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if isPG(e.m.db) {
+			return e.recordPG(ctx, tx, batch, now)
+		}
 		for _, o := range batch {
 			if err := e.recordOne(ctx, tx, o, now); err != nil {
 				return err
@@ -540,6 +544,87 @@ func (e *Engine) recordBatch(ctx context.Context, batch []outcome) {
 		e.m.cfg.Logger.Error("recording delivery outcomes failed; the leases will expire and they will be retried",
 			"recipients", len(batch), "err", err)
 	}
+}
+
+// row is the new state of one recipient after an outcome.
+type outcomeRow struct {
+	status   Status
+	attempts int
+	last     *time.Time
+	final    *time.Time
+	due      time.Time
+	host     string
+	reply    string
+}
+
+func (e *Engine) outcomeRow(o outcome, now time.Time) outcomeRow {
+	it, r := o.it, o.res
+	status := StatusDeferred
+	switch {
+	case r.Delivered() && !r.LostAfterData:
+		status = StatusSent
+	case r.Permanent():
+		status = StatusBounced
+	}
+	row := outcomeRow{attempts: it.Attempts, host: r.Host, reply: truncate(r.Reply(), 2000)}
+	if o.attempted {
+		row.attempts++
+		row.last = &now
+	}
+	row.due = now.Add(e.backoff(max(1, row.attempts)))
+	if status == StatusDeferred && row.due.Sub(it.AcceptedAt) > e.cfg.MaxAge {
+		status = StatusFailed
+	}
+	if status != StatusDeferred {
+		row.final = &now
+	}
+	row.status = status
+	return row
+}
+
+// recordPG writes a batch's outcomes with one statement (PostgreSQL spends
+// a round trip per statement); the rare build failures go one by one.
+func (e *Engine) recordPG(ctx context.Context, tx bun.Tx, batch []outcome, now time.Time) error {
+	var values []string
+	var args []any
+	rows := map[int64]outcomeRow{}
+	for _, o := range batch {
+		if o.failed != "" {
+			if err := e.recordOne(ctx, tx, o, now); err != nil {
+				return err
+			}
+			continue
+		}
+		r := e.outcomeRow(o, now)
+		rows[o.it.ID] = r
+		values = append(values, "(CAST(? AS BIGINT), CAST(? AS TEXT), CAST(? AS INTEGER), CAST(? AS TIMESTAMPTZ), CAST(? AS TIMESTAMPTZ), CAST(? AS TIMESTAMPTZ), CAST(? AS TEXT), CAST(? AS TEXT))")
+		args = append(args, o.it.ID, r.status, r.attempts, r.last, r.final, r.due, r.host, r.reply)
+	}
+	if len(values) == 0 {
+		return nil
+	}
+	args = append(args, e.cfg.Owner)
+	var updated []int64
+	err := tx.NewRaw("UPDATE mail_recipients AS r SET status = v.status, attempts = v.attempts, "+
+		"last_attempt_at = COALESCE(v.last, r.last_attempt_at), final_at = v.final, due_at = v.due, "+
+		"remote_host = v.host, reply = v.reply, lease_until = NULL, lease_owner = '' "+
+		"FROM (VALUES "+strings.Join(values, ", ")+") AS v(id, status, attempts, last, final, due, host, reply) "+
+		"WHERE r.id = v.id AND r.status = 'sending' AND r.lease_owner = ? RETURNING r.id", args...).Scan(ctx, &updated)
+	if err != nil {
+		return err
+	}
+	if len(updated) != len(rows) {
+		e.m.cfg.Logger.Warn("some recipients were no longer leased to this engine; their outcomes were not recorded",
+			"outcomes", len(rows), "recorded", len(updated))
+	}
+	for _, o := range batch {
+		if r, ok := rows[o.it.ID]; ok && r.status == StatusFailed && r.attempts == 0 && slices.Contains(updated, o.it.ID) {
+			if err := e.release(ctx, tx, o.it, "failed before any attempt"); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func (e *Engine) recordOne(ctx context.Context, tx bun.IDB, o outcome, now time.Time) error {
@@ -555,31 +640,11 @@ func (e *Engine) recordOne(ctx context.Context, tx bun.IDB, o outcome, now time.
 		}
 		return nil
 	}
-	status := StatusDeferred
-	switch {
-	case r.Delivered() && !r.LostAfterData:
-		status = StatusSent
-	case r.Permanent():
-		status = StatusBounced
-	}
-	attempts := it.Attempts
-	var last *time.Time
-	if o.attempted {
-		attempts++
-		last = &now
-	}
-	due := now.Add(e.backoff(max(1, attempts)))
-	if status == StatusDeferred && due.Sub(it.AcceptedAt) > e.cfg.MaxAge {
-		status = StatusFailed
-	}
-	var final *time.Time
-	if status != StatusDeferred {
-		final = &now
-	}
+	row := e.outcomeRow(o, now)
 	res, err := tx.NewRaw("UPDATE mail_recipients SET status = ?, attempts = ?, last_attempt_at = COALESCE(?, last_attempt_at), "+
 		"final_at = ?, due_at = ?, remote_host = ?, reply = ?, lease_until = NULL, lease_owner = '' "+
 		"WHERE id = ? AND status = 'sending' AND lease_owner = ?",
-		status, attempts, last, final, due, r.Host, truncate(r.Reply(), 2000), it.ID, e.cfg.Owner).Exec(ctx)
+		row.status, row.attempts, row.last, row.final, row.due, row.host, row.reply, it.ID, e.cfg.Owner).Exec(ctx)
 	if err != nil {
 		return err
 	}
@@ -587,6 +652,7 @@ func (e *Engine) recordOne(ctx context.Context, tx bun.IDB, o outcome, now time.
 		e.m.cfg.Logger.Warn("recipient no longer leased to this engine; outcome not recorded", "recipient", it.ID, "reply", r.Reply())
 		return nil
 	}
+	status, attempts := row.status, row.attempts
 	if status == StatusFailed && attempts == 0 {
 		return e.release(ctx, tx, it, "failed before any attempt")
 	}

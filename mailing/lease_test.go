@@ -2,6 +2,7 @@ package mailing
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -11,9 +12,14 @@ import (
 	"github.com/servir-pe/envios/quota"
 )
 
-type nopTransport struct{ sent []string }
+type nopTransport struct {
+	mu   sync.Mutex
+	sent []string
+}
 
 func (t *nopTransport) Deliver(_ context.Context, _ string, to []string, _ []byte) []Result {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	t.sent = append(t.sent, to...)
 	return all(to, Result{Host: "next.hop", Code: 250, Text: "ok"})
 }
