@@ -22,11 +22,11 @@ import (
 )
 
 // dns serves the TXT records of the keys added, for the verifiers.
-type dns map[string]string
+type txtRecords map[string]string
 
-func addKeys(t *testing.T, db *bun.DB, domain string) dns {
+func addKeys(t *testing.T, db *bun.DB, domain string) txtRecords {
 	t.Helper()
-	records := dns{}
+	records := txtRecords{}
 	for _, alg := range []dkimkey.Algorithm{dkimkey.RSA2048, dkimkey.Ed25519} {
 		k, err := dkimkey.Add(context.Background(), db, domain, string(alg)+"-sel", alg, start)
 		if err != nil {
@@ -49,7 +49,7 @@ func engine(t *testing.T, e env, sink *mailtest.Sink, cfg mailing.EngineConfig) 
 	return eng
 }
 
-func verifyDKIM(t *testing.T, raw []byte, records dns) []*dkim.Verification {
+func verifyDKIM(t *testing.T, raw []byte, records txtRecords) []*dkim.Verification {
 	t.Helper()
 	vs, err := dkim.VerifyWithOptions(bytes.NewReader(raw), &dkim.VerifyOptions{LookupTXT: func(name string) ([]string, error) {
 		if v, ok := records[name]; ok {
@@ -141,7 +141,7 @@ func TestEngineDeliversSignedMail(t *testing.T) {
 
 // pythonVerify checks the signatures with an independent implementation,
 // Debian's python3-dkim (dkimpy), fed the DNS records directly.
-func pythonVerify(t *testing.T, raw []byte, records dns) {
+func pythonVerify(t *testing.T, raw []byte, records txtRecords) {
 	t.Helper()
 	python := ""
 	for _, p := range []string{"/usr/bin/python3", "python3"} {

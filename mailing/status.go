@@ -266,10 +266,9 @@ func (m *Mailer) Render(ctx context.Context, recipientID int64) ([]byte, error) 
 // its attachments, its parsed templates (batch) or header recipients
 // (single). The engine caches it per message.
 type source struct {
-	msg     messageRow
-	base    part
-	tpl     *templates // batch
-	headers []Header
+	msg  messageRow
+	base part
+	tpl  *templates // batch
 }
 
 func (m *Mailer) loadSource(ctx context.Context, messageID string) (*source, error) {

@@ -263,6 +263,12 @@ func (s *Smarthost) connect(ctx context.Context, host string, timeout time.Durat
 	}
 	c, err := smtp.NewClientStartTLS(conn, cfg)
 	if err == nil {
+		// The handshake completes on the next command: make it happen
+		// here, so a certificate problem is a connection error.
+		if err := c.Noop(); err != nil {
+			c.Close()
+			return nil, false, err
+		}
 		// From here the client sets a deadline per command; the dial's
 		// deadline must not outlive this delivery on a reused connection.
 		_ = conn.SetDeadline(time.Time{})

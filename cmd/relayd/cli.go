@@ -50,8 +50,8 @@ type command struct {
 
 func commands() []command {
 	return []command{
-		{"serve", "[--smarthost HOST:PORT --sending-domain D] [--smarthost-user U] [--smarthost-ca FILE] [--smarthost-plaintext] [--unsigned-domains D,…] [--workers N]",
-			"run the daemon: migrate the database, deliver queued mail through the smarthost, until SIGINT or SIGTERM", runServe},
+		{"serve", "[--smarthost HOST:PORT | --direct] --sending-domain D [--smarthost-user U] [--smarthost-ca FILE] [--smarthost-plaintext] [--dns-server ADDR] [--mx-port P] [--unsigned-domains D,…] [--workers N]",
+			"run the daemon: migrate the database, deliver queued mail (smarthost or direct MX), until SIGINT or SIGTERM", runServe},
 		{"db migrate", "", "apply pending schema migrations", runDBMigrate},
 		{"db status", "", "list pending schema migrations", runDBStatus},
 		{"quota init", "--from FILE", "create the pool and accounts of a pool file (again: no change)", runQuotaInit},

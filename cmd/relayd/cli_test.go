@@ -304,6 +304,9 @@ func TestDomainCommands(t *testing.T) {
 		t.Fatalf("list: %d\n%s", code, out)
 	}
 	code, out, _ = runLine(t, dsn, "domain dns --sending-domain envios.servir.gob.pe --ip 203.0.113.7")
+	if code != 0 {
+		t.Fatalf("dns: exit %d", code)
+	}
 	for _, want := range []string{`envios.servir.gob.pe. IN MX 10 envios.servir.gob.pe.`, `"v=spf1 ip4:203.0.113.7 -all"`,
 		`_dmarc.envios.servir.gob.pe. IN TXT "v=DMARC1; p=quarantine; rua=mailto:dmarc@envios.servir.gob.pe"`, "ed1._domainkey.servir.gob.pe"} {
 		if !strings.Contains(out, want) {

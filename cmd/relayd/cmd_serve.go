@@ -28,6 +28,9 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	sending := fs.String("sending-domain", e.getenv("RELAYD_SENDING_DOMAIN"), "the dedicated sending domain for return paths and unsubscribe links (env RELAYD_SENDING_DOMAIN)")
 	unsigned := fs.String("unsigned-domains", "", "comma-separated From domains that may be sent without a DKIM key")
 	workers := fs.Int("workers", 8, "concurrent deliveries")
+	direct := fs.Bool("direct", false, "deliver to each domain's MX hosts instead of a smarthost")
+	dnsServer := fs.String("dns-server", "", "with --direct: ask this DNS server (host:port) instead of the system's")
+	mxPort := fs.String("mx-port", "25", "with --direct: the port MX hosts are reached on")
 	if _, err := parse(fs, &g, args, 0, 0); err != nil {
 		return helpOr(err, fs, e)
 	}
@@ -45,10 +48,14 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		log.Info("applied migration", "name", name)
 	}
 	var engine *mailing.Engine
-	if *smarthost != "" {
+	if *direct && *smarthost != "" {
+		return usagef("serve: --direct and --smarthost exclude each other")
+	}
+	if *smarthost != "" || *direct {
 		if *sending == "" {
-			return usagef("serve: --sending-domain is required with --smarthost")
+			return usagef("serve: --sending-domain is required to deliver")
 		}
+		var transport mailing.Transport
 		sh := &mailing.Smarthost{Addr: *smarthost, AllowPlaintext: *plaintext, Username: *user, Password: e.getenv("RELAYD_SMARTHOST_PASSWORD")}
 		if *caFile != "" {
 			pem, err := os.ReadFile(*caFile)
@@ -65,11 +72,22 @@ func runServe(ctx context.Context, e *env, args []string) error {
 			}
 			sh.TLS = &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12}
 		}
+		transport = sh
+		if *direct {
+			x := &mailing.DirectMX{Port: *mxPort}
+			if *dnsServer != "" {
+				x.Resolver = mailing.NewResolver(*dnsServer)
+			}
+			if sh.TLS != nil {
+				x.RootCAs = sh.TLS.RootCAs
+			}
+			transport = x
+		}
 		m, err := mailing.New(mailing.Config{DB: db, Now: e.now, Logger: log, MessageIDDomain: *sending})
 		if err != nil {
 			return err
 		}
-		cfg := mailing.EngineConfig{Transport: sh, ReturnPathDomain: *sending, Workers: *workers}
+		cfg := mailing.EngineConfig{Transport: transport, ReturnPathDomain: *sending, Workers: *workers}
 		if *unsigned != "" {
 			cfg.UnsignedDomains = strings.Split(*unsigned, ",")
 		}
@@ -77,7 +95,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 	}
-	log.Info("relayd ready", "db", store.Describe(g.dsn()), "timezone", g.loc.String(), "delivery", deliveryMode(*smarthost))
+	log.Info("relayd ready", "db", store.Describe(g.dsn()), "timezone", g.loc.String(), "delivery", deliveryMode(*smarthost, *direct))
 	if engine != nil {
 		if err := engine.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 			return err
@@ -89,9 +107,12 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	return nil
 }
 
-func deliveryMode(smarthost string) string {
-	if smarthost == "" {
-		return "off (no --smarthost; mail stays queued)"
+func deliveryMode(smarthost string, direct bool) string {
+	switch {
+	case direct:
+		return "direct MX"
+	case smarthost != "":
+		return "smarthost " + smarthost
 	}
-	return "smarthost " + smarthost
+	return "off (no --smarthost or --direct; mail stays queued)"
 }

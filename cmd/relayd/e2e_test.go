@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -189,6 +190,16 @@ func TestConcurrentMigrateProcesses(t *testing.T) {
 // The real relayd delivers queued mail through a smarthost (a loopback
 // sink with its own certificate), DKIM-signed, and records it as sent.
 func TestServeDeliversThroughSmarthost(t *testing.T) {
+	testServeDelivers(t, false)
+}
+
+// The same with --direct: the recipients' domain has an MX (on a loopback
+// DNS server) pointing at the sink.
+func TestServeDeliversDirectToMX(t *testing.T) {
+	testServeDelivers(t, true)
+}
+
+func testServeDelivers(t *testing.T, direct bool) {
 	dir := t.TempDir()
 	dbPath := filepath.Join(dir, "relayd.db")
 	env := []string{"RELAYD_DB=" + dbPath}
@@ -215,7 +226,7 @@ func TestServeDeliversThroughSmarthost(t *testing.T) {
 	}
 	defer m.Close()
 	r, err := m.Send(ctx, mailing.Message{Account: "sjti/talento", From: "avisos@servir.gob.pe",
-		To: []string{"a@example.com", "b@example.com"}, Subject: "Prueba", Text: "Hola"})
+		To: []string{"a@example.test", "b@example.test"}, Subject: "Prueba", Text: "Hola"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +236,15 @@ func TestServeDeliversThroughSmarthost(t *testing.T) {
 	if err := os.WriteFile(ca, sink.CertPEM(), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(binary(t), "serve", "--smarthost", sink.Addr, "--smarthost-ca", ca, "--sending-domain", "envios.servir.gob.pe")
+	args := []string{"serve", "--smarthost", sink.Addr, "--smarthost-ca", ca, "--sending-domain", "envios.servir.gob.pe"}
+	if direct {
+		_, port, _ := net.SplitHostPort(sink.Addr)
+		dnsAddr := mailtest.NewDNS(t, mailtest.Zone{
+			MX: map[string][]mailtest.MX{"example.test.": {{Pref: 10, Host: "mx.sink.test."}}},
+			A:  map[string]string{"mx.sink.test.": "127.0.0.1"}})
+		args = []string{"serve", "--direct", "--dns-server", dnsAddr, "--mx-port", port, "--smarthost-ca", ca, "--sending-domain", "envios.servir.gob.pe"}
+	}
+	cmd := exec.Command(binary(t), args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), env...)
 	var logs bytes.Buffer

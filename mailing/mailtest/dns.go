@@ -1,0 +1,66 @@
+package mailtest
+
+import (
+	"net"
+	"strings"
+	"testing"
+
+	"github.com/miekg/dns"
+)
+
+// Zone is what a DNS test server knows: MX records (preference and host)
+// and A records by name (fully qualified, with the final dot). The name
+// "servfail.test." always fails with SERVFAIL; unknown names are NXDOMAIN;
+// a known name asked for a type it lacks gets NODATA.
+type Zone struct {
+	MX map[string][]MX
+	A  map[string]string
+}
+
+// MX is one MX record.
+type MX struct {
+	Pref uint16
+	Host string // "." for a null MX
+}
+
+// NewDNS starts a recursive-resolver-like DNS server on 127.0.0.1 (UDP)
+// answering from z, and returns its address (use it with
+// mailing.NewResolver). It stops when the test ends.
+func NewDNS(t testing.TB, z Zone) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.RecursionAvailable = true
+		q := r.Question[0]
+		name := strings.ToLower(q.Name)
+		_, hasMX := z.MX[name]
+		_, hasA := z.A[name]
+		switch {
+		case name == "servfail.test.":
+			m.Rcode = dns.RcodeServerFailure
+		case !hasMX && !hasA:
+			m.Rcode = dns.RcodeNameError
+		case q.Qtype == dns.TypeMX:
+			for _, mx := range z.MX[name] {
+				m.Answer = append(m.Answer, &dns.MX{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeMX, Class: dns.ClassINET, Ttl: 60},
+					Preference: mx.Pref, Mx: mx.Host})
+			}
+		case q.Qtype == dns.TypeA && hasA:
+			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60},
+				A: net.ParseIP(z.A[name])})
+		}
+		if m.Rcode == dns.RcodeSuccess && len(m.Answer) == 0 { // NODATA carries the zone's SOA
+			m.Ns = append(m.Ns, &dns.SOA{Hdr: dns.RR_Header{Name: "test.", Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: 60},
+				Ns: "ns.test.", Mbox: "hostmaster.test.", Serial: 1, Refresh: 60, Retry: 60, Expire: 60, Minttl: 60})
+		}
+		_ = w.WriteMsg(m)
+	})}
+	go func() { _ = srv.ActivateAndServe() }()
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	return pc.LocalAddr().String()
+}

@@ -1,0 +1,169 @@
+package mailing
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// Resolver is the part of *net.Resolver direct delivery uses.
+type Resolver interface {
+	LookupMX(ctx context.Context, name string) ([]*net.MX, error)
+	LookupHost(ctx context.Context, host string) ([]string, error)
+}
+
+// DirectMX delivers to each recipient domain's own mail servers (RFC 5321
+// §5): MX hosts in preference order, the domain's address when it has no
+// MX, a permanent failure for a null MX (RFC 7505) or a domain that does
+// not exist, a temporary one when DNS cannot answer. STARTTLS is used when
+// offered: verified if the certificate is valid, else unverified (as most
+// MTAs do), and which one is recorded in the result.
+//
+// Known limit: go-smtp v0.25's client says EHLO localhost when it starts
+// TLS itself, and some receivers refuse that name; a client that can name
+// itself is needed before direct delivery is used in production.
+type DirectMX struct {
+	// Resolver looks up MX and address records. Default net.DefaultResolver.
+	Resolver Resolver
+	// Port is the destination port. Default "25" (tests use a sink's port).
+	Port string
+	// RootCAs verifies the servers' certificates. Default: the system's.
+	RootCAs *x509.CertPool
+	// Timeout bounds each delivery. Default 2 minutes.
+	Timeout time.Duration
+}
+
+var _ Transport = (*DirectMX)(nil)
+
+// NewResolver returns a resolver that asks only the DNS server at addr
+// (host:port), for tests and for sites with their own resolver.
+func NewResolver(addr string) *net.Resolver {
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}}
+}
+
+// Deliver sends one transaction to the servers of the recipients' domain
+// (the engine gives one recipient at a time; all must share a domain).
+func (x *DirectMX) Deliver(ctx context.Context, from string, to []string, msg []byte) []Result {
+	if len(to) == 0 {
+		return nil
+	}
+	domain := strings.ToLower(to[0][strings.LastIndexByte(to[0], '@')+1:])
+	timeout := x.Timeout
+	if timeout <= 0 {
+		timeout = 2 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	hosts, fail := x.hosts(ctx, domain)
+	if fail != nil {
+		return all(to, *fail)
+	}
+	var last Result
+	for _, h := range hosts {
+		c, tlsNote, err := x.connect(ctx, h, timeout)
+		if err != nil {
+			last = resultOf(h, "connect", err)
+			continue // the next address, or the next MX
+		}
+		results, _ := (&Smarthost{}).transaction(c, h, from, to, msg)
+		_ = c.Quit()
+		c.Close()
+		for i := range results {
+			results[i].Text = strings.TrimSpace(results[i].Text + " [" + tlsNote + "]")
+		}
+		return results
+	}
+	return all(to, last)
+}
+
+// hosts resolves where mail for domain goes, or the failure to record.
+func (x *DirectMX) hosts(ctx context.Context, domain string) ([]string, *Result) {
+	r := x.Resolver
+	if r == nil {
+		r = net.DefaultResolver
+	}
+	mxs, err := r.LookupMX(ctx, domain)
+	var dnsErr *net.DNSError
+	switch {
+	case err == nil && len(mxs) == 1 && (mxs[0].Host == "." || mxs[0].Host == ""):
+		return nil, &Result{Code: 556, Enhanced: "5.1.10", Text: domain + " does not accept mail (null MX, RFC 7505)"}
+	case err == nil && len(mxs) > 0:
+		sort.SliceStable(mxs, func(i, j int) bool { return mxs[i].Pref < mxs[j].Pref })
+		var hosts []string
+		for _, mx := range mxs {
+			hosts = append(hosts, strings.TrimSuffix(mx.Host, "."))
+		}
+		return hosts, nil
+	case err != nil && !(errors.As(err, &dnsErr) && dnsErr.IsNotFound):
+		return nil, &Result{Enhanced: "4.4.3", Text: "DNS lookup of MX for " + domain + " failed: " + err.Error()}
+	}
+	// No MX (or no such name): the domain's own address, if it has one.
+	addrs, err := r.LookupHost(ctx, domain)
+	if err == nil && len(addrs) > 0 {
+		return []string{domain}, nil
+	}
+	if errors.As(err, &dnsErr) && dnsErr.IsNotFound || err == nil {
+		return nil, &Result{Code: 550, Enhanced: "5.1.2", Text: domain + " has no mail server (no MX and no address)"}
+	}
+	return nil, &Result{Enhanced: "4.4.3", Text: "DNS lookup of " + domain + " failed: " + err.Error()}
+}
+
+// connect opens a session with host: STARTTLS verified if it can be,
+// unverified if not, plain if not offered; the note says which.
+func (x *DirectMX) connect(ctx context.Context, host string, timeout time.Duration) (*smtp.Client, string, error) {
+	port := x.Port
+	if port == "" {
+		port = "25"
+	}
+	r := x.Resolver
+	if r == nil {
+		r = net.DefaultResolver
+	}
+	ips, err := r.LookupHost(ctx, host) // with our resolver, not the system's
+	if err != nil {
+		return nil, "", err
+	}
+	var lastErr error
+	for _, ip := range ips {
+		c, note, err := x.connectAddr(ctx, host, net.JoinHostPort(ip, port), timeout)
+		if err == nil {
+			return c, note, nil
+		}
+		lastErr = err
+	}
+	return nil, "", lastErr
+}
+
+func (x *DirectMX) connectAddr(ctx context.Context, host, addr string, timeout time.Duration) (*smtp.Client, string, error) {
+	for _, verify := range []bool{true, false} {
+		sh := &Smarthost{Addr: addr, TLS: &tls.Config{ServerName: host, RootCAs: x.RootCAs, InsecureSkipVerify: !verify, MinVersion: tls.VersionTLS12}}
+		c, tlsOn, err := sh.connect(ctx, host, timeout)
+		if err != nil {
+			var ce *tls.CertificateVerificationError
+			if verify && errors.As(err, &ce) {
+				continue // try again, encrypted but unverified
+			}
+			return nil, "", err
+		}
+		switch {
+		case !tlsOn:
+			return c, "no TLS", nil
+		case verify:
+			return c, "TLS verified", nil
+		default:
+			return c, "TLS unverified", nil
+		}
+	}
+	return nil, "", fmt.Errorf("connect to %s failed", addr)
+}
