@@ -50,6 +50,12 @@ type EngineConfig struct {
 	// SignatureTTL, when set, gives signatures an expiry (x=). Default none.
 	SignatureTTL time.Duration
 
+	// Limits caps each destination domain (concurrency, messages per
+	// second), over DefaultLimits; "*" is everyone not listed. A 421 or
+	// 4.7.x reply halves the destination's rate, which recovers by
+	// doubling each quiet minute.
+	Limits map[string]Limits
+
 	// Workers bounds concurrent deliveries. Default 8.
 	Workers int
 	// Batch is how many due recipients one claim takes. Default 100.
@@ -83,6 +89,7 @@ type Engine struct {
 	cacheMu  sync.Mutex
 	cache    map[string]*source
 	keyCache map[string]cachedKeys
+	limits   *limiter
 }
 
 // NewEngine returns an Engine delivering m's queue.
@@ -122,7 +129,8 @@ func (m *Mailer) NewEngine(ctx context.Context, cfg EngineConfig) (*Engine, erro
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{m: m, cfg: cfg, tokenKey: key, unsigned: map[string]bool{}, cache: map[string]*source{}, keyCache: map[string]cachedKeys{}}
+	e := &Engine{m: m, cfg: cfg, tokenKey: key, unsigned: map[string]bool{}, cache: map[string]*source{}, keyCache: map[string]cachedKeys{},
+		limits: newLimiter(cfg.Limits)}
 	for _, d := range cfg.UnsignedDomains {
 		e.unsigned[strings.ToLower(d)] = true
 	}
@@ -265,8 +273,9 @@ func (e *Engine) RunOnce(ctx context.Context) (int, error) {
 type outcome struct {
 	it        claimed
 	res       Result
-	attempted bool   // something was sent, or tried to be, to a server
-	failed    string // set: the message could not be built; fail without attempt
+	attempted bool          // something was sent, or tried to be, to a server
+	failed    string        // set: the message could not be built; fail without attempt
+	retryIn   time.Duration // set: not attempted (local limits); due again after this
 }
 
 // recorder writes outcomes in batches: one transaction (one fsync) for up
@@ -372,9 +381,27 @@ func (e *Engine) deliverOne(ctx context.Context, it claimed) (o outcome) {
 		o.res = Result{Text: err.Error()}
 		return o
 	}
+	domain := strings.ToLower(it.Address[strings.LastIndexByte(it.Address, '@')+1:])
+	release, wait := e.limits.acquire(ctx, domain, 2*time.Second)
+	if release == nil {
+		// The destination's limits are full: try again when they are not,
+		// without counting an attempt or holding a worker.
+		o.res, o.retryIn = Result{Text: "waiting for " + domain + "'s delivery rate limit"}, wait
+		return o
+	}
+	defer release()
 	o.res = e.cfg.Transport.Deliver(ctx, e.ReturnPath(it.ID), []string{it.Address}, raw)[0]
 	o.attempted = true
+	if isThrottling(o.res) {
+		e.limits.throttled(domain)
+	}
 	return o
+}
+
+// DestinationRate is the messages per second the engine allows a domain
+// now (lower than its limit after throttling replies).
+func (e *Engine) DestinationRate(domain string) float64 {
+	return e.limits.rate(strings.ToLower(domain))
 }
 
 // source returns the shared parts of a message, from a small cache: a
@@ -572,6 +599,9 @@ func (e *Engine) outcomeRow(o outcome, now time.Time) outcomeRow {
 		row.last = &now
 	}
 	row.due = now.Add(e.backoff(max(1, row.attempts)))
+	if o.retryIn > 0 {
+		row.due = now.Add(o.retryIn)
+	}
 	if status == StatusDeferred && row.due.Sub(it.AcceptedAt) > e.cfg.MaxAge {
 		status = StatusFailed
 	}

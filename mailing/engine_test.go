@@ -319,3 +319,67 @@ func TestTwoEnginesDeliverEachRecipientOnce(t *testing.T) {
 		}
 	})
 }
+
+// A destination's concurrency limit holds at the receiving server, and a
+// throttling reply (421 / 4.7.x) slows the destination down.
+func TestDestinationLimits(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		e := setup(t, db, map[string]int64{"enap/eventos": 1000}, mailing.Config{UnsignedDomains: []string{"servir.gob.pe"}})
+		sink := mailtest.NewSink(t)
+		var mu sync.Mutex
+		inFlight, most := 0, 0
+		sink.Reply = func(rcpt string) error {
+			mu.Lock()
+			inFlight++
+			most = max(most, inFlight)
+			mu.Unlock()
+			time.Sleep(20 * time.Millisecond) // hold the slot so overlaps would show
+			mu.Lock()
+			inFlight--
+			mu.Unlock()
+			if strings.HasPrefix(rcpt, "slow") {
+				return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 7, 28}, Message: "rate limited"}
+			}
+			return nil
+		}
+		eng := engine(t, e, sink, mailing.EngineConfig{Workers: 16, UnsignedDomains: []string{"servir.gob.pe"},
+			Limits: map[string]mailing.Limits{"example.com": {Concurrency: 2, PerSecond: 1000}, "example.org": {Concurrency: 8, PerSecond: 40}}})
+		ctx := context.Background()
+		var rs []mailing.Recipient
+		for i := range 20 {
+			rs = append(rs, mailing.Recipient{Address: fmt.Sprintf("p%d@example.com", i)})
+		}
+		if _, err := e.m.SendBatch(ctx, mailing.Batch{Account: "enap/eventos", From: "avisos@servir.gob.pe", Subject: "s", Text: "t", Recipients: mailing.List(rs...)}); err != nil {
+			t.Fatal(err)
+		}
+		for done, rounds := 0, 0; done < 20; rounds++ {
+			if rounds > 100 {
+				t.Fatalf("only %d of 20 delivered after 100 rounds", done)
+			}
+			n, err := eng.RunOnce(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n == 0 {
+				e.clock.Add(5 * time.Second) // recipients deferred for the local limit come due
+				continue
+			}
+			done = len(sink.Messages())
+		}
+		if most > 2 {
+			t.Fatalf("%d deliveries at once to a destination limited to 2", most)
+		}
+		before := eng.DestinationRate("example.org")
+		msg := basic()
+		msg.Account, msg.To = "enap/eventos", []string{"slow@example.org"}
+		if _, err := e.m.Send(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := eng.RunOnce(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if after := eng.DestinationRate("example.org"); before != 40 || after != 20 {
+			t.Fatalf("rate %v → %v after a 421 4.7.28, want 40 → 20", before, after)
+		}
+	})
+}
