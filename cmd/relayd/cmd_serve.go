@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"os"
@@ -31,8 +32,44 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	direct := fs.Bool("direct", false, "deliver to each domain's MX hosts instead of a smarthost")
 	dnsServer := fs.String("dns-server", "", "with --direct: ask this DNS server (host:port) instead of the system's")
 	mxPort := fs.String("mx-port", "25", "with --direct: the port MX hosts are reached on")
+	configPath := fs.String("config", e.getenv("RELAYD_CONFIG"), "configuration file (env RELAYD_CONFIG)")
 	if _, err := parse(fs, &g, args, 0, 0); err != nil {
 		return helpOr(err, fs, e)
+	}
+	var file fileConfig
+	if *configPath != "" {
+		var err error
+		if file, err = loadConfig(*configPath); err != nil {
+			return err
+		}
+		// The file fills what the command line and environment left unset.
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		fill := func(dst *string, name, v string) {
+			if !set[name] && *dst == "" && v != "" {
+				*dst = v
+			}
+		}
+		d := file.Delivery
+		fill(sending, "sending-domain", file.SendingDomain)
+		if d.Mode == "smarthost" {
+			fill(smarthost, "smarthost", d.Smarthost.Addr)
+		}
+		fill(user, "smarthost-user", d.Smarthost.User)
+		fill(caFile, "smarthost-ca", d.Smarthost.CAFile)
+		fill(dnsServer, "dns-server", d.Direct.DNSServer)
+		if !set["mx-port"] && d.Direct.Port != "" {
+			*mxPort = d.Direct.Port
+		}
+		if !set["direct"] && d.Mode == "direct" {
+			*direct = true
+		}
+		if !set["smarthost-plaintext"] && d.Smarthost.AllowPlaintext {
+			*plaintext = true
+		}
+		if !set["workers"] && d.Workers > 0 {
+			*workers = d.Workers
+		}
 	}
 	log := slog.New(slog.NewTextHandler(e.stderr, nil))
 	db, err := e.open(ctx, &g, log)
@@ -88,6 +125,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 		cfg := mailing.EngineConfig{Transport: transport, ReturnPathDomain: *sending, Workers: *workers}
+		file.Delivery.apply(&cfg)
 		if *unsigned != "" {
 			cfg.UnsignedDomains = strings.Split(*unsigned, ",")
 		}

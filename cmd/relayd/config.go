@@ -1,0 +1,102 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/servir-pe/envios/mailing"
+)
+
+// fileConfig is relayd serve's configuration file (--config, RELAYD_CONFIG).
+// Unknown keys are errors. Flags given on the command line win over it.
+type fileConfig struct {
+	SendingDomain string         `yaml:"sending_domain"`
+	Delivery      deliveryConfig `yaml:"delivery"`
+}
+
+type deliveryConfig struct {
+	Mode      string `yaml:"mode"` // smarthost | direct | off
+	Smarthost struct {
+		Addr           string `yaml:"addr"`
+		User           string `yaml:"user"`
+		CAFile         string `yaml:"ca_file"`
+		AllowPlaintext bool   `yaml:"allow_plaintext"`
+	} `yaml:"smarthost"`
+	Direct struct {
+		DNSServer string `yaml:"dns_server"`
+		Port      string `yaml:"port"`
+	} `yaml:"direct"`
+	Workers         int           `yaml:"workers"`
+	Batch           int           `yaml:"batch"`
+	Lease           time.Duration `yaml:"lease"`
+	UnsignedDomains []string      `yaml:"unsigned_domains"`
+	SignatureTTL    time.Duration `yaml:"signature_ttl"`
+	Retry           struct {
+		Base   time.Duration `yaml:"base"`
+		Max    time.Duration `yaml:"max"`
+		MaxAge time.Duration `yaml:"max_age"`
+	} `yaml:"retry"`
+	Limits map[string]struct {
+		Concurrency int     `yaml:"concurrency"`
+		PerSecond   float64 `yaml:"per_second"`
+	} `yaml:"limits"`
+}
+
+var unknownKey = regexp.MustCompile(`line (\d+): field (\S+) not found in type \S+`)
+
+func loadConfig(path string) (fileConfig, error) {
+	var c fileConfig
+	f, err := os.Open(path)
+	if err != nil {
+		return c, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, 1<<20))
+	if err != nil {
+		return c, fmt.Errorf("config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		msg := err.Error()
+		if m := unknownKey.FindStringSubmatch(msg); m != nil {
+			return c, fmt.Errorf("config %s: line %s: unknown key %q", path, m[1], m[2])
+		}
+		return c, fmt.Errorf("config %s: %s", path, strings.Join(strings.Fields(strings.TrimPrefix(msg, "yaml: ")), " "))
+	}
+	switch c.Delivery.Mode {
+	case "", "off", "smarthost", "direct":
+	default:
+		return c, fmt.Errorf("config %s: delivery.mode %q must be smarthost, direct or off", path, c.Delivery.Mode)
+	}
+	for d, l := range c.Delivery.Limits {
+		if l.Concurrency < 1 || l.PerSecond <= 0 {
+			return c, fmt.Errorf("config %s: delivery.limits.%s needs concurrency ≥ 1 and per_second > 0", path, d)
+		}
+	}
+	return c, nil
+}
+
+// apply copies the file's delivery settings into an engine configuration.
+func (d deliveryConfig) apply(cfg *mailing.EngineConfig) {
+	if d.Batch > 0 {
+		cfg.Batch = d.Batch
+	}
+	cfg.Lease, cfg.SignatureTTL = d.Lease, d.SignatureTTL
+	cfg.RetryBase, cfg.RetryMax, cfg.MaxAge = d.Retry.Base, d.Retry.Max, d.Retry.MaxAge
+	cfg.UnsignedDomains = append(cfg.UnsignedDomains, d.UnsignedDomains...)
+	if len(d.Limits) > 0 {
+		cfg.Limits = map[string]mailing.Limits{}
+		for dom, l := range d.Limits {
+			cfg.Limits[dom] = mailing.Limits{Concurrency: l.Concurrency, PerSecond: l.PerSecond}
+		}
+	}
+}
