@@ -2,6 +2,7 @@ package mailing_test
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
 	"strings"
 	"testing"
@@ -53,5 +54,38 @@ func TestDirectMX(t *testing.T) {
 	x.RootCAs = sink.ClientTLS().RootCAs
 	if r := x.Deliver(ctx, "bounce@envios.servir.gob.pe", []string{"c@verified.test"}, msg)[0]; !r.Delivered() || !strings.Contains(r.Reply(), "TLS verified") {
 		t.Fatalf("reply %q", r.Reply())
+	}
+}
+
+func TestSmarthostAuth(t *testing.T) {
+	sink := mailtest.NewSink(t)
+	sink.Username, sink.Password = "envios", "s3cret"
+	msg := []byte("From: a@servir.gob.pe\r\nSubject: x\r\n\r\nhola\r\n")
+	ctx := context.Background()
+	for _, tt := range []struct {
+		user, pass string
+		delivered  bool
+		reply      string
+	}{
+		{"envios", "s3cret", true, "250"},
+		{"envios", "wrong", false, "454 4.7.0 smarthost refused our credentials: 535 5.7.8"},
+		{"", "", false, "530 5.7.0 authentication required"},
+	} {
+		sh := &mailing.Smarthost{Addr: sink.Addr, TLS: sink.ClientTLS(), Username: tt.user, Password: tt.pass}
+		r := sh.Deliver(ctx, "b@envios.servir.gob.pe", []string{"c@example.com"}, msg)[0]
+		if r.Delivered() != tt.delivered || !strings.HasPrefix(r.Reply(), tt.reply) || r.Permanent() && tt.user != "" {
+			t.Errorf("user %q: %q", tt.user, r.Reply())
+		}
+		sh.Close()
+	}
+	if ms := sink.Messages(); len(ms) != 1 || ms[0].User != "envios" || !ms[0].TLS {
+		t.Fatalf("sink got %+v", ms)
+	}
+	// A smarthost whose certificate does not verify gets no credentials:
+	// the delivery is deferred, not bounced.
+	sh := &mailing.Smarthost{Addr: sink.Addr, TLS: &tls.Config{ServerName: "nope.invalid", RootCAs: sink.ClientTLS().RootCAs, MinVersion: tls.VersionTLS12},
+		Username: "envios", Password: "s3cret"}
+	if r := sh.Deliver(ctx, "b@x.pe", []string{"c@example.com"}, msg)[0]; r.Delivered() || r.Permanent() {
+		t.Fatalf("bad certificate: %q", r.Reply())
 	}
 }

@@ -66,7 +66,8 @@ type Smarthost struct {
 	// STARTTLS. Default false: such a server gets a temporary failure. AUTH
 	// is never sent without TLS, whatever this says.
 	AllowPlaintext bool
-	// Username and Password, when set, authenticate with AUTH PLAIN.
+	// Username and Password, when set, authenticate (AUTH PLAIN, or LOGIN
+	// when the server offers only that), and only over TLS.
 	Username, Password string
 	// Timeout bounds each delivery. Default 2 minutes.
 	Timeout time.Duration
@@ -123,9 +124,24 @@ func (s *Smarthost) get(ctx context.Context, host string, timeout time.Duration)
 			c.Close()
 			return nil, resultErr{Result{Host: host, Text: "refusing to send AUTH without TLS", Enhanced: "4.7.10"}}
 		}
-		if err := c.Auth(sasl.NewPlainClient("", s.Username, s.Password)); err != nil {
+		var mech sasl.Client
+		switch {
+		case c.SupportsAuth("PLAIN"):
+			mech = sasl.NewPlainClient("", s.Username, s.Password)
+		case c.SupportsAuth("LOGIN"):
+			mech = sasl.NewLoginClient(s.Username, s.Password)
+		default:
 			c.Close()
-			return nil, resultErr{resultOf(host, "AUTH", err)}
+			return nil, resultErr{Result{Host: host, Code: 454, Enhanced: "4.7.0", Text: "smarthost offers neither AUTH PLAIN nor LOGIN"}}
+		}
+		if err := c.Auth(mech); err != nil {
+			c.Close()
+			// A refused login is our configuration, not the recipients'
+			// fault: defer (454), never bounce the mail.
+			r := resultOf(host, "AUTH", err)
+			r.Text = "smarthost refused our credentials: " + r.Reply()
+			r.Code, r.Enhanced = 454, "4.7.0"
+			return nil, resultErr{r}
 		}
 	}
 	return &session{c: c}, nil

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 )
 
@@ -30,6 +31,7 @@ type Message struct {
 	To   []string
 	Data []byte
 	TLS  bool
+	User string // the AUTH identity, if any
 }
 
 // Sink is a running SMTP server.
@@ -43,6 +45,10 @@ type Sink struct {
 	// DiscardData keeps only envelopes, not message bodies (for benchmarks
 	// that send many messages). Set it before mail arrives.
 	DiscardData bool
+
+	// Username and Password, when set, make the sink require AUTH PLAIN
+	// (over TLS) before MAIL, like a submission smarthost.
+	Username, Password string
 
 	srv   *smtp.Server
 	certs *x509.CertPool
@@ -95,11 +101,37 @@ func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 type session struct {
 	s    *Sink
 	tls  bool
+	user string
 	from string
 	to   []string
 }
 
-func (x *session) Mail(from string, _ *smtp.MailOptions) error { x.from = from; return nil }
+var _ smtp.AuthSession = (*session)(nil)
+
+func (x *session) AuthMechanisms() []string {
+	if x.s.Username == "" {
+		return nil
+	}
+	return []string{sasl.Plain}
+}
+
+func (x *session) Auth(mech string) (sasl.Server, error) {
+	return sasl.NewPlainServer(func(identity, user, pass string) error {
+		if user != x.s.Username || pass != x.s.Password || (identity != "" && identity != user) {
+			return &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "authentication failed"}
+		}
+		x.user = user
+		return nil
+	}), nil
+}
+
+func (x *session) Mail(from string, _ *smtp.MailOptions) error {
+	if x.s.Username != "" && x.user == "" {
+		return &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "authentication required"}
+	}
+	x.from = from
+	return nil
+}
 
 func (x *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if x.s.Reply != nil {
@@ -124,7 +156,7 @@ func (x *session) Data(r io.Reader) error {
 		data = nil
 	}
 	x.s.mu.Lock()
-	x.s.msgs = append(x.s.msgs, Message{From: x.from, To: x.to, Data: data, TLS: x.tls})
+	x.s.msgs = append(x.s.msgs, Message{From: x.from, To: x.to, Data: data, TLS: x.tls, User: x.user})
 	x.s.mu.Unlock()
 	return nil
 }
