@@ -14,6 +14,7 @@ import (
 
 	"github.com/servir-pe/envios/internal/store"
 	"github.com/servir-pe/envios/internal/storetest"
+	"github.com/servir-pe/envios/mailing/mailtest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -312,5 +313,58 @@ func TestDomainCommands(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Fatalf("dns output lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// txtOf reads the name and value of the TXT record `domain add` printed.
+func txtOf(t *testing.T, out string) (string, string) {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^(\S+)\. IN TXT (.*)$`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no TXT record in:\n%s", out)
+	}
+	var v strings.Builder
+	for _, part := range regexp.MustCompile(`"([^"]*)"`).FindAllStringSubmatch(m[2], -1) {
+		v.WriteString(part[1])
+	}
+	return m[1] + ".", v.String()
+}
+
+func TestDomainCheck(t *testing.T) {
+	dsn := storetest.DSN(t, store.SQLite)
+	if code, _, stderr := runLine(t, dsn, "db migrate"); code != 0 {
+		t.Fatal(stderr)
+	}
+	_, rsaOut, _ := runLine(t, dsn, "domain add servir.gob.pe")
+	_, edOut, _ := runLine(t, dsn, "domain add servir.gob.pe --key ed25519 --selector ed1")
+	rsaName, rsaValue := txtOf(t, rsaOut)
+	edName, edValue := txtOf(t, edOut)
+	zone := mailtest.Zone{
+		TXT: map[string][]string{
+			rsaName:                        {rsaValue},
+			edName:                         {"v=DKIM1; k=ed25519; p=AAAAnotthekey"},
+			"envios.servir.gob.pe.":        {"v=spf1 ip4:203.0.113.7 -all"},
+			"_dmarc.envios.servir.gob.pe.": {"v=DMARC1; p=quarantine"},
+		},
+		MX: map[string][]mailtest.MX{"envios.servir.gob.pe.": {{Pref: 10, Host: "envios.servir.gob.pe."}}},
+	}
+	addr := mailtest.NewDNS(t, zone)
+	code, out, stderr := runLine(t, dsn, "domain check servir.gob.pe --sending-domain envios.servir.gob.pe --dns-server "+addr)
+	if code != 1 || !strings.Contains(out, "PROBLEM  DKIM ed1: ed1._domainkey.servir.gob.pe does not hold this key") ||
+		!strings.Contains(out, "ok       DKIM e20261126 published") || !strings.Contains(out, "ok       DMARC for envios.servir.gob.pe") ||
+		!strings.Contains(stderr, "1 DNS problem to fix") {
+		t.Fatalf("exit %d\n%s%s", code, out, stderr)
+	}
+	zone.TXT[edName] = []string{edValue}
+	delete(zone.TXT, "_dmarc.envios.servir.gob.pe.")
+	addr = mailtest.NewDNS(t, zone)
+	code, out, _ = runLine(t, dsn, "domain check servir.gob.pe --sending-domain envios.servir.gob.pe --dns-server "+addr)
+	if code != 1 || !strings.Contains(out, "ok       DKIM ed1") || !strings.Contains(out, "PROBLEM  DMARC for envios.servir.gob.pe: none") {
+		t.Fatalf("exit %d\n%s", code, out)
+	}
+	zone.TXT["_dmarc.envios.servir.gob.pe."] = []string{"v=DMARC1; p=reject"}
+	addr = mailtest.NewDNS(t, zone)
+	if code, out, _ = runLine(t, dsn, "domain check servir.gob.pe --sending-domain envios.servir.gob.pe --dns-server "+addr); code != 0 {
+		t.Fatalf("all published: exit %d\n%s", code, out)
 	}
 }

@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
+	"slices"
 	"strings"
 
 	"github.com/servir-pe/envios/internal/dkimkey"
+	"github.com/servir-pe/envios/mailing"
 )
 
 func runDomainAdd(ctx context.Context, e *env, args []string) error {
@@ -153,4 +157,114 @@ func quoteTXT(v string) string {
 	}
 	parts = append(parts, `"`+v+`"`)
 	return strings.Join(parts, " ")
+}
+
+func runDomainCheck(ctx context.Context, e *env, args []string) error {
+	var g globals
+	fs := e.flagSet("domain check", &g)
+	sending := fs.String("sending-domain", e.getenv("RELAYD_SENDING_DOMAIN"), "also check the dedicated sending domain's MX, SPF and DMARC")
+	dnsServer := fs.String("dns-server", "", "ask this DNS server (host:port) instead of the system's")
+	pos, db, err := e.parseAndOpen(ctx, fs, &g, args, 1, 1)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	domain, err := dkimkey.CheckDomain(pos[0])
+	if err != nil {
+		return err
+	}
+	var r interface {
+		LookupTXT(context.Context, string) ([]string, error)
+		LookupMX(context.Context, string) ([]*net.MX, error)
+	} = net.DefaultResolver
+	if *dnsServer != "" {
+		r = mailing.NewResolver(*dnsServer)
+	}
+	keys, err := dkimkey.List(ctx, db)
+	if err != nil {
+		return err
+	}
+	problems := 0
+	report := func(ok bool, format string, args ...any) {
+		mark := "ok     "
+		if !ok {
+			mark = "PROBLEM"
+			problems++
+		}
+		fmt.Fprintf(e.stdout, "%s  %s\n", mark, fmt.Sprintf(format, args...))
+	}
+	found := false
+	for _, k := range keys {
+		if k.Domain != domain || !k.Retired.IsZero() {
+			continue
+		}
+		found = true
+		name, want := k.Record()
+		txts, err := r.LookupTXT(ctx, name)
+		switch {
+		case err != nil:
+			report(false, "DKIM %s: no TXT record at %s (%v); publish: %s", k.Selector, name, shortDNSError(err), want)
+		case !slices.Contains(txts, want):
+			report(false, "DKIM %s: %s does not hold this key; publish: %s", k.Selector, name, want)
+		default:
+			report(true, "DKIM %s published at %s", k.Selector, name)
+		}
+	}
+	if !found {
+		report(false, "no DKIM key for %s in the database (relayd domain add %s)", domain, domain)
+	}
+	if *sending != "" {
+		sd, err := dkimkey.CheckDomain(*sending)
+		if err != nil {
+			return usagef("--sending-domain: %v", err)
+		}
+		mxs, err := r.LookupMX(ctx, sd)
+		report(err == nil && len(mxs) > 0 && mxs[0].Host != ".", "MX for %s (bounces come back here)%s", sd, dnsNote(err))
+		txts, err := r.LookupTXT(ctx, sd)
+		spf := ""
+		for _, t := range txts {
+			if strings.HasPrefix(t, "v=spf1") {
+				spf = t
+			}
+		}
+		report(spf != "", "SPF for %s: %s%s", sd, orNone(spf), dnsNote(err))
+		txts, err = r.LookupTXT(ctx, "_dmarc."+sd)
+		dmarc := ""
+		for _, t := range txts {
+			if strings.HasPrefix(t, "v=DMARC1") {
+				dmarc = t
+			}
+		}
+		report(dmarc != "", "DMARC for %s: %s%s", sd, orNone(dmarc), dnsNote(err))
+	}
+	if problems > 0 {
+		fmt.Fprintf(e.stderr, "relayd: %d DNS %s to fix for %s\n", problems, plural(problems, "problem", "problems"), domain)
+		return errProblems
+	}
+	return nil
+}
+
+func shortDNSError(err error) string {
+	var de *net.DNSError
+	if errors.As(err, &de) {
+		if de.IsNotFound {
+			return "not found"
+		}
+		return de.Err
+	}
+	return err.Error()
+}
+
+func dnsNote(err error) string {
+	if err == nil {
+		return ""
+	}
+	return " (" + shortDNSError(err) + ")"
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }

@@ -13,8 +13,9 @@ import (
 // "servfail.test." always fails with SERVFAIL; unknown names are NXDOMAIN;
 // a known name asked for a type it lacks gets NODATA.
 type Zone struct {
-	MX map[string][]MX
-	A  map[string]string
+	MX  map[string][]MX
+	A   map[string]string
+	TXT map[string][]string // each value one TXT record
 }
 
 // MX is one MX record.
@@ -40,15 +41,25 @@ func NewDNS(t testing.TB, z Zone) string {
 		name := strings.ToLower(q.Name)
 		_, hasMX := z.MX[name]
 		_, hasA := z.A[name]
+		_, hasTXT := z.TXT[name]
 		switch {
 		case name == "servfail.test.":
 			m.Rcode = dns.RcodeServerFailure
-		case !hasMX && !hasA:
+		case !hasMX && !hasA && !hasTXT:
 			m.Rcode = dns.RcodeNameError
 		case q.Qtype == dns.TypeMX:
 			for _, mx := range z.MX[name] {
 				m.Answer = append(m.Answer, &dns.MX{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeMX, Class: dns.ClassINET, Ttl: 60},
 					Preference: mx.Pref, Mx: mx.Host})
+			}
+		case q.Qtype == dns.TypeTXT && hasTXT:
+			for _, v := range z.TXT[name] {
+				var parts []string // TXT strings are at most 255 bytes each
+				for len(v) > 255 {
+					parts, v = append(parts, v[:255]), v[255:]
+				}
+				m.Answer = append(m.Answer, &dns.TXT{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 60},
+					Txt: append(parts, v)})
 			}
 		case q.Qtype == dns.TypeA && hasA:
 			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60},
