@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -277,5 +279,99 @@ func testServeDelivers(t *testing.T, direct bool) {
 	info, err := m.Message(ctx, "", r.MessageID)
 	if err != nil || info.Counts[mailing.StatusSent] != 2 {
 		t.Fatalf("status %v %v", info.Counts, err)
+	}
+}
+
+// kill -9 of relayd while deliveries are in flight loses nothing: after a
+// restart (and the lease) every recipient is delivered and recorded sent.
+func TestKilledServeLosesNothing(t *testing.T) {
+	dir := t.TempDir()
+	dbPath := filepath.Join(dir, "relayd.db")
+	env := []string{"RELAYD_DB=" + dbPath}
+	pool := filepath.Join(dir, "pool.yaml")
+	today := time.Now().UTC().Format("2006-01-02")
+	if err := os.WriteFile(pool, []byte("pool:\n  name: e2e\n  total: 1000\n  starts: "+today+"\n  days: 2\n  timezone: UTC\n"+
+		"accounts:\n  - name: sjti/talento\n    origin: system\n    allocation: 1000\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"db", "migrate"}, {"quota", "init", "--from", pool},
+		{"sender", "add", "sjti/talento", "avisos@servir.gob.pe"}, {"domain", "add", "servir.gob.pe", "--key", "ed25519"}} {
+		if out, code := relayd(t, dir, env, args...); code != 0 {
+			t.Fatalf("relayd %v: exit %d\n%s", args, code, out)
+		}
+	}
+	ctx := context.Background()
+	m, err := mailing.Open(ctx, dbPath, mailing.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	const n = 40
+	var rs []mailing.Recipient
+	for i := range n {
+		rs = append(rs, mailing.Recipient{Address: fmt.Sprintf("p%d@example.com", i)})
+	}
+	b, err := m.SendBatch(ctx, mailing.Batch{Account: "sjti/talento", From: "avisos@servir.gob.pe", Subject: "s", Text: "t", Recipients: mailing.List(rs...)})
+	if err != nil || b.Accepted != n {
+		t.Fatalf("%+v %v", b, err)
+	}
+	sink := mailtest.NewSink(t)
+	var slow atomic.Bool
+	slow.Store(true)
+	sink.Reply = func(string) error {
+		if slow.Load() {
+			time.Sleep(300 * time.Millisecond) // deliveries are in flight when the kill comes
+		}
+		return nil
+	}
+	ca := filepath.Join(dir, "sink.pem")
+	if err := os.WriteFile(ca, sink.CertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "relayd.yaml")
+	if err := os.WriteFile(conf, []byte("sending_domain: envios.servir.gob.pe\ndelivery:\n  mode: smarthost\n  smarthost:\n    addr: "+sink.Addr+
+		"\n    ca_file: "+ca+"\n  lease: 2s\n  workers: 4\n  batch: 10\n  limits:\n    example.com: {concurrency: 4, per_second: 1000}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start := func() *exec.Cmd {
+		cmd := exec.Command(binary(t), "serve", "--config", conf)
+		cmd.Dir, cmd.Env = dir, append(os.Environ(), env...)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+	first := start()
+	deadline := time.Now().Add(20 * time.Second)
+	for len(sink.Messages()) < 5 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := first.Process.Kill(); err != nil { // SIGKILL: no drain, leases left behind
+		t.Fatal(err)
+	}
+	_ = first.Wait()
+	slow.Store(false)
+	second := start()
+	t.Cleanup(func() { _ = second.Process.Kill() })
+	deadline = time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		info, err := m.Message(ctx, "", b.MessageID)
+		if err == nil && info.Counts[mailing.StatusSent] == n {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	_ = second.Process.Signal(syscall.SIGTERM)
+	_ = second.Wait()
+	info, err := m.Message(ctx, "", b.MessageID)
+	if err != nil || info.Counts[mailing.StatusSent] != n {
+		t.Fatalf("after kill -9 and restart: %v %v", info.Counts, err)
+	}
+	got := map[string]bool{}
+	for _, msg := range sink.Messages() {
+		got[msg.To[0]] = true
+	}
+	if len(got) != n {
+		t.Fatalf("sink saw %d distinct recipients of %d", len(got), n)
 	}
 }
