@@ -25,10 +25,11 @@ type MX struct {
 }
 
 // NewDNS starts a recursive-resolver-like DNS server on 127.0.0.1 (UDP)
-// answering from z, and returns its address (use it with
+// answering from a copy of zone, and returns its address (use it with
 // mailing.NewResolver). It stops when the test ends.
-func NewDNS(t testing.TB, z Zone) string {
+func NewDNS(t testing.TB, zone Zone) string {
 	t.Helper()
+	z := zone.clone() // the caller may change its Zone afterwards
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -74,4 +75,18 @@ func NewDNS(t testing.TB, z Zone) string {
 	go func() { _ = srv.ActivateAndServe() }()
 	t.Cleanup(func() { _ = srv.Shutdown() })
 	return pc.LocalAddr().String()
+}
+
+func (z Zone) clone() Zone {
+	c := Zone{MX: map[string][]MX{}, A: map[string]string{}, TXT: map[string][]string{}}
+	for k, v := range z.MX {
+		c.MX[k] = append([]MX(nil), v...)
+	}
+	for k, v := range z.A {
+		c.A[k] = v
+	}
+	for k, v := range z.TXT {
+		c.TXT[k] = append([]string(nil), v...)
+	}
+	return c
 }
