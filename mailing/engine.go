@@ -382,7 +382,7 @@ func (e *Engine) deliverOne(ctx context.Context, it claimed) (o outcome) {
 		return o
 	}
 	domain := strings.ToLower(it.Address[strings.LastIndexByte(it.Address, '@')+1:])
-	release, wait := e.limits.acquire(ctx, domain, 2*time.Second)
+	release, wait := e.limits.acquire(ctx, domain, 250*time.Millisecond)
 	if release == nil {
 		// The destination's limits are full: try again when they are not,
 		// without counting an attempt or holding a worker.

@@ -281,7 +281,8 @@ func TestTwoEnginesDeliverEachRecipientOnce(t *testing.T) {
 		sink := mailtest.NewSink(t)
 		ctx := context.Background()
 		var rs []mailing.Recipient
-		for i := range 200 {
+		const n = 1000
+		for i := range n {
 			rs = append(rs, mailing.Recipient{Address: fmt.Sprintf("p%d@example.com", i), Data: map[string]string{"N": fmt.Sprint(i)}})
 		}
 		if _, err := e.m.SendBatch(ctx, mailing.Batch{Account: "enap/eventos", From: "avisos@servir.gob.pe", Subject: "{{.N}}", Text: "x",
@@ -290,7 +291,8 @@ func TestTwoEnginesDeliverEachRecipientOnce(t *testing.T) {
 		}
 		var wg sync.WaitGroup
 		for i := range 2 {
-			eng := engine(t, e, sink, mailing.EngineConfig{Batch: 20, Workers: 4, Owner: fmt.Sprint("engine-", i)})
+			eng := engine(t, e, sink, mailing.EngineConfig{Batch: 50, Workers: 8, Owner: fmt.Sprint("engine-", i),
+				Limits: map[string]mailing.Limits{"example.com": {Concurrency: 16, PerSecond: 1e6}}})
 			wg.Go(func() {
 				for {
 					n, err := eng.RunOnce(ctx)
@@ -309,8 +311,8 @@ func TestTwoEnginesDeliverEachRecipientOnce(t *testing.T) {
 		for _, m := range sink.Messages() {
 			seen[m.To[0]]++
 		}
-		if len(seen) != 200 {
-			t.Fatalf("%d distinct recipients delivered, want 200", len(seen))
+		if len(seen) != n {
+			t.Fatalf("%d distinct recipients delivered, want %d", len(seen), n)
 		}
 		for addr, n := range seen {
 			if n != 1 {

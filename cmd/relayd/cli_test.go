@@ -300,8 +300,14 @@ func TestDomainCommands(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "e20261126-2._domainkey.servir.gob.pe") {
 		t.Fatalf("rotate: %d\n%s", code, out)
 	}
+	if code, out, _ = runLine(t, dsn, "domain retire servir.gob.pe e20261126"); code != 0 || !strings.Contains(out, "retired") {
+		t.Fatalf("retire: %d\n%s", code, out)
+	}
+	if code, _, stderr := runLine(t, dsn, "domain retire servir.gob.pe e20261126"); code != 1 || !strings.Contains(stderr, "no key in use") {
+		t.Fatalf("retire twice: %d %s", code, stderr)
+	}
 	code, out, _ = runLine(t, dsn, "domain list")
-	if code != 0 || strings.Count(out, "servir.gob.pe") != 3 {
+	if code != 0 || strings.Count(out, "servir.gob.pe") != 3 || strings.Count(out, "retired") != 1 {
 		t.Fatalf("list: %d\n%s", code, out)
 	}
 	code, out, _ = runLine(t, dsn, "domain dns --sending-domain envios.servir.gob.pe --ip 203.0.113.7")

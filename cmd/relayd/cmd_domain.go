@@ -268,3 +268,18 @@ func orNone(s string) string {
 	}
 	return s
 }
+
+func runDomainRetire(ctx context.Context, e *env, args []string) error {
+	var g globals
+	fs := e.flagSet("domain retire", &g)
+	pos, db, err := e.parseAndOpen(ctx, fs, &g, args, 2, 2)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if err := dkimkey.Retire(ctx, db, pos[0], pos[1], e.now()); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "DKIM key %s of %s retired: it signs nothing more; remove its DNS record once mail signed with it has been delivered\n", pos[1], pos[0])
+	return nil
+}

@@ -246,3 +246,22 @@ func Rotate(ctx context.Context, idb bun.IDB, domain string, now time.Time) (Key
 	}
 	return Add(ctx, idb, d, "", rows[0].Algorithm, now)
 }
+
+// Retire stops a key from signing and marks it retired (the row stays, for
+// the record); its DNS record can be removed once mail signed with it has
+// been delivered.
+func Retire(ctx context.Context, idb bun.IDB, domain, selector string, now time.Time) error {
+	d, err := CheckDomain(domain)
+	if err != nil {
+		return err
+	}
+	res, err := idb.NewRaw("UPDATE dkim_keys SET retired_at = ? WHERE domain = ? AND selector = ? AND retired_at IS NULL",
+		now.UTC(), d, strings.ToLower(selector)).Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("dkimkey: retire: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("%w in use for %s with selector %s", ErrNotFound, d, selector)
+	}
+	return nil
+}
