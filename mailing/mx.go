@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sort"
 	"strings"
 	"time"
@@ -26,10 +27,7 @@ type Resolver interface {
 // not exist, a temporary one when DNS cannot answer. STARTTLS is used when
 // offered: verified if the certificate is valid, else unverified (as most
 // MTAs do), and which one is recorded in the result.
-//
-// Known limit: go-smtp v0.25's client says EHLO localhost when it starts
-// TLS itself, and some receivers refuse that name; a client that can name
-// itself is needed before direct delivery is used in production.
+
 type DirectMX struct {
 	// Resolver looks up MX and address records. Default net.DefaultResolver.
 	Resolver Resolver
@@ -37,6 +35,9 @@ type DirectMX struct {
 	Port string
 	// RootCAs verifies the servers' certificates. Default: the system's.
 	RootCAs *x509.CertPool
+	// HelloName is the name relayd gives in EHLO: the sending host's own
+	// name, which receivers check. Default: the machine's host name.
+	HelloName string
 	// Timeout bounds each delivery. Default 2 minutes.
 	Timeout time.Duration
 }
@@ -147,7 +148,12 @@ func (x *DirectMX) connect(ctx context.Context, host string, timeout time.Durati
 
 func (x *DirectMX) connectAddr(ctx context.Context, host, addr string, timeout time.Duration) (*smtp.Client, string, error) {
 	for _, verify := range []bool{true, false} {
-		sh := &Smarthost{Addr: addr, TLS: &tls.Config{ServerName: host, RootCAs: x.RootCAs, InsecureSkipVerify: !verify, MinVersion: tls.VersionTLS12}}
+		hello := x.HelloName
+		if hello == "" {
+			hello, _ = os.Hostname()
+		}
+		sh := &Smarthost{Addr: addr, HelloName: hello,
+			TLS: &tls.Config{ServerName: host, RootCAs: x.RootCAs, InsecureSkipVerify: !verify, MinVersion: tls.VersionTLS12}}
 		c, tlsOn, err := sh.connect(ctx, host, timeout)
 		if err != nil {
 			var ce *tls.CertificateVerificationError

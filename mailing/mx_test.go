@@ -24,7 +24,7 @@ func TestDirectMX(t *testing.T) {
 		"dead.example.test.": "127.0.0.2", // nothing listens there: the next MX is tried
 		"amx.test.":          "127.0.0.1", // no MX: its address is used
 	}})
-	x := &mailing.DirectMX{Resolver: mailing.NewResolver(addr), Port: port}
+	x := &mailing.DirectMX{Resolver: mailing.NewResolver(addr), Port: port, HelloName: "mta.envios.servir.gob.pe"}
 	ctx := context.Background()
 	msg := []byte("From: a@servir.gob.pe\r\nTo: b@example.test\r\nSubject: x\r\n\r\nhola\r\n")
 	tests := []struct {
@@ -47,8 +47,12 @@ func TestDirectMX(t *testing.T) {
 			}
 		})
 	}
-	if n := len(sink.Messages()); n != 2 {
-		t.Fatalf("sink got %d messages, want 2", n)
+	ms := sink.Messages()
+	if len(ms) != 2 {
+		t.Fatalf("sink got %d messages, want 2", len(ms))
+	}
+	if ms[0].Hello != "mta.envios.servir.gob.pe" || !ms[0].TLS {
+		t.Fatalf("EHLO %q, TLS %v", ms[0].Hello, ms[0].TLS)
 	}
 	// With the sink's certificate trusted and an MX named in it, TLS is verified.
 	x.RootCAs = sink.ClientTLS().RootCAs

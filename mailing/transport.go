@@ -6,7 +6,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/textproto"
 	"strings"
 	"sync"
 	"time"
@@ -71,6 +73,8 @@ type Smarthost struct {
 	Username, Password string
 	// Timeout bounds each delivery. Default 2 minutes.
 	Timeout time.Duration
+	// HelloName is the name relayd gives in EHLO. Default "localhost".
+	HelloName string
 	// MaxIdle is how many open connections are kept for reuse. Default 64
 	// (at least the engine's workers, or new connections are opened and
 	// closed for every message).
@@ -258,54 +262,96 @@ func (s *Smarthost) transaction(c *smtp.Client, host, from string, to []string, 
 // without STARTTLS is reconnected in plain text (the caller decides whether
 // that is allowed).
 func (s *Smarthost) connect(ctx context.Context, host string, timeout time.Duration) (*smtp.Client, bool, error) {
-	dial := func() (net.Conn, error) {
-		var d net.Dialer
-		conn, err := d.DialContext(ctx, "tcp", s.Addr)
-		if err != nil {
-			return nil, err
-		}
-		if dl, ok := ctx.Deadline(); ok {
-			_ = conn.SetDeadline(dl)
-		}
-		return conn, nil
-	}
-	conn, err := dial()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", s.Addr)
 	if err != nil {
 		return nil, false, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
 	}
 	cfg := s.TLS
 	if cfg == nil {
 		cfg = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
 	}
-	c, err := smtp.NewClientStartTLS(conn, cfg)
-	if err == nil {
-		// The handshake completes on the next command: make it happen
-		// here, so a certificate problem is a connection error.
-		if err := c.Noop(); err != nil {
-			c.Close()
-			return nil, false, err
-		}
-		// From here the client sets a deadline per command; the dial's
-		// deadline must not outlive this delivery on a reused connection.
-		_ = conn.SetDeadline(time.Time{})
-		c.CommandTimeout, c.SubmissionTimeout = timeout, timeout
-		return c, true, nil
+	name := s.HelloName
+	if name == "" {
+		name = "localhost"
 	}
-	if !strings.Contains(err.Error(), "doesn't support STARTTLS") {
+	wrapped, tlsOn, err := startTLS(ctx, conn, name, cfg)
+	if err != nil {
+		conn.Close()
 		return nil, false, err
 	}
-	if conn, err = dial(); err != nil {
-		return nil, false, err
-	}
-	c = smtp.NewClient(conn)
+	c := smtp.NewClient(wrapped)
 	c.CommandTimeout, c.SubmissionTimeout = timeout, timeout
-	if err := c.Hello("localhost"); err != nil {
+	if err := c.Hello(name); err != nil {
 		c.Close()
 		return nil, false, err
 	}
+	// From here the client sets a deadline per command; the dial's
+	// deadline must not outlive this delivery on a reused connection.
 	_ = conn.SetDeadline(time.Time{})
-	return c, false, nil
+	return c, tlsOn, nil
 }
+
+// startTLS reads the greeting, says EHLO name and, if the server offers
+// it, runs STARTTLS and the TLS handshake itself — go-smtp's client would
+// otherwise introduce itself as "localhost". It returns a connection on
+// which a fresh go-smtp client can start: the bytes it reads begin with a
+// stand-in greeting, after which the client says EHLO name again (over
+// TLS), as RFC 3207 requires.
+func startTLS(ctx context.Context, conn net.Conn, name string, cfg *tls.Config) (net.Conn, bool, error) {
+	tp := textproto.NewConn(conn)
+	if _, _, err := tp.ReadResponse(220); err != nil {
+		return nil, false, err
+	}
+	id, err := tp.Cmd("EHLO %s", name)
+	if err != nil {
+		return nil, false, err
+	}
+	tp.StartResponse(id)
+	_, msg, err := tp.ReadResponse(250)
+	tp.EndResponse(id)
+	if err != nil {
+		return nil, false, err
+	}
+	offered := false
+	for _, line := range strings.Split(msg, "\n") {
+		if strings.EqualFold(strings.TrimSpace(line), "STARTTLS") {
+			offered = true
+		}
+	}
+	if !offered {
+		return greeted(conn, tp.R), false, nil
+	}
+	if id, err = tp.Cmd("STARTTLS"); err != nil {
+		return nil, false, err
+	}
+	tp.StartResponse(id)
+	_, _, err = tp.ReadResponse(220)
+	tp.EndResponse(id)
+	if err != nil {
+		return nil, false, err
+	}
+	tc := tls.Client(conn, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, false, err
+	}
+	return greeted(tc, tc), true, nil
+}
+
+// greeted is conn, read through r, preceded by a stand-in 220 greeting.
+func greeted(conn net.Conn, r io.Reader) net.Conn {
+	return &prefixConn{Conn: conn, r: io.MultiReader(strings.NewReader("220 envios: session continues\r\n"), r)}
+}
+
+type prefixConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c *prefixConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // keepFailures gives the final result to every recipient RCPT accepted.
 func keepFailures(results []Result, final Result) []Result {

@@ -50,7 +50,7 @@ type command struct {
 
 func commands() []command {
 	return []command{
-		{"serve", "[--config FILE] [--smarthost HOST:PORT | --direct] --sending-domain D [--smarthost-user U] [--smarthost-ca FILE] [--smarthost-plaintext] [--dns-server ADDR] [--mx-port P] [--unsigned-domains D,…] [--workers N]",
+		{"serve", "[--config FILE] [--smarthost HOST:PORT | --direct] --sending-domain D [--smarthost-user U] [--smarthost-ca FILE] [--smarthost-plaintext] [--dns-server ADDR] [--mx-port P] [--hello-name NAME] [--unsigned-domains D,…] [--workers N]",
 			"run the daemon: migrate the database, deliver queued mail (smarthost or direct MX), until SIGINT or SIGTERM", runServe},
 		{"db migrate", "", "apply pending schema migrations", runDBMigrate},
 		{"db status", "", "list pending schema migrations", runDBStatus},

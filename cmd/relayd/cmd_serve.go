@@ -32,6 +32,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	direct := fs.Bool("direct", false, "deliver to each domain's MX hosts instead of a smarthost")
 	dnsServer := fs.String("dns-server", "", "with --direct: ask this DNS server (host:port) instead of the system's")
 	mxPort := fs.String("mx-port", "25", "with --direct: the port MX hosts are reached on")
+	helloName := fs.String("hello-name", "", "the name given in EHLO (default: this host's name with --direct, localhost with a smarthost)")
 	configPath := fs.String("config", e.getenv("RELAYD_CONFIG"), "configuration file (env RELAYD_CONFIG)")
 	if _, err := parse(fs, &g, args, 0, 0); err != nil {
 		return helpOr(err, fs, e)
@@ -58,6 +59,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		fill(user, "smarthost-user", d.Smarthost.User)
 		fill(caFile, "smarthost-ca", d.Smarthost.CAFile)
 		fill(dnsServer, "dns-server", d.Direct.DNSServer)
+		fill(helloName, "hello-name", d.HelloName)
 		if !set["mx-port"] && d.Direct.Port != "" {
 			*mxPort = d.Direct.Port
 		}
@@ -93,7 +95,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 			return usagef("serve: --sending-domain is required to deliver")
 		}
 		var transport mailing.Transport
-		sh := &mailing.Smarthost{Addr: *smarthost, AllowPlaintext: *plaintext, Username: *user, Password: e.getenv("RELAYD_SMARTHOST_PASSWORD")}
+		sh := &mailing.Smarthost{Addr: *smarthost, AllowPlaintext: *plaintext, Username: *user, Password: e.getenv("RELAYD_SMARTHOST_PASSWORD"), HelloName: *helloName}
 		if *caFile != "" {
 			pem, err := os.ReadFile(*caFile)
 			if err != nil {
@@ -111,7 +113,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		}
 		transport = sh
 		if *direct {
-			x := &mailing.DirectMX{Port: *mxPort}
+			x := &mailing.DirectMX{Port: *mxPort, HelloName: *helloName}
 			if *dnsServer != "" {
 				x.Resolver = mailing.NewResolver(*dnsServer)
 			}

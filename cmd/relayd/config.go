@@ -24,6 +24,7 @@ type fileConfig struct {
 
 type deliveryConfig struct {
 	Mode      string `yaml:"mode"` // smarthost | direct | off
+	HelloName string `yaml:"hello_name"`
 	Smarthost struct {
 		Addr           string `yaml:"addr"`
 		User           string `yaml:"user"`

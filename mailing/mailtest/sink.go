@@ -27,11 +27,12 @@ import (
 
 // Message is one message the sink accepted.
 type Message struct {
-	From string
-	To   []string
-	Data []byte
-	TLS  bool
-	User string // the AUTH identity, if any
+	From  string
+	To    []string
+	Data  []byte
+	TLS   bool
+	User  string // the AUTH identity, if any
+	Hello string // the name the client gave in EHLO
 }
 
 // Sink is a running SMTP server.
@@ -95,10 +96,11 @@ type backend struct{ s *Sink }
 
 func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	_, isTLS := c.TLSConnectionState()
-	return &session{s: b.s, tls: isTLS}, nil
+	return &session{s: b.s, tls: isTLS, conn: c}, nil
 }
 
 type session struct {
+	conn *smtp.Conn
 	s    *Sink
 	tls  bool
 	user string
@@ -156,7 +158,7 @@ func (x *session) Data(r io.Reader) error {
 		data = nil
 	}
 	x.s.mu.Lock()
-	x.s.msgs = append(x.s.msgs, Message{From: x.from, To: x.to, Data: data, TLS: x.tls, User: x.user})
+	x.s.msgs = append(x.s.msgs, Message{From: x.from, To: x.to, Data: data, TLS: x.tls, User: x.user, Hello: x.conn.Hostname()})
 	x.s.mu.Unlock()
 	return nil
 }
