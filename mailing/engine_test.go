@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -382,6 +383,40 @@ func TestDestinationLimits(t *testing.T) {
 		}
 		if after := eng.DestinationRate("example.org"); before != 40 || after != 20 {
 			t.Fatalf("rate %v → %v after a 421 4.7.28, want 40 → 20", before, after)
+		}
+	})
+}
+
+// A connection lost after the message was sent is deferred and logged as a
+// possible duplicate, never marked sent.
+func TestLostAfterDataIsDeferred(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		e := setup(t, db, map[string]int64{"sjti/talento": 10}, mailing.Config{})
+		sink := mailtest.NewSink(t)
+		var drop atomic.Bool
+		drop.Store(true)
+		sink.DropAfterData = func(string) bool { return drop.Load() }
+		eng := engine(t, e, sink, mailing.EngineConfig{})
+		ctx := context.Background()
+		r, err := e.m.Send(ctx, basic())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := eng.RunOnce(ctx); err != nil {
+			t.Fatal(err)
+		}
+		rs, _ := e.m.Recipients(ctx, "", r.MessageID, -1, 0)
+		if rs[0].Status != mailing.StatusDeferred || !strings.Contains(rs[0].Reply, "possible duplicate") || rs[0].Attempts != 1 {
+			t.Fatalf("after a dropped connection: %+v", rs[0])
+		}
+		drop.Store(false)
+		e.clock.Add(2 * time.Minute)
+		if _, err := eng.RunOnce(ctx); err != nil {
+			t.Fatal(err)
+		}
+		rs, _ = e.m.Recipients(ctx, "", r.MessageID, -1, 0)
+		if rs[0].Status != mailing.StatusSent || rs[0].Attempts != 2 {
+			t.Fatalf("retry: %+v", rs[0])
 		}
 	})
 }

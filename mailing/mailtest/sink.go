@@ -47,6 +47,11 @@ type Sink struct {
 	// that send many messages). Set it before mail arrives.
 	DiscardData bool
 
+	// DropAfterData, when it returns true for a message's first recipient,
+	// makes the sink read the whole message and then close the connection
+	// without answering: the sender cannot know whether it was taken.
+	DropAfterData func(rcpt string) bool
+
 	// Username and Password, when set, make the sink require AUTH PLAIN
 	// (over TLS) before MAIL, like a submission smarthost.
 	Username, Password string
@@ -152,6 +157,10 @@ func (x *session) Data(r io.Reader) error {
 	}
 	if len(x.to) == 0 {
 		return errors.New("no recipients")
+	}
+	if f := x.s.DropAfterData; f != nil && len(x.to) > 0 && f(x.to[0]) {
+		_ = x.conn.Conn().Close()
+		return errors.New("dropped")
 	}
 	data := b.Bytes()
 	if x.s.DiscardData {
