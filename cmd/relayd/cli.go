@@ -70,7 +70,7 @@ func commands() []command {
 		{"sender remove", "ACCOUNT ADDRESS|@DOMAIN", "withdraw a sender identity", runSenderRemove},
 		{"domain add", "DOMAIN [--selector S] [--key rsa2048|ed25519]", "generate a DKIM key for a From domain and print its DNS record", runDomainAdd},
 		{"domain list", "", "the DKIM keys, by domain", runDomainList},
-		{"domain rotate", "DOMAIN", "add a new key (new selector) that signs from now on; old keys stay", runDomainRotate},
+		{"domain rotate", "DOMAIN", "new keys (new selectors) for each key type in use; they sign from now on", runDomainRotate},
 		{"domain retire", "DOMAIN SELECTOR", "stop a DKIM key from signing (after a rotation)", runDomainRetire},
 		{"domain check", "DOMAIN [--sending-domain D] [--dns-server ADDR]", "resolve the published records and say what is missing or wrong; exit 1 if anything is", runDomainCheck},
 		{"domain dns", "--sending-domain D [--ip IP] [--mx HOST] [--dmarc-report ADDR]", "every DNS record to publish: DKIM, and SPF, DMARC and MX for the sending domain", runDomainDNS},

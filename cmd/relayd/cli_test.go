@@ -307,7 +307,7 @@ func TestDomainCommands(t *testing.T) {
 		t.Fatalf("retire twice: %d %s", code, stderr)
 	}
 	code, out, _ = runLine(t, dsn, "domain list")
-	if code != 0 || strings.Count(out, "servir.gob.pe") != 3 || strings.Count(out, "retired") != 1 {
+	if code != 0 || strings.Count(out, "servir.gob.pe") != 4 || strings.Count(out, "retired") != 1 {
 		t.Fatalf("list: %d\n%s", code, out)
 	}
 	code, out, _ = runLine(t, dsn, "domain dns --sending-domain envios.servir.gob.pe --ip 203.0.113.7")

@@ -47,13 +47,15 @@ func runDomainRotate(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer db.Close()
-	k, err := dkimkey.Rotate(ctx, db, pos[0], e.now())
+	keys, err := dkimkey.Rotate(ctx, db, pos[0], e.now())
 	if err != nil {
 		return err
 	}
-	name, value := k.Record()
-	fmt.Fprintf(e.stdout, "new %s DKIM key %s for %s signs from now on; the old keys stay published until you remove them.\n\n", k.Algorithm, k.Selector, k.Domain)
-	fmt.Fprintf(e.stdout, "%s. IN TXT %s\n", name, quoteTXT(value))
+	for _, k := range keys {
+		name, value := k.Record()
+		fmt.Fprintf(e.stdout, "new %s DKIM key %s for %s signs from now on; publish:\n%s. IN TXT %s\n\n", k.Algorithm, k.Selector, k.Domain, name, quoteTXT(value))
+	}
+	fmt.Fprintln(e.stdout, "The old keys keep signing nothing new once these are used; retire them with relayd domain retire DOMAIN SELECTOR.")
 	return nil
 }
 

@@ -229,22 +229,30 @@ func Signing(ctx context.Context, idb bun.IDB, domain string) ([]Key, error) {
 	return keys, nil
 }
 
-// Rotate adds a new key of the same algorithm as domain's newest, under a
-// new selector. The old key stays (and keeps signing nothing new) until it
-// is retired, so mail in flight still verifies.
-func Rotate(ctx context.Context, idb bun.IDB, domain string, now time.Time) (Key, error) {
+// Rotate adds, for each algorithm domain has a key of in use, a new key
+// under a new selector; the new keys sign from then on. The old keys stay
+// (published and in use) until retired, so mail in flight still verifies.
+func Rotate(ctx context.Context, idb bun.IDB, domain string, now time.Time) ([]Key, error) {
 	d, err := CheckDomain(domain)
 	if err != nil {
-		return Key{}, err
+		return nil, err
 	}
-	var rows []row
-	if err := idb.NewSelect().Model(&rows).Where("domain = ? AND retired_at IS NULL", d).Order("created_at DESC", "id DESC").Limit(1).Scan(ctx); err != nil {
-		return Key{}, fmt.Errorf("dkimkey: %w", err)
+	var algs []Algorithm
+	if err := idb.NewRaw("SELECT DISTINCT algorithm FROM dkim_keys WHERE domain = ? AND retired_at IS NULL ORDER BY algorithm DESC", d).Scan(ctx, &algs); err != nil {
+		return nil, fmt.Errorf("dkimkey: %w", err)
 	}
-	if len(rows) == 0 {
-		return Key{}, fmt.Errorf("%w for %s (relayd domain add %s)", ErrNotFound, d, d)
+	if len(algs) == 0 {
+		return nil, fmt.Errorf("%w for %s (relayd domain add %s)", ErrNotFound, d, d)
 	}
-	return Add(ctx, idb, d, "", rows[0].Algorithm, now)
+	var keys []Key
+	for _, alg := range algs {
+		k, err := Add(ctx, idb, d, "", alg, now)
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
 }
 
 // Retire stops a key from signing and marks it retired (the row stays, for
