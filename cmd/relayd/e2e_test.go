@@ -202,31 +202,8 @@ func TestServeDeliversDirectToMX(t *testing.T) {
 }
 
 func testServeDelivers(t *testing.T, direct bool) {
-	dir := t.TempDir()
-	dbPath := filepath.Join(dir, "relayd.db")
-	env := []string{"RELAYD_DB=" + dbPath}
-	pool := filepath.Join(dir, "pool.yaml")
-	today := time.Now().UTC().Format("2006-01-02")
-	if err := os.WriteFile(pool, []byte("pool:\n  name: e2e\n  total: 100\n  starts: "+today+"\n  days: 2\n  timezone: UTC\n"+
-		"accounts:\n  - name: sjti/talento\n    origin: system\n    allocation: 100\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	for _, args := range [][]string{
-		{"db", "migrate"},
-		{"quota", "init", "--from", pool},
-		{"sender", "add", "sjti/talento", "avisos@servir.gob.pe"},
-		{"domain", "add", "servir.gob.pe"},
-	} {
-		if out, code := relayd(t, dir, env, args...); code != 0 {
-			t.Fatalf("relayd %v: exit %d\n%s", args, code, out)
-		}
-	}
+	dir, env, m := setUpAdmin(t, 100, "rsa2048")
 	ctx := context.Background()
-	m, err := mailing.Open(ctx, dbPath, mailing.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
 	r, err := m.Send(ctx, mailing.Message{Account: "sjti/talento", From: "avisos@servir.gob.pe",
 		To: []string{"a@example.test", "b@example.test"}, Subject: "Prueba", Text: "Hola"})
 	if err != nil {
@@ -285,27 +262,8 @@ func testServeDelivers(t *testing.T, direct bool) {
 // kill -9 of relayd while deliveries are in flight loses nothing: after a
 // restart (and the lease) every recipient is delivered and recorded sent.
 func TestKilledServeLosesNothing(t *testing.T) {
-	dir := t.TempDir()
-	dbPath := filepath.Join(dir, "relayd.db")
-	env := []string{"RELAYD_DB=" + dbPath}
-	pool := filepath.Join(dir, "pool.yaml")
-	today := time.Now().UTC().Format("2006-01-02")
-	if err := os.WriteFile(pool, []byte("pool:\n  name: e2e\n  total: 1000\n  starts: "+today+"\n  days: 2\n  timezone: UTC\n"+
-		"accounts:\n  - name: sjti/talento\n    origin: system\n    allocation: 1000\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	for _, args := range [][]string{{"db", "migrate"}, {"quota", "init", "--from", pool},
-		{"sender", "add", "sjti/talento", "avisos@servir.gob.pe"}, {"domain", "add", "servir.gob.pe", "--key", "ed25519"}} {
-		if out, code := relayd(t, dir, env, args...); code != 0 {
-			t.Fatalf("relayd %v: exit %d\n%s", args, code, out)
-		}
-	}
+	dir, env, m := setUpAdmin(t, 1000, "ed25519")
 	ctx := context.Background()
-	m, err := mailing.Open(ctx, dbPath, mailing.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
 	const n = 40
 	var rs []mailing.Recipient
 	for i := range n {
@@ -374,4 +332,32 @@ func TestKilledServeLosesNothing(t *testing.T) {
 	if len(got) != n {
 		t.Fatalf("sink saw %d distinct recipients of %d", len(got), n)
 	}
+}
+
+// setUpAdmin does with the real relayd what an admin does before mail can
+// flow — migrate, load a pool valid today with sjti/talento, add its sender
+// identity and a DKIM key — and opens a Mailer on the same SQLite file.
+func setUpAdmin(t *testing.T, allocation int, key string) (dir string, env []string, m *mailing.Mailer) {
+	t.Helper()
+	dir = t.TempDir()
+	dbPath := filepath.Join(dir, "relayd.db")
+	env = []string{"RELAYD_DB=" + dbPath}
+	pool := filepath.Join(dir, "pool.yaml")
+	today := time.Now().UTC().Format("2006-01-02")
+	if err := os.WriteFile(pool, []byte(fmt.Sprintf("pool:\n  name: e2e\n  total: %d\n  starts: %s\n  days: 2\n  timezone: UTC\n"+
+		"accounts:\n  - name: sjti/talento\n    origin: system\n    allocation: %d\n", allocation, today, allocation)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"db", "migrate"}, {"quota", "init", "--from", pool},
+		{"sender", "add", "sjti/talento", "avisos@servir.gob.pe"}, {"domain", "add", "servir.gob.pe", "--key", key}} {
+		if out, code := relayd(t, dir, env, args...); code != 0 {
+			t.Fatalf("relayd %v: exit %d\n%s", args, code, out)
+		}
+	}
+	m, err := mailing.Open(context.Background(), dbPath, mailing.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return dir, env, m
 }
