@@ -313,17 +313,18 @@ func (e *env) openMigrated(ctx context.Context, g *globals) (*bun.DB, *quota.Led
 	return db, quota.New(db, quota.Config{Now: e.now}), nil
 }
 
-// parseAndOpen parses a command line and opens the migrated database.
-func (e *env) parseAndOpen(ctx context.Context, fs *flag.FlagSet, g *globals, args []string, min, max int) ([]string, *bun.DB, error) {
+// parseAndOpen parses a command line and opens the migrated database with
+// its ledger; the caller closes db.
+func (e *env) parseAndOpen(ctx context.Context, fs *flag.FlagSet, g *globals, args []string, min, max int) ([]string, *bun.DB, *quota.Ledger, error) {
 	pos, err := parse(fs, g, args, min, max)
 	if err != nil {
-		return nil, nil, helpOr(err, fs, e)
+		return nil, nil, nil, helpOr(err, fs, e)
 	}
-	db, _, err := e.openMigrated(ctx, g)
+	db, l, err := e.openMigrated(ctx, g)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return pos, db, nil
+	return pos, db, l, nil
 }
 
 func (e *env) logger() *slog.Logger {

@@ -41,10 +41,7 @@ func runAccountList(ctx context.Context, e *env, args []string) error {
 	var g globals
 	fs := e.flagSet("account list", &g)
 	asJSON := fs.Bool("json", false, "print JSON")
-	if _, err := parse(fs, &g, args, 0, 0); err != nil {
-		return helpOr(err, fs, e)
-	}
-	db, l, err := e.openMigrated(ctx, &g)
+	_, db, l, err := e.parseAndOpen(ctx, fs, &g, args, 0, 0)
 	if err != nil {
 		return err
 	}
@@ -79,11 +76,7 @@ func runAccountEnable(ctx context.Context, e *env, args []string) error {
 func setDisabled(ctx context.Context, e *env, name string, args []string, disabled bool) error {
 	var g globals
 	fs := e.flagSet(name, &g)
-	pos, err := parse(fs, &g, args, 1, 1)
-	if err != nil {
-		return helpOr(err, fs, e)
-	}
-	db, l, err := e.openMigrated(ctx, &g)
+	pos, db, l, err := e.parseAndOpen(ctx, fs, &g, args, 1, 1)
 	if err != nil {
 		return err
 	}

@@ -42,7 +42,7 @@ func runDomainAdd(ctx context.Context, e *env, args []string) error {
 func runDomainRotate(ctx context.Context, e *env, args []string) error {
 	var g globals
 	fs := e.flagSet("domain rotate", &g)
-	pos, db, err := e.parseAndOpen(ctx, fs, &g, args, 1, 1)
+	pos, db, _, err := e.parseAndOpen(ctx, fs, &g, args, 1, 1)
 	if err != nil {
 		return err
 	}
@@ -62,7 +62,7 @@ func runDomainRotate(ctx context.Context, e *env, args []string) error {
 func runDomainList(ctx context.Context, e *env, args []string) error {
 	var g globals
 	fs := e.flagSet("domain list", &g)
-	_, db, err := e.parseAndOpen(ctx, fs, &g, args, 0, 0)
+	_, db, _, err := e.parseAndOpen(ctx, fs, &g, args, 0, 0)
 	if err != nil {
 		return err
 	}
@@ -166,7 +166,7 @@ func runDomainCheck(ctx context.Context, e *env, args []string) error {
 	fs := e.flagSet("domain check", &g)
 	sending := fs.String("sending-domain", e.getenv("RELAYD_SENDING_DOMAIN"), "also check the dedicated sending domain's MX, SPF and DMARC")
 	dnsServer := fs.String("dns-server", "", "ask this DNS server (host:port) instead of the system's")
-	pos, db, err := e.parseAndOpen(ctx, fs, &g, args, 1, 1)
+	pos, db, _, err := e.parseAndOpen(ctx, fs, &g, args, 1, 1)
 	if err != nil {
 		return err
 	}
@@ -274,7 +274,7 @@ func orNone(s string) string {
 func runDomainRetire(ctx context.Context, e *env, args []string) error {
 	var g globals
 	fs := e.flagSet("domain retire", &g)
-	pos, db, err := e.parseAndOpen(ctx, fs, &g, args, 2, 2)
+	pos, db, _, err := e.parseAndOpen(ctx, fs, &g, args, 2, 2)
 	if err != nil {
 		return err
 	}

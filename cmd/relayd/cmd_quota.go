@@ -90,10 +90,7 @@ func runQuotaShow(ctx context.Context, e *env, args []string) error {
 	fs := e.flagSet("quota show", &g)
 	pool := fs.String("pool", "", "pool name (default: the only or current pool)")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if _, err := parse(fs, &g, args, 0, 0); err != nil {
-		return helpOr(err, fs, e)
-	}
-	db, l, err := e.openMigrated(ctx, &g)
+	_, db, l, err := e.parseAndOpen(ctx, fs, &g, args, 0, 0)
 	if err != nil {
 		return err
 	}
@@ -318,10 +315,7 @@ func runQuotaUsage(ctx context.Context, e *env, args []string) error {
 func runQuotaVerify(ctx context.Context, e *env, args []string) error {
 	var g globals
 	fs := e.flagSet("quota verify", &g)
-	if _, err := parse(fs, &g, args, 0, 0); err != nil {
-		return helpOr(err, fs, e)
-	}
-	db, l, err := e.openMigrated(ctx, &g)
+	_, db, l, err := e.parseAndOpen(ctx, fs, &g, args, 0, 0)
 	if err != nil {
 		return err
 	}

@@ -2,34 +2,32 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"time"
 
 	"github.com/servir-pe/envios/mailing"
 )
 
-// openMailer opens the migrated database with a Mailer on it.
-func (e *env) openMailer(ctx context.Context, g *globals) (*mailing.Mailer, func(), error) {
-	db, _, err := e.openMigrated(ctx, g)
+// parseAndOpenMailer is parseAndOpen with a Mailer on the database; done
+// closes both.
+func (e *env) parseAndOpenMailer(ctx context.Context, fs *flag.FlagSet, g *globals, args []string, min, max int) ([]string, *mailing.Mailer, func(), error) {
+	pos, db, _, err := e.parseAndOpen(ctx, fs, g, args, min, max)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	m, err := mailing.New(mailing.Config{DB: db, Now: e.now})
 	if err != nil {
 		db.Close()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return m, func() { m.Close(); db.Close() }, nil
+	return pos, m, func() { m.Close(); db.Close() }, nil
 }
 
 func runSenderAdd(ctx context.Context, e *env, args []string) error {
 	var g globals
 	fs := e.flagSet("sender add", &g)
-	pos, err := parse(fs, &g, args, 2, 2)
-	if err != nil {
-		return helpOr(err, fs, e)
-	}
-	m, done, err := e.openMailer(ctx, &g)
+	pos, m, done, err := e.parseAndOpenMailer(ctx, fs, &g, args, 2, 2)
 	if err != nil {
 		return err
 	}
@@ -49,11 +47,7 @@ func runSenderAdd(ctx context.Context, e *env, args []string) error {
 func runSenderRemove(ctx context.Context, e *env, args []string) error {
 	var g globals
 	fs := e.flagSet("sender remove", &g)
-	pos, err := parse(fs, &g, args, 2, 2)
-	if err != nil {
-		return helpOr(err, fs, e)
-	}
-	m, done, err := e.openMailer(ctx, &g)
+	pos, m, done, err := e.parseAndOpenMailer(ctx, fs, &g, args, 2, 2)
 	if err != nil {
 		return err
 	}
@@ -69,11 +63,7 @@ func runSenderList(ctx context.Context, e *env, args []string) error {
 	var g globals
 	fs := e.flagSet("sender list", &g)
 	asJSON := fs.Bool("json", false, "print JSON")
-	pos, err := parse(fs, &g, args, 0, 1)
-	if err != nil {
-		return helpOr(err, fs, e)
-	}
-	m, done, err := e.openMailer(ctx, &g)
+	pos, m, done, err := e.parseAndOpenMailer(ctx, fs, &g, args, 0, 1)
 	if err != nil {
 		return err
 	}
