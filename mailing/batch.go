@@ -133,14 +133,14 @@ func (m *Mailer) SendBatch(ctx context.Context, b Batch) (BatchReceipt, error) {
 	}
 
 	rec := BatchReceipt{MessageID: m.cfg.NewID()}
-	created := false
+	created, stored := false, 0 // an earlier call with the key: its message and recipient count
 	if c.key != "" {
 		var rows []messageRow
 		if err := m.db.NewSelect().Model(&rows).Where("account_id = ? AND idempotency_key = ?", acct.ID, c.key).Scan(ctx); err != nil {
 			return rec, fmt.Errorf("mailing: read batch by idempotency key: %w", err)
 		}
 		if len(rows) == 1 {
-			rec.MessageID, created = rows[0].ID, true
+			rec.MessageID, created, stored = rows[0].ID, true, rows[0].Recipients
 			if rows[0].CancelledAt != nil {
 				return rec, ErrCancelled
 			}
@@ -150,10 +150,6 @@ func (m *Mailer) SendBatch(ctx context.Context, b Batch) (BatchReceipt, error) {
 		a, err := m.ledger.Account(ctx, c.account)
 		if err != nil {
 			return rec, err
-		}
-		stored := 0
-		if created {
-			stored = m.storedCount(ctx, rec.MessageID)
 		}
 		if need := int64(b.Expected - stored); need > a.Remaining() {
 			return rec, &quota.InsufficientError{Account: a.Name, Requested: need, Remaining: max(0, a.Remaining())}
@@ -277,12 +273,6 @@ func (m *Mailer) SendBatch(ctx context.Context, b Batch) (BatchReceipt, error) {
 		return rec, ErrNoRecipients
 	}
 	return rec, nil
-}
-
-func (m *Mailer) storedCount(ctx context.Context, id string) int {
-	var n int
-	_ = m.db.NewRaw("SELECT recipients FROM mail_messages WHERE id = ?", id).Scan(ctx, &n)
-	return n
 }
 
 // batchRecipient validates one recipient and renders its templates with

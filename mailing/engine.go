@@ -2,6 +2,7 @@ package mailing
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -331,17 +332,10 @@ func (e *Engine) claim(ctx context.Context) ([]claimed, error) {
 		return nil, fmt.Errorf("mailing: claim: %w", err)
 	}
 	// RETURNING does not keep the subquery's order.
-	sortClaimed(items)
+	slices.SortFunc(items, func(a, b claimed) int {
+		return cmp.Or(cmp.Compare(a.Priority, b.Priority), cmp.Compare(a.ID, b.ID))
+	})
 	return items, nil
-}
-
-func sortClaimed(items []claimed) {
-	for i := 1; i < len(items); i++ {
-		for j := i; j > 0 && (items[j].Priority < items[j-1].Priority ||
-			items[j].Priority == items[j-1].Priority && items[j].ID < items[j-1].ID); j-- {
-			items[j], items[j-1] = items[j-1], items[j]
-		}
-	}
 }
 
 func (e *Engine) unclaim(ctx context.Context, items []claimed) {
@@ -376,7 +370,7 @@ func (e *Engine) deliverOne(ctx context.Context, it claimed) (o outcome) {
 		o.failed = "message could not be built: " + err.Error()
 		return o
 	}
-	raw, err = e.prepare(ctx, it, raw)
+	raw, err = e.prepare(ctx, it, src.base.from.Domain(), raw)
 	if err != nil {
 		o.res = Result{Text: err.Error()}
 		return o
@@ -451,8 +445,9 @@ func (e *Engine) keys(ctx context.Context, domain string) ([]dkimkey.Key, error)
 	return keys, err
 }
 
-// prepare adds the per-recipient headers and the DKIM signatures.
-func (e *Engine) prepare(ctx context.Context, it claimed, raw []byte) ([]byte, error) {
+// prepare adds the per-recipient headers and the DKIM signatures for the
+// From domain.
+func (e *Engine) prepare(ctx context.Context, it claimed, from string, raw []byte) ([]byte, error) {
 	var extra bytes.Buffer
 	if it.Priority > 0 { // bulk: RFC 2369 + RFC 8058 one-click unsubscribe
 		tok := e.Token(it.ID)
@@ -460,10 +455,6 @@ func (e *Engine) prepare(ctx context.Context, it claimed, raw []byte) ([]byte, e
 		extra.WriteString("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
 	}
 	msg := append(extra.Bytes(), raw...)
-	from, err := fromDomain(raw)
-	if err != nil {
-		return nil, err
-	}
 	keys, err := e.keys(ctx, from)
 	if errors.Is(err, dkimkey.ErrNotFound) {
 		if e.unsigned[from] {
@@ -526,23 +517,6 @@ func countHeader(head []byte, name string) int {
 		}
 	}
 	return n
-}
-
-// fromDomain reads the domain of the message's From header.
-func fromDomain(raw []byte) (string, error) {
-	head := raw
-	if i := bytes.Index(raw, []byte("\r\n\r\n")); i >= 0 {
-		head = raw[:i]
-	}
-	for _, line := range bytes.Split(head, []byte("\r\n")) {
-		if v, ok := bytes.CutPrefix(line, []byte("From:")); ok {
-			s := string(v)
-			if i := strings.LastIndexByte(s, '@'); i >= 0 {
-				return strings.ToLower(strings.Trim(s[i+1:], "> \t")), nil
-			}
-		}
-	}
-	return "", errors.New("message has no From address")
 }
 
 // backoff is the wait before attempt n+1 after n failed attempts.

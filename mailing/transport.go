@@ -207,7 +207,7 @@ func (s *Smarthost) Deliver(ctx context.Context, from string, to []string, msg [
 		errors.As(err, &re)
 		return all(to, re.r)
 	}
-	results, healthy := s.transaction(ss.c, host, from, to, msg)
+	results, healthy := transaction(ss.c, host, from, to, msg)
 	if healthy {
 		s.put(ss)
 	} else {
@@ -218,7 +218,7 @@ func (s *Smarthost) Deliver(ctx context.Context, from string, to []string, msg [
 
 // transaction runs MAIL, RCPT, DATA on c. healthy: every step got an SMTP
 // reply, so the connection can carry another message.
-func (s *Smarthost) transaction(c *smtp.Client, host, from string, to []string, msg []byte) ([]Result, bool) {
+func transaction(c *smtp.Client, host, from string, to []string, msg []byte) ([]Result, bool) {
 	if err := c.Mail(from, nil); err != nil {
 		r := resultOf(host, "MAIL FROM", err)
 		return all(to, r), r.Code != 0

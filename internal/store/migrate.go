@@ -34,7 +34,8 @@ func typesFor(e Engine) dialectTypes {
 	return dialectTypes{ID: "INTEGER PRIMARY KEY AUTOINCREMENT", Time: "TIMESTAMP", Bool: "BOOLEAN", Blob: "BLOB"}
 }
 
-func newMigrator(db *bun.DB) (*migrate.Migrator, error) {
+// migrations loads the embedded migration files.
+func migrations() (*migrate.Migrations, error) {
 	ms := migrate.NewMigrations()
 	sub, err := subFS()
 	if err != nil {
@@ -43,12 +44,16 @@ func newMigrator(db *bun.DB) (*migrate.Migrator, error) {
 	if err := ms.Discover(sub); err != nil {
 		return nil, fmt.Errorf("store: load migrations: %w", err)
 	}
+	return ms, nil
+}
+
+func newMigrator(db *bun.DB, ms *migrate.Migrations) *migrate.Migrator {
 	return migrate.NewMigrator(db, ms,
 		migrate.WithTableName("envios_migrations"),
 		migrate.WithLocksTableName("envios_migration_locks"),
 		migrate.WithMarkAppliedOnSuccess(true),
 		migrate.WithTemplateData(typesFor(EngineOfDB(db))),
-	), nil
+	)
 }
 
 // Migrate applies every pending migration and returns the names of those it
@@ -58,10 +63,11 @@ func newMigrator(db *bun.DB) (*migrate.Migrator, error) {
 // (a PostgreSQL session advisory lock; an flock on a file beside the SQLite
 // database), so a crashed migration never leaves a stale lock behind.
 func Migrate(ctx context.Context, db *bun.DB) ([]string, error) {
-	m, err := newMigrator(db)
+	ms, err := migrations()
 	if err != nil {
 		return nil, err
 	}
+	m := newMigrator(db, ms)
 	unlock, err := lockMigrations(ctx, db)
 	if err != nil {
 		return nil, err
@@ -84,7 +90,7 @@ func Migrate(ctx context.Context, db *bun.DB) ([]string, error) {
 // Pending returns the names of the migrations not yet applied. A database
 // that was never migrated reports all of them.
 func Pending(ctx context.Context, db *bun.DB) ([]string, error) {
-	m, err := newMigrator(db)
+	all, err := migrations()
 	if err != nil {
 		return nil, err
 	}
@@ -98,26 +104,16 @@ func Pending(ctx context.Context, db *bun.DB) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: read schema version: %w", err)
 	}
-	var names []string
-	if !exists {
-		sub, err := subFS()
+	pending := all.Sorted()
+	if exists {
+		withStatus, err := newMigrator(db, all).MigrationsWithStatus(ctx)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("store: read schema version: %w", err)
 		}
-		ms := migrate.NewMigrations()
-		if err := ms.Discover(sub); err != nil {
-			return nil, err
-		}
-		for _, mig := range ms.Sorted() {
-			names = append(names, mig.Name+"_"+mig.Comment)
-		}
-		return names, nil
+		pending = withStatus.Unapplied()
 	}
-	ms, err := m.MigrationsWithStatus(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("store: read schema version: %w", err)
-	}
-	for _, mig := range ms.Unapplied() {
+	var names []string
+	for _, mig := range pending {
 		names = append(names, mig.Name+"_"+mig.Comment)
 	}
 	return names, nil
