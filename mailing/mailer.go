@@ -48,6 +48,11 @@ type Config struct {
 	// Committers is how many batch chunks may commit at once. Default 2.
 	Committers int
 
+	// GroupCommitters is how many group transactions of Send and Submit
+	// may run at once; each takes every message queued while the others
+	// commit. Default 2 (one commits while the next gathers).
+	GroupCommitters int
+
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 
@@ -71,6 +76,11 @@ type Mailer struct {
 	mu       sync.Mutex
 	closed   bool
 	inflight sync.WaitGroup
+
+	gmu     sync.Mutex // group commit (commit.go)
+	gcond   *sync.Cond
+	gqueue  []*pending
+	gactive int
 }
 
 // ErrClosed is returned by calls on a Mailer after Shutdown or Close.
@@ -96,6 +106,9 @@ func New(cfg Config) (*Mailer, error) {
 	if cfg.Committers <= 0 {
 		cfg.Committers = 2
 	}
+	if cfg.GroupCommitters <= 0 {
+		cfg.GroupCommitters = 2
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -105,7 +118,9 @@ func New(cfg Config) (*Mailer, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Mailer{cfg: cfg, db: cfg.DB, ledger: quota.New(cfg.DB, quota.Config{Now: cfg.Now})}, nil
+	m := &Mailer{cfg: cfg, db: cfg.DB, ledger: quota.New(cfg.DB, quota.Config{Now: cfg.Now})}
+	m.gcond = sync.NewCond(&m.gmu)
+	return m, nil
 }
 
 // Open opens the database named by dsn (a postgres:// URL or a SQLite file
@@ -327,4 +342,29 @@ func senderAllowed(ctx context.Context, idb bun.IDB, accountID int64, addr strin
 		return false, fmt.Errorf("mailing: check sender: %w", err)
 	}
 	return n > 0, nil
+}
+
+// MaySend checks that account exists, is enabled and may send as addr:
+// nil, or ErrSenderNotAllowed, quota.ErrNotFound, quota.ErrDisabled,
+// ErrAddress. The relay asks at MAIL FROM, before any data is sent.
+func (m *Mailer) MaySend(ctx context.Context, account, addr string) error {
+	a, err := ParseAddress(addr)
+	if err != nil {
+		return err
+	}
+	acct, err := m.accountRef(ctx, m.db, account)
+	if err != nil {
+		return err
+	}
+	if acct.Disabled {
+		return fmt.Errorf("%w: %s is disabled", quota.ErrDisabled, acct.Name)
+	}
+	ok, err := senderAllowed(ctx, m.db, acct.ID, a.Addr)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("%w: %s may not send as %s (see relayd sender list %s)", ErrSenderNotAllowed, acct.Name, a.Addr, acct.Name)
+	}
+	return nil
 }

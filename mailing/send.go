@@ -138,44 +138,9 @@ func (m *Mailer) validateCommon(account, from string, replyTo []string, subject,
 	if err := validateAttachments(c.attach); err != nil {
 		return c, err
 	}
-	if len(tags) > 20 {
-		return c, contentErr("more than 20 tags")
-	}
-	seen := map[string]bool{}
-	for _, t := range tags {
-		if !tagPattern.MatchString(t) {
-			return c, contentErr("tag %q must be 1–64 of a-z 0-9 . _ -", t)
-		}
-		if !seen[t] {
-			seen[t] = true
-			c.tags = append(c.tags, t)
-		}
-	}
-	if err := checkHeaderValue("campaign", campaign); err != nil || len(campaign) > 200 {
-		return c, contentErr("campaign must be at most 200 bytes on one line")
-	}
-	c.campaign = campaign
-	if c.priority, err = prio.rank(); err != nil {
+	if err := c.setOptions(tags, campaign, prio, sendAt, key, origin, actor); err != nil {
 		return c, err
 	}
-	c.sendAt = sendAt.UTC()
-	if key != "" {
-		if len(key) > 200 || strings.ContainsFunc(key, func(r rune) bool { return r < 0x21 || r > 0x7e }) {
-			return c, contentErr("idempotency key must be 1–200 printable ASCII characters without spaces")
-		}
-	}
-	c.key = key
-	if origin == "" {
-		origin = quota.OriginLibrary
-	}
-	if !origin.Valid() {
-		return c, contentErr("origin %q is not one of library, smtp, http, campaign, cli", origin)
-	}
-	c.origin = origin
-	if actor == "" {
-		actor = "library"
-	}
-	c.actor = actor
 	c.size = len(text) + len(html)
 	for _, a := range attach {
 		c.size += len(a.Data)
@@ -184,6 +149,52 @@ func (m *Mailer) validateCommon(account, from string, replyTo []string, subject,
 		return c, fmt.Errorf("%w: %d bytes, the limit is %d", ErrTooBig, c.size, m.cfg.MaxMessageSize)
 	}
 	return c, nil
+}
+
+// setOptions validates and sets what Message, Batch and Submission share
+// besides content: tags, campaign, priority, schedule, idempotency key,
+// origin and actor.
+func (c *common) setOptions(tags []string, campaign string, prio Priority, sendAt time.Time, key string, origin quota.Origin, actor string) error {
+	var err error
+	if len(tags) > 20 {
+		return contentErr("more than 20 tags")
+	}
+	seen := map[string]bool{}
+	for _, t := range tags {
+		if !tagPattern.MatchString(t) {
+			return contentErr("tag %q must be 1–64 of a-z 0-9 . _ -", t)
+		}
+		if !seen[t] {
+			seen[t] = true
+			c.tags = append(c.tags, t)
+		}
+	}
+	if err := checkHeaderValue("campaign", campaign); err != nil || len(campaign) > 200 {
+		return contentErr("campaign must be at most 200 bytes on one line")
+	}
+	c.campaign = campaign
+	if c.priority, err = prio.rank(); err != nil {
+		return err
+	}
+	c.sendAt = sendAt.UTC()
+	if key != "" {
+		if len(key) > 200 || strings.ContainsFunc(key, func(r rune) bool { return r < 0x21 || r > 0x7e }) {
+			return contentErr("idempotency key must be 1–200 printable ASCII characters without spaces")
+		}
+	}
+	c.key = key
+	if origin == "" {
+		origin = quota.OriginLibrary
+	}
+	if !origin.Valid() {
+		return contentErr("origin %q is not one of library, smtp, http, campaign, cli", origin)
+	}
+	c.origin = origin
+	if actor == "" {
+		actor = "library"
+	}
+	c.actor = actor
+	return nil
 }
 
 // ErrTooBig: the message's bodies and attachments exceed MaxMessageSize.
@@ -244,52 +255,8 @@ func (m *Mailer) Send(ctx context.Context, msg Message) (Receipt, error) {
 		return Receipt{}, fmt.Errorf("%w: %d, the limit is %d", ErrTooManyRecipients, len(rcpts), m.cfg.MaxRecipients)
 	}
 
-	now := m.now()
 	id := m.cfg.NewID()
-	status, due := StatusQueued, now
-	if c.sendAt.After(now) {
-		status, due = StatusScheduled, c.sendAt
-	}
-	rfcID := id + "@" + m.cfg.MessageIDDomain
-	var dup string
-	err = m.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		acct, err := m.checkAccount(ctx, tx, c)
-		if err != nil {
-			return err
-		}
-		inserted, err := m.insertMessage(ctx, tx, acct.ID, id, "single", c, now, len(rcpts))
-		if err != nil {
-			return err
-		}
-		if !inserted {
-			dup, err = existingMessage(ctx, tx, acct.ID, c.key)
-			if err != nil {
-				return err
-			}
-			return errDuplicate
-		}
-		if _, err := m.ledger.Charge(ctx, tx, quota.Charge{Account: c.account, Amount: int64(len(rcpts)),
-			Origin: c.origin, Reference: id, Actor: c.actor}); err != nil {
-			return err
-		}
-		rows := make([]recipientRow, len(rcpts))
-		for i, r := range rcpts {
-			rows[i] = recipientRow{MessageID: id, Seq: i, AccountID: acct.ID, Origin: c.origin, Kind: r.kind,
-				Address: r.addr.Addr, Name: r.addr.Name, RFCMessageID: rfcID, Status: status,
-				Priority: c.priority, DueAt: due, AcceptedAt: now}
-		}
-		if _, err := tx.NewInsert().Model(&rows).Exec(ctx); err != nil {
-			return fmt.Errorf("mailing: store recipients: %w", err)
-		}
-		return m.insertExtras(ctx, tx, id, c)
-	})
-	if errors.Is(err, errDuplicate) {
-		return m.duplicateReceipt(ctx, dup)
-	}
-	if err != nil {
-		return Receipt{}, err
-	}
-	return Receipt{MessageID: id, Recipients: len(rcpts), Status: status}, nil
+	return m.commit(ctx, &pending{c: c, id: id, rfcID: id + "@" + m.cfg.MessageIDDomain, rcpts: rcpts, now: m.now()})
 }
 
 var errDuplicate = errors.New("duplicate idempotency key")
@@ -297,42 +264,31 @@ var errDuplicate = errors.New("duplicate idempotency key")
 // checkAccount reads the account inside tx and checks that it is enabled
 // and may send as c.from.
 func (m *Mailer) checkAccount(ctx context.Context, tx bun.IDB, c common) (accountRef, error) {
-	acct, err := m.accountRef(ctx, tx, c.account)
-	if err != nil {
-		return acct, err
-	}
-	if acct.Disabled {
-		return acct, fmt.Errorf("%w: %s is disabled", quota.ErrDisabled, acct.Name)
-	}
-	ok, err := senderAllowed(ctx, tx, acct.ID, c.from.Addr)
-	if err != nil {
-		return acct, err
-	}
-	if !ok {
-		return acct, fmt.Errorf("%w: %s may not send as %s (see relayd sender list %s)", ErrSenderNotAllowed, acct.Name, c.from.Addr, acct.Name)
-	}
-	domain := c.from.Domain()
-	for _, d := range m.cfg.UnsignedDomains {
-		if strings.EqualFold(d, domain) {
-			return acct, nil
-		}
-	}
-	var keys int
-	if err := tx.NewRaw("SELECT count(*) FROM dkim_keys WHERE domain = ? AND retired_at IS NULL", domain).Scan(ctx, &keys); err != nil {
-		return acct, fmt.Errorf("mailing: check DKIM key: %w", err)
-	}
-	if keys == 0 {
-		return acct, fmt.Errorf("%w: %s has no key (relayd domain add %s)", ErrNoDKIMKey, domain, domain)
-	}
-	return acct, nil
+	return newChecker(m, tx).check(ctx, c, nil)
 }
 
 // insertMessage stores the message row; false means the account already
 // has a message with this idempotency key.
 func (m *Mailer) insertMessage(ctx context.Context, tx bun.IDB, accountID int64, id, kind string, c common, now time.Time, n int) (bool, error) {
+	row, err := newMessageRow(accountID, id, kind, c, now, n)
+	if err != nil {
+		return false, err
+	}
+	res, err := tx.NewInsert().Model(&row).On("CONFLICT DO NOTHING").Exec(ctx)
+	if err != nil {
+		return false, fmt.Errorf("mailing: store message: %w", err)
+	}
+	affected, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("mailing: store message: %w", err)
+	}
+	return affected == 1, nil
+}
+
+func newMessageRow(accountID int64, id, kind string, c common, now time.Time, n int) (messageRow, error) {
 	headers, err := json.Marshal(c.headers)
 	if err != nil {
-		return false, fmt.Errorf("mailing: encode headers: %w", err)
+		return messageRow{}, fmt.Errorf("mailing: encode headers: %w", err)
 	}
 	var replyTo []string
 	for _, a := range c.replyTo {
@@ -347,15 +303,7 @@ func (m *Mailer) insertMessage(ctx context.Context, tx bun.IDB, accountID int64,
 	if !c.sendAt.IsZero() {
 		row.SendAt = &c.sendAt
 	}
-	res, err := tx.NewInsert().Model(&row).On("CONFLICT DO NOTHING").Exec(ctx)
-	if err != nil {
-		return false, fmt.Errorf("mailing: store message: %w", err)
-	}
-	affected, err := res.RowsAffected()
-	if err != nil {
-		return false, fmt.Errorf("mailing: store message: %w", err)
-	}
-	return affected == 1, nil
+	return row, nil
 }
 
 func (m *Mailer) insertExtras(ctx context.Context, tx bun.IDB, id string, c common) error {
@@ -424,6 +372,7 @@ type messageRow struct {
 	AcceptedAt     time.Time
 	Recipients     int
 	CancelledAt    *time.Time
+	Raw            []byte // set for a message submitted whole (Submit)
 }
 
 type recipientRow struct {

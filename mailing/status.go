@@ -1,6 +1,7 @@
 package mailing
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -269,6 +270,7 @@ type source struct {
 	msg  messageRow
 	base part
 	tpl  *templates // batch
+	raw  []byte     // a message submitted whole: sent as stored
 }
 
 func (m *Mailer) loadSource(ctx context.Context, messageID string) (*source, error) {
@@ -276,6 +278,11 @@ func (m *Mailer) loadSource(ctx context.Context, messageID string) (*source, err
 	msg := &src.msg
 	if err := m.db.NewSelect().Model(msg).Where("id = ?", messageID).Scan(ctx); err != nil {
 		return nil, fmt.Errorf("mailing: read message %s: %w", messageID, err)
+	}
+	if msg.Raw != nil {
+		src.raw = msg.Raw
+		src.base = part{from: Address{Name: msg.FromName, Addr: msg.FromAddr}}
+		return src, nil
 	}
 	var atts []attachmentRow
 	if err := m.db.NewSelect().Model(&atts).Where("message_id = ?", messageID).Order("seq").Scan(ctx); err != nil {
@@ -327,6 +334,9 @@ func (m *Mailer) loadSource(ctx context.Context, messageID string) (*source, err
 
 // render builds recipient r's message from the shared source.
 func (src *source) render(r recipientRow) ([]byte, error) {
+	if src.raw != nil {
+		return bytes.Clone(src.raw), nil
+	}
 	p := src.base
 	p.msgID, p.boundary = r.RFCMessageID, r.ID
 	if src.tpl != nil {

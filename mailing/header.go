@@ -1,0 +1,125 @@
+package mailing
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+)
+
+// field is one header field of a submitted message, as received: Name as
+// written, Raw the whole field with its folded lines and final CRLF.
+type field struct {
+	Name string
+	Raw  []byte
+}
+
+// Value is the field's unfolded value, trimmed (RFC 5322 §2.2.3).
+func (f field) Value() string {
+	v := f.Raw[len(f.Name)+1:]
+	v = bytes.ReplaceAll(v, []byte("\r\n"), nil)
+	return strings.TrimSpace(string(v))
+}
+
+// splitHeader splits a CRLF message into its header fields and its body
+// (what follows the empty line; nil when there is none). It refuses bare CR
+// or LF, NUL, lines that are neither a field nor a continuation, and field
+// names outside RFC 5322's printable ASCII.
+func splitHeader(msg []byte) ([]field, []byte, error) {
+	var fields []field
+	rest := msg
+	for line := 1; ; line++ {
+		if len(rest) == 0 {
+			return fields, nil, nil // a message that is all header
+		}
+		i := bytes.Index(rest, []byte("\r\n"))
+		if i < 0 {
+			return nil, nil, contentErr("header line %d does not end with CRLF", line)
+		}
+		l := rest[:i]
+		if bytes.IndexByte(l, '\r') >= 0 || bytes.IndexByte(l, '\n') >= 0 || bytes.IndexByte(l, 0) >= 0 {
+			return nil, nil, contentErr("header line %d has a bare CR, LF or NUL", line)
+		}
+		if len(l) == 0 {
+			return fields, rest[2:], nil
+		}
+		if l[0] == ' ' || l[0] == '\t' {
+			if len(fields) == 0 {
+				return nil, nil, contentErr("header line %d continues no field", line)
+			}
+			f := &fields[len(fields)-1]
+			f.Raw = f.Raw[:len(f.Raw):len(f.Raw)] // never write into msg
+			f.Raw = append(f.Raw, rest[:i+2]...)
+			rest = rest[i+2:]
+			continue
+		}
+		colon := bytes.IndexByte(l, ':')
+		if colon <= 0 {
+			return nil, nil, contentErr("header line %d is not a field (name: value)", line)
+		}
+		name := l[:colon]
+		for _, c := range name {
+			if c < 33 || c > 126 {
+				return nil, nil, contentErr("header line %d has an invalid field name %q", line, name)
+			}
+		}
+		fields = append(fields, field{Name: string(name), Raw: rest[: i+2 : i+2]})
+		rest = rest[i+2:]
+	}
+}
+
+// checkBody refuses bare CR, bare LF and NUL in a body.
+func checkBody(body []byte) error {
+	for i := 0; i < len(body); i++ {
+		switch body[i] {
+		case '\r':
+			if i+1 >= len(body) || body[i+1] != '\n' {
+				return contentErr("the body has a bare CR at byte %d", i)
+			}
+			i++
+		case '\n':
+			return contentErr("the body has a bare LF at byte %d", i)
+		case 0:
+			return contentErr("the body has a NUL at byte %d", i)
+		}
+	}
+	return nil
+}
+
+func fieldsNamed(fields []field, name string) []field {
+	var out []field
+	for _, f := range fields {
+		if strings.EqualFold(f.Name, name) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// single returns the one field called name ("" if absent) and refuses
+// several.
+func single(fields []field, name string) (string, bool, error) {
+	fs := fieldsNamed(fields, name)
+	switch len(fs) {
+	case 0:
+		return "", false, nil
+	case 1:
+		return fs[0].Value(), true, nil
+	}
+	return "", false, contentErr("the message has %d %s fields; at most one is allowed", len(fs), name)
+}
+
+func joinFields(fields []field) []byte {
+	n := 0
+	for _, f := range fields {
+		n += len(f.Raw)
+	}
+	b := make([]byte, 0, n)
+	for _, f := range fields {
+		b = append(b, f.Raw...)
+	}
+	return b
+}
+
+func newField(name, value string) field {
+	return field{Name: name, Raw: fmt.Appendf(nil, "%s: %s\r\n", name, value)}
+}

@@ -1,0 +1,293 @@
+package mailing
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"mime"
+	"net/mail"
+	"strings"
+	"time"
+
+	"github.com/jhillyerd/enmime/v2"
+
+	"github.com/servir-pe/envios/quota"
+)
+
+// Submission is a message submitted whole — as an SMTP client sends it —
+// with the envelope recipients it goes to.
+type Submission struct {
+	Account string // "area/name"; required
+
+	// Recipients are the envelope recipients (SMTP RCPT TO): who gets the
+	// message, whatever its To and Cc fields say. Those not named in To or
+	// Cc are recorded as bcc.
+	Recipients []string
+
+	// Message is the RFC 5322 message, CRLF line endings throughout.
+	Message []byte
+
+	Origin quota.Origin // default quota.OriginSMTP
+	Actor  string       // who submits, for the ledger: default "smtp"
+}
+
+// The directive fields a submitted message may carry to use what Message
+// offers as struct fields. Submit reads and removes them: they are never
+// delivered. Any other X-Envios- field is refused.
+const (
+	HeaderSendAt         = "X-Envios-Send-At"         // RFC 3339 time: deliver then, not now
+	HeaderIdempotencyKey = "X-Envios-Idempotency-Key" // the same key for the account returns the first message
+	HeaderCampaign       = "X-Envios-Campaign"        // campaign name for reports
+	HeaderPriority       = "X-Envios-Priority"        // transactional (default) or bulk
+	HeaderTags           = "X-Envios-Tags"            // comma-separated tags
+)
+
+// ParseTimeout bounds how long Submit spends reading a message's MIME
+// structure.
+const ParseTimeout = 10 * time.Second
+
+// Submit accepts a message submitted whole. It checks and changes the
+// message as a submission server does (RFC 6409 §8): exactly one From, which
+// with Sender (if any) must be identities of the account; Bcc is removed;
+// Message-ID and Date are added when missing; the X-Envios- directive
+// fields are read and removed. Bare CR or LF and NUL anywhere are refused.
+// Then, like Send, it charges one message per recipient and stores the
+// message and its recipients in one transaction: nil means committed.
+//
+// Errors are those of Send; every problem with the message itself matches
+// ErrContent (and names the field) or ErrTooBig.
+func (m *Mailer) Submit(ctx context.Context, s Submission) (Receipt, error) {
+	if err := m.enter(); err != nil {
+		return Receipt{}, err
+	}
+	defer m.inflight.Done()
+	if len(s.Message) > m.cfg.MaxMessageSize {
+		return Receipt{}, fmt.Errorf("%w: %d bytes, the limit is %d", ErrTooBig, len(s.Message), m.cfg.MaxMessageSize)
+	}
+	var c common
+	var err error
+	if c.account, _, err = quota.ParseAccountName(s.Account); err != nil {
+		return Receipt{}, err
+	}
+	fields, body, err := splitHeader(s.Message)
+	if err != nil {
+		return Receipt{}, err
+	}
+	if err := checkBody(body); err != nil {
+		return Receipt{}, err
+	}
+
+	// Directives.
+	var kept []field
+	d := map[string]string{}
+	for _, f := range fields {
+		if len(f.Name) < len("X-Envios-") || !strings.EqualFold(f.Name[:len("X-Envios-")], "X-Envios-") {
+			kept = append(kept, f)
+			continue
+		}
+		name := canonicalDirective(f.Name)
+		if name == "" {
+			return Receipt{}, contentErr("%s: unknown X-Envios- field (known: %s, %s, %s, %s, %s)", f.Name,
+				HeaderSendAt, HeaderIdempotencyKey, HeaderCampaign, HeaderPriority, HeaderTags)
+		}
+		if _, dup := d[name]; dup {
+			return Receipt{}, contentErr("%s: given twice", name)
+		}
+		d[name] = f.Value()
+	}
+	var sendAt time.Time
+	if v, ok := d[HeaderSendAt]; ok {
+		if sendAt, err = time.Parse(time.RFC3339, v); err != nil {
+			return Receipt{}, contentErr("%s: %q is not an RFC 3339 time such as 2026-12-01T09:00:00-05:00", HeaderSendAt, v)
+		}
+	}
+	prio := Transactional
+	if v, ok := d[HeaderPriority]; ok {
+		prio = Priority(strings.ToLower(v))
+		if _, err := prio.rank(); err != nil {
+			return Receipt{}, contentErr("%s: %q must be transactional or bulk", HeaderPriority, v)
+		}
+	}
+	var tags []string
+	if v, ok := d[HeaderTags]; ok {
+		for _, t := range strings.Split(v, ",") {
+			tags = append(tags, strings.TrimSpace(t))
+		}
+	}
+	origin, actor := s.Origin, s.Actor
+	if origin == "" {
+		origin = quota.OriginSMTP
+	}
+	if actor == "" {
+		actor = "smtp"
+	}
+	// Each directive alone first, so that an error names its field.
+	for _, probe := range []struct {
+		name string
+		err  error
+	}{
+		{HeaderTags, new(common).setOptions(tags, "", prio, sendAt, "", origin, actor)},
+		{HeaderCampaign, new(common).setOptions(nil, d[HeaderCampaign], prio, sendAt, "", origin, actor)},
+		{HeaderIdempotencyKey, new(common).setOptions(nil, "", prio, sendAt, d[HeaderIdempotencyKey], origin, actor)},
+	} {
+		if probe.err != nil {
+			return Receipt{}, fmt.Errorf("%s: %w", probe.name, probe.err)
+		}
+	}
+	if err := c.setOptions(tags, d[HeaderCampaign], prio, sendAt, d[HeaderIdempotencyKey], origin, actor); err != nil {
+		return Receipt{}, err
+	}
+
+	// Originator fields.
+	from, ok, err := single(kept, "From")
+	if err != nil {
+		return Receipt{}, err
+	}
+	if !ok {
+		return Receipt{}, contentErr("the message has no From field")
+	}
+	if c.from, err = headerAddress("From", from); err != nil {
+		return Receipt{}, err
+	}
+	var senders []string
+	if v, ok, err := single(kept, "Sender"); err != nil {
+		return Receipt{}, err
+	} else if ok {
+		a, err := headerAddress("Sender", v)
+		if err != nil {
+			return Receipt{}, err
+		}
+		senders = append(senders, a.Addr)
+	}
+	subject, _, err := single(kept, "Subject")
+	if err != nil {
+		return Receipt{}, err
+	}
+	if dec, err := new(mime.WordDecoder).DecodeHeader(subject); err == nil {
+		subject = dec
+	}
+	c.subject = subject
+
+	// Recipients: the envelope's, recorded as to or cc when the header
+	// names them.
+	kinds := map[string]string{}
+	for _, k := range []string{"Cc", "To"} { // To wins over Cc
+		for _, f := range fieldsNamed(kept, k) {
+			list, _ := mail.ParseAddressList(f.Value()) // a malformed list only makes its addresses bcc
+			for _, a := range list {
+				kinds[strings.ToLower(a.Address)] = strings.ToLower(k)
+			}
+		}
+	}
+	var rcpts []recipientIn
+	seen := map[string]bool{}
+	for _, r := range s.Recipients {
+		a, err := ParseAddress(r)
+		if err != nil {
+			return Receipt{}, fmt.Errorf("recipient: %w", err)
+		}
+		k := strings.ToLower(a.Addr)
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		kind := kinds[k]
+		if kind == "" {
+			kind = "bcc"
+		}
+		rcpts = append(rcpts, recipientIn{addr: Address{Addr: a.Addr}, kind: kind})
+	}
+	if len(rcpts) == 0 {
+		return Receipt{}, ErrNoRecipients
+	}
+	if len(rcpts) > m.cfg.MaxRecipients {
+		return Receipt{}, fmt.Errorf("%w: %d, the limit is %d", ErrTooManyRecipients, len(rcpts), m.cfg.MaxRecipients)
+	}
+
+	// The submission server's changes (RFC 6409 §8).
+	id := m.cfg.NewID()
+	now := m.now()
+	var out []field
+	for _, f := range kept {
+		if !strings.EqualFold(f.Name, "Bcc") {
+			out = append(out, f)
+		}
+	}
+	msgID, ok, err := single(out, "Message-ID")
+	if err != nil {
+		return Receipt{}, err
+	}
+	rfcID := strings.TrimSuffix(strings.TrimPrefix(msgID, "<"), ">")
+	if !ok || rfcID == "" || strings.ContainsAny(rfcID, "<> \t") {
+		if ok {
+			return Receipt{}, contentErr("Message-ID: %q is not <id@domain>", msgID)
+		}
+		rfcID = id + "@" + m.cfg.MessageIDDomain
+		out = append(out, newField("Message-ID", "<"+rfcID+">"))
+	}
+	if _, ok, err := single(out, "Date"); err != nil {
+		return Receipt{}, err
+	} else if !ok {
+		out = append(out, newField("Date", now.Format(time.RFC1123Z)))
+	}
+	raw := joinFields(out)
+	if body != nil {
+		raw = append(raw, "\r\n"...)
+		raw = append(raw, body...)
+	}
+	if err := parseMIME(ctx, raw); err != nil {
+		return Receipt{}, err
+	}
+	c.size = len(raw)
+	return m.commit(ctx, &pending{c: c, id: id, rfcID: rfcID, rcpts: rcpts, raw: raw, senders: senders, now: now})
+}
+
+func canonicalDirective(name string) string {
+	for _, h := range []string{HeaderSendAt, HeaderIdempotencyKey, HeaderCampaign, HeaderPriority, HeaderTags} {
+		if strings.EqualFold(name, h) {
+			return h
+		}
+	}
+	return ""
+}
+
+// headerAddress reads the single mailbox of an originator field.
+func headerAddress(name, v string) (Address, error) {
+	list, err := (&mail.AddressParser{WordDecoder: new(mime.WordDecoder)}).ParseList(v)
+	if err != nil || len(list) != 1 {
+		return Address{}, contentErr("%s: %q must be exactly one address", name, v)
+	}
+	a, err := ParseAddress(list[0].Address)
+	if err != nil {
+		return Address{}, fmt.Errorf("%s: %w", name, err)
+	}
+	a.Name = strings.NewReplacer("\r", "", "\n", "").Replace(list[0].Name)
+	return a, nil
+}
+
+// parseMIME reads the message's MIME structure with enmime, within
+// ParseTimeout, recovering from a parser panic: a message the parser
+// cannot read is refused, never allowed to take the server down.
+func parseMIME(ctx context.Context, raw []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, ParseTimeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		defer func() {
+			if p := recover(); p != nil {
+				done <- contentErr("the MIME structure could not be read (parser failure)")
+			}
+		}()
+		_, err := enmime.ReadEnvelope(bytes.NewReader(raw))
+		if err != nil {
+			err = contentErr("the MIME structure could not be read: %v", err)
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return contentErr("the MIME structure could not be read within %s", ParseTimeout)
+	}
+}

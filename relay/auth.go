@@ -1,0 +1,144 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"time"
+
+	"github.com/emersion/go-sasl"
+
+	"github.com/servir-pe/envios/internal/credential"
+)
+
+// plainServer is SASL PLAIN (RFC 4616) with replies the relay chooses: a
+// malformed response is a syntax error, not an authentication failure.
+type plainServer struct {
+	auth func(identity, username, password string) error
+	done bool
+}
+
+func (p *plainServer) Next(resp []byte) ([]byte, bool, error) {
+	if p.done {
+		return nil, true, errAuthSyntax
+	}
+	if resp == nil { // no initial response: ask for it
+		return []byte{}, false, nil
+	}
+	p.done = true
+	parts := bytes.Split(resp, []byte{0})
+	if len(parts) != 3 || len(parts[1]) == 0 || len(parts[1]) > 255 || len(parts[2]) > 1024 {
+		return nil, true, errAuthSyntax
+	}
+	return nil, true, p.auth(string(parts[0]), string(parts[1]), string(parts[2]))
+}
+
+// loginServer is the LOGIN mechanism (draft-murchison-sasl-login), which
+// go-sasl only has as a client: "Username:", then "Password:".
+type loginServer struct {
+	auth     func(identity, username, password string) error
+	username []byte
+	step     int
+}
+
+func (l *loginServer) Next(resp []byte) ([]byte, bool, error) {
+	switch l.step {
+	case 0:
+		l.step = 1
+		if resp == nil {
+			return []byte("Username:"), false, nil
+		}
+		fallthrough // the initial response is the username
+	case 1:
+		if len(resp) == 0 || len(resp) > 255 {
+			return nil, true, errAuthSyntax
+		}
+		l.username = bytes.Clone(resp)
+		l.step = 2
+		return []byte("Password:"), false, nil
+	case 2:
+		l.step = 3
+		if len(resp) > 1024 {
+			return nil, true, errAuthSyntax
+		}
+		return nil, true, l.auth("", string(l.username), string(resp))
+	}
+	return nil, true, errAuthSyntax
+}
+
+var _ sasl.Server = (*plainServer)(nil)
+var _ sasl.Server = (*loginServer)(nil)
+
+// authenticate checks a username and password for session ss: throttled
+// keys first, then the credential; every failure is answered
+// Limits.AuthDelay after the attempt began, so timing tells nothing.
+func (s *Server) authenticate(ss *session, identity, username, password string) error {
+	start := time.Now()
+	ctx := ss.ctx
+	ipKey, userKey := "ip:"+ss.ip, "user:"+username
+	blocked, err := s.thr.blocked(ctx, ipKey, userKey)
+	if err != nil {
+		return reply(ss.log, atAuth, err)
+	}
+	if blocked {
+		ss.log.Warn("login refused: too many failures", "user", username)
+		if tc := tracked(ss.conn.Conn()); tc != nil {
+			tc.closeAfterReply()
+		}
+		return errAuthThrottle
+	}
+	fail := func(why string, r error) error {
+		ss.log.Warn("login failed", "user", username, "why", why)
+		if err := s.thr.fail(ctx, ipKey, userKey); err != nil {
+			return reply(ss.log, atAuth, err)
+		}
+		pad(ctx, start, s.cfg.Limits.AuthDelay)
+		return r
+	}
+	if identity != "" && identity != username {
+		return fail("authorisation identity differs from the username", errAuthzid)
+	}
+	cred, hash, err := s.creds.Lookup(ctx, username)
+	if errors.Is(err, credential.ErrBadCredentials) {
+		// Spend the time a verification would, against a fixed hash.
+		_, _ = s.verify(ctx, s.dummyHash(), password)
+		return fail("unknown or revoked username", errAuthFailed)
+	}
+	if err != nil {
+		return reply(ss.log, atAuth, err)
+	}
+	ok, err := s.verify(ctx, hash, password)
+	if err != nil {
+		return reply(ss.log, atAuth, err)
+	}
+	if !ok {
+		return fail("wrong password", errAuthFailed)
+	}
+	if err := s.thr.clear(ctx, userKey); err != nil {
+		return reply(ss.log, atAuth, err)
+	}
+	ss.cred = cred
+	ss.log = ss.log.With("user", username, "account", cred.Account)
+	ss.log.Info("login")
+	return nil
+}
+
+// verify checks password against hash, at most GOMAXPROCS at a time.
+func (s *Server) verify(ctx context.Context, hash, password string) (bool, error) {
+	select {
+	case s.hashes <- struct{}{}:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	defer func() { <-s.hashes }()
+	return credential.Verify(hash, password)
+}
+
+func pad(ctx context.Context, start time.Time, d time.Duration) {
+	t := time.NewTimer(time.Until(start.Add(d)))
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}

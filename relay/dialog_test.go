@@ -1,0 +1,319 @@
+package relay_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/servir-pe/envios/internal/storetest"
+	"github.com/servir-pe/envios/relay"
+)
+
+// step sends in (as written when it holds a line break, else as one
+// command line) and expects a reply starting with want ("" expects no
+// reply; "CLOSED" expects the server to have closed the connection).
+type step struct{ in, want string }
+
+const (
+	mailFrom = "MAIL FROM:<avisos@servir.gob.pe>"
+	rcptTo   = "RCPT TO:<ana@example.org>"
+)
+
+// smuggled is a second message hidden after a fake end of data: a server
+// that took the fake end for the real one would reply to these commands.
+const smuggled = "MAIL FROM:<avisos@servir.gob.pe>\r\nRCPT TO:<victima@example.org>\r\nDATA\r\n" +
+	"From: avisos@servir.gob.pe\r\nTo: victima@example.org\r\n\r\nsmuggled\r\n"
+
+func dataSteps(body string, want string) []step {
+	return []step{{mailFrom, "250 "}, {rcptTo, "250 "}, {"DATA", "354 "}, {body + "\r\n.\r\n", want}}
+}
+
+// TestHostileDialogs: one row per hostile or broken client behaviour, with
+// the exact reply, and the proof that nothing was stored or charged (or
+// exactly what was).
+func TestHostileDialogs(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		f := newFixture(t, db, 1000, relay.Limits{MaxRecipients: 5, MaxMessageSize: 20_000, MaxLineLength: 1000,
+			MaxHeaders: 30, MaxHeaderBytes: 4000, AuthFailures: 100})
+		big := message() + strings.Repeat(strings.Repeat("x", 76)+"\r\n", 300)
+		var manyHeaders strings.Builder
+		for i := range 40 {
+			fmt.Fprintf(&manyHeaders, "X-Extra-%d: v\r\n", i)
+		}
+		cases := []struct {
+			name   string
+			pre    string // "connect", "ehlo", "tls" (EHLO, STARTTLS, EHLO) or "auth" (and AUTH PLAIN)
+			steps  []step
+			stored int // messages stored by the dialog
+		}{
+			{"auth before TLS", "ehlo", []step{{"AUTH PLAIN " + plain("", f.user, f.pass), "523 5.7.10"}}, 0},
+			{"wrong password", "tls", []step{{"AUTH PLAIN " + plain("", f.user, "nope"), "535 5.7.8"}}, 0},
+			{"unknown user", "tls", []step{{"AUTH PLAIN " + plain("", "nadie.abc123", f.pass), "535 5.7.8"}}, 0},
+			{"authzid mismatch", "tls", []step{{"AUTH PLAIN " + plain("sjti/talento", f.user, f.pass), "535 5.7.8"}}, 0},
+			{"authzid equal to the user", "tls", []step{{"AUTH PLAIN " + plain(f.user, f.user, f.pass), "235 2.0.0"}}, 0},
+			{"malformed SASL base64", "tls", []step{{"AUTH PLAIN !!!notbase64", "454 4.7.0"}}, 0},
+			{"malformed PLAIN response", "tls", []step{{"AUTH PLAIN " + b64("no-nuls-here"), "501 5.5.2"}}, 0},
+			{"LOGIN", "tls", []step{{"AUTH LOGIN", "334 VXNlcm5hbWU6"}, {b64(f.user), "334 UGFzc3dvcmQ6"}, {b64(f.pass), "235 2.0.0"}}, 0},
+			{"LOGIN wrong password", "tls", []step{{"AUTH LOGIN " + b64(f.user), "334 UGFzc3dvcmQ6"}, {b64("nope"), "535 5.7.8"}}, 0},
+			{"AUTH cancelled", "tls", []step{{"AUTH LOGIN", "334 "}, {"*", "501 5.0.0"}}, 0},
+			{"unknown mechanism", "tls", []step{{"AUTH CRAM-MD5", "504 5.7.4"}}, 0},
+			{"second AUTH", "auth", []step{{"AUTH PLAIN " + plain("", f.user, f.pass), "503 5.5.1"}}, 0},
+			{"MAIL before EHLO", "connect", []step{{mailFrom, "502 5.5.1"}}, 0},
+			{"MAIL without AUTH", "tls", []step{{mailFrom, "530 5.7.0"}}, 0},
+			{"MAIL without TLS", "ehlo", []step{{mailFrom, "530 5.7.0"}}, 0},
+			{"DATA before RCPT", "auth", []step{{mailFrom, "250 "}, {"DATA", "502 5.5.1"}}, 0},
+			{"second STARTTLS", "tls", []step{{"STARTTLS", "502 5.5.1"}}, 0},
+			{"null sender", "auth", []step{{"MAIL FROM:<>", "553 5.7.1"}}, 0},
+			{"envelope sender not allowed", "auth", []step{{"MAIL FROM:<jefe@otra.gob.pe>", "553 5.7.1"}}, 0},
+			{"header From not allowed", "auth", dataSteps(strings.Replace(message(), "avisos@servir.gob.pe", "jefe@otra.gob.pe", 1), "553 5.7.1"), 0},
+			{"Sender not allowed", "auth", dataSteps(message("Sender: jefe@otra.gob.pe"), "553 5.7.1"), 0},
+			{"two From fields", "auth", dataSteps("From: avisos@servir.gob.pe\r\n"+message(), "550 5.6.0"), 0},
+			{"unparsable recipient", "auth", []step{{mailFrom, "250 "}, {"RCPT TO:<no-domain>", "501 5.5.2"}}, 0},
+			{"bad recipient address", "auth", []step{{mailFrom, "250 "}, {"RCPT TO:<ana@localhost>", "553 5.1.3"}}, 0},
+			{"too many recipients", "auth", []step{{mailFrom, "250 "}, {"RCPT TO:<a1@example.org>", "250 "}, {"RCPT TO:<a2@example.org>", "250 "},
+				{"RCPT TO:<a3@example.org>", "250 "}, {"RCPT TO:<a4@example.org>", "250 "}, {"RCPT TO:<a5@example.org>", "250 "},
+				{"RCPT TO:<a6@example.org>", "452 4.5.3"}}, 0},
+			{"oversize by SIZE", "auth", []step{{mailFrom + " SIZE=20001", "552 5.3.4"}}, 0},
+			{"oversize by content", "auth", dataSteps(big, "552 5.3.4"), 0},
+			{"too long line", "auth", append(dataSteps(message()+strings.Repeat("y", 1200), "500 5.4.0"), step{"", "CLOSED"}), 0},
+			{"header too big", "auth", dataSteps(message("X-Long: "+strings.Repeat("z", 900)+"\r\n\t"+strings.Repeat("z", 900)+"\r\n\t"+
+				strings.Repeat("z", 900)+"\r\n\t"+strings.Repeat("z", 900)+"\r\n\t"+strings.Repeat("z", 900)), "552 5.3.4"), 0},
+			{"too many header fields", "auth", dataSteps(manyHeaders.String()+message(), "552 5.3.4"), 0},
+			{"bare LF in a header", "auth", dataSteps("From: avisos@servir.gob.pe\nTo: ana@example.org\r\n\r\nHola.", "550 5.6.0"), 0},
+			{"bare CR in the body", "auth", dataSteps(message()+"uno\rdos", "550 5.6.0"), 0},
+			{"bare LF in the body", "auth", dataSteps(message()+"uno\ndos", "550 5.6.0"), 0},
+			{"NUL in the body", "auth", dataSteps(message()+"uno\x00dos", "550 5.6.0"), 0},
+			{"no From", "auth", dataSteps("To: ana@example.org\r\nSubject: x\r\n\r\nHola.", "550 5.6.0"), 0},
+			{"X-Envios unknown directive", "auth", dataSteps(message("X-Envios-Foo: 1"), "550 5.6.0 Message refused: X-Envios-Foo"), 0},
+			{"X-Envios-Send-At invalid", "auth", dataSteps(message("X-Envios-Send-At: mañana"), "550 5.6.0 Message refused: X-Envios-Send-At"), 0},
+			{"X-Envios-Priority injection by folding", "auth", dataSteps(message("X-Envios-Priority: bulk\r\n Bcc: jefe@otra.gob.pe"), "550 5.6.0 Message refused: X-Envios-Priority"), 0},
+			{"X-Envios-Tags invalid", "auth", dataSteps(message("X-Envios-Tags: ok, NOT OK"), "550 5.6.0 Message refused: X-Envios-Tags"), 0},
+			{"X-Envios directive twice", "auth", dataSteps(message("X-Envios-Campaign: a", "X-Envios-Campaign: b"), "550 5.6.0"), 0},
+			{"RSET leaves nothing", "auth", []step{{mailFrom, "250 "}, {rcptTo, "250 "}, {"RSET", "250 "}, {"DATA", "502 5.5.1"}}, 0},
+			{"accepted after RSET", "auth", append([]step{{mailFrom, "250 "}, {rcptTo, "250 "}, {"RSET", "250 "}}, dataSteps(message(), "250 2.0.0")...), 1},
+			{"QUIT before the final dot", "auth", []step{{mailFrom, "250 "}, {rcptTo, "250 "}, {"DATA", "354 "}, {message() + "QUIT\r\n", ""}}, 0},
+		}
+		for _, v := range []struct{ name, end string }{
+			{"LF.LF", "\n.\n"}, {"LF.CRLF", "\n.\r\n"}, {"CRLF.LF", "\r\n.\n"}, {"CR.CR", "\r.\r"},
+			{"CR.CRLF", "\r.\r\n"}, {"LF.CR", "\n.\r"}, {"CR.LF", "\r.\n"}, {"CRLF.CR.CR", "\r\n.\r\r"},
+		} {
+			// One reply to the whole DATA, then NOOP is answered: no
+			// reply was queued for a smuggled transaction.
+			cases = append(cases, struct {
+				name   string
+				pre    string
+				steps  []step
+				stored int
+			}{"smuggling " + v.name, "auth", append(dataSteps(message()+"Hola"+v.end+smuggled, "550 5.6.0"), step{"NOOP", "250 "}), 0})
+		}
+		// <CR><LF>.<CR> followed by anything but <LF>: go-smtp's DATA reader
+		// drops the dot and the CR before the relay sees the data (see
+		// TestDotCRIsDroppedNotSmuggled); anything else is refused.
+		for _, c := range cases {
+			t.Run(c.name, func(t *testing.T) {
+				msgs, used := f.count(t, "mail_messages"), f.used(t)
+				var d *dialog
+				switch c.pre {
+				case "connect":
+					d = f.dial(t)
+				case "ehlo":
+					d = f.dial(t)
+					d.send("EHLO client.test")
+					if all := d.expect("250 "); strings.Contains(all, "AUTH") {
+						t.Fatalf("AUTH advertised before TLS: %q", all)
+					}
+				case "tls":
+					d = f.dial(t)
+					d.send("EHLO client.test")
+					d.expect("250 ")
+					d.startTLS(f.clientTLS())
+					d.send("EHLO client.test")
+					if all := d.expect("250 "); !strings.Contains(all, "AUTH PLAIN LOGIN") {
+						t.Fatalf("AUTH not advertised after TLS: %q", all)
+					}
+				case "auth":
+					d = f.login(t)
+				}
+				for _, s := range c.steps {
+					if s.in == "" {
+						// only read
+					} else if strings.ContainsAny(s.in, "\r\n") {
+						d.raw(s.in)
+					} else {
+						d.send(s.in)
+					}
+					switch s.want {
+					case "":
+					case "CLOSED":
+						d.closed()
+					default:
+						d.expect(s.want)
+					}
+				}
+				d.conn.Close()
+				// The server finishes with the connection before we count.
+				deadline := time.Now().Add(2 * time.Second)
+				for f.count(t, "mail_messages") != msgs+c.stored && time.Now().Before(deadline) {
+					time.Sleep(10 * time.Millisecond)
+				}
+				time.Sleep(20 * time.Millisecond)
+				if got := f.count(t, "mail_messages") - msgs; got != c.stored {
+					t.Errorf("%d messages stored, want %d", got, c.stored)
+				}
+				if got := f.used(t) - used; got != int64(c.stored) {
+					t.Errorf("%d charged, want %d", got, c.stored)
+				}
+			})
+		}
+	})
+}
+
+func TestQuotaExhaustedMidTransaction(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		f := newFixture(t, db, 3, relay.Limits{})
+		d := f.login(t)
+		d.send(mailFrom)
+		d.expect("250 ")
+		for i := range 3 {
+			d.send(fmt.Sprintf("RCPT TO:<a%d@example.org>", i))
+			d.expect("250 ")
+		}
+		d.send("RCPT TO:<a3@example.org>")
+		last := d.expect("452 4.7.1")
+		if !strings.Contains(last, "account enap/eventos has 3 messages left, 4 needed") {
+			t.Errorf("reply %q does not name the account and what is left", last)
+		}
+		d.send("DATA")
+		d.expect("354 ")
+		d.raw(message() + ".\r\n")
+		d.expect("250 ")
+		if f.used(t) != 3 {
+			t.Fatalf("used %d, want 3", f.used(t))
+		}
+		// Spent: the next transaction is refused at its first RCPT.
+		d.send(mailFrom)
+		d.expect("250 ")
+		d.send(rcptTo)
+		d.expect("452 4.7.1")
+	})
+}
+
+func TestPipelinedPlaintextAfterSTARTTLSIsIgnored(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		f := newFixture(t, db, 10, relay.Limits{})
+		d := f.dial(t)
+		d.send("EHLO client.test")
+		d.expect("250 ")
+		// The injected command rides in the same packet as STARTTLS.
+		d.raw("STARTTLS\r\nMAIL FROM:<avisos@servir.gob.pe>\r\n")
+		d.expect("220 ")
+		d.handshake(f.clientTLS())
+		d.send("EHLO client.test")
+		all := d.expect("250 ")
+		if !strings.HasPrefix(all, "250-") || !strings.Contains(all, "AUTH PLAIN LOGIN") {
+			t.Fatalf("first reply after the handshake is %q, want the EHLO reply", all)
+		}
+		d.send("NOOP")
+		d.expect("250 ")
+	})
+}
+
+func TestRevokedCredentialRefusesTheNextCommand(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		f := newFixture(t, db, 10, relay.Limits{})
+		d := f.login(t)
+		d.send(mailFrom)
+		d.expect("250 ")
+		if ok, err := f.creds.Revoke(context.Background(), f.user, "test"); err != nil || !ok {
+			t.Fatal(ok, err)
+		}
+		d.send(rcptTo)
+		d.expect("530 5.7.0")
+		d.send(mailFrom)
+		d.expect("530 5.7.0")
+		// And a new login with it fails.
+		d2 := f.dial(t)
+		d2.send("EHLO client.test")
+		d2.expect("250 ")
+		d2.startTLS(f.clientTLS())
+		d2.send("EHLO client.test")
+		d2.expect("250 ")
+		d2.send("AUTH PLAIN " + plain("", f.user, f.pass))
+		d2.expect("535 5.7.8")
+	})
+}
+
+func TestBruteForceIsThrottledAcrossRestarts(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		f := newFixture(t, db, 10, relay.Limits{AuthFailures: 3, AuthDelay: 50 * time.Millisecond})
+		try := func(pass, want string) *dialog {
+			d := f.dial(t)
+			d.send("EHLO client.test")
+			d.expect("250 ")
+			d.startTLS(f.clientTLS())
+			d.send("EHLO client.test")
+			d.expect("250 ")
+			start := time.Now()
+			d.send("AUTH PLAIN " + plain("", f.user, pass))
+			d.expect(want)
+			if want == "535 5.7.8" && time.Since(start) < 50*time.Millisecond {
+				t.Errorf("failure answered after %s, before the fixed delay", time.Since(start))
+			}
+			return d
+		}
+		for range 3 {
+			try("wrong", "535 5.7.8")
+		}
+		// Even the right password is refused now, and the connection closed.
+		d := try(f.pass, "421 4.7.0")
+		d.closed()
+		// A new relay on the same database (a restart) still refuses.
+		if err := f.srv.Close(); err != nil {
+			t.Fatal(err)
+		}
+		f.start(t, relay.Limits{AuthFailures: 3, AuthDelay: 50 * time.Millisecond})
+		d = try(f.pass, "421 4.7.0")
+		d.closed()
+	})
+}
+
+// TestDotCRIsDroppedNotSmuggled documents the one end-of-data look-alike the
+// relay cannot refuse: in <CR><LF>.<CR>X, go-smtp's DATA reader (which the
+// relay cannot see beneath) removes the dot and the CR, as it removes the
+// dot of any line starting with one. The result is one message whose lines
+// all end in CRLF: no bare CR is stored or passed on, and nothing after it
+// is taken as a command (the smuggled MAIL gets no reply).
+func TestDotCRIsDroppedNotSmuggled(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		f := newFixture(t, db, 10, relay.Limits{})
+		d := f.login(t)
+		for _, s := range dataSteps(message()+"Hola\r\n.\r"+smuggled, "250 2.0.0") {
+			if strings.ContainsAny(s.in, "\r\n") {
+				d.raw(s.in)
+			} else {
+				d.send(s.in)
+			}
+			d.expect(s.want)
+		}
+		d.send("NOOP")
+		d.expect("250 ")
+		var raws [][]byte
+		if err := db.NewRaw("SELECT raw FROM mail_messages").Scan(context.Background(), &raws); err != nil {
+			t.Fatal(err)
+		}
+		if len(raws) != 1 {
+			t.Fatalf("%d messages stored, want 1", len(raws))
+		}
+		raw := string(raws[0])
+		if strings.Count(raw, "\r") != strings.Count(raw, "\r\n") || strings.Count(raw, "\n") != strings.Count(raw, "\r\n") {
+			t.Fatalf("stored message has a bare CR or LF: %q", raw)
+		}
+		if !strings.Contains(raw, "Hola\r\nMAIL FROM:<avisos@servir.gob.pe>\r\n") {
+			t.Fatalf("stored message %q: the smuggled lines should be body lines", raw)
+		}
+	})
+}

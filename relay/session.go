@@ -1,0 +1,198 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"github.com/servir-pe/envios/internal/credential"
+	"github.com/servir-pe/envios/mailing"
+	"github.com/servir-pe/envios/quota"
+)
+
+// session is one SMTP connection's state after EHLO. go-smtp calls its
+// methods from the connection's goroutine, one at a time.
+type session struct {
+	s      *Server
+	conn   *smtp.Conn
+	ctx    context.Context // cancelled at logout
+	cancel context.CancelFunc
+	log    *slog.Logger
+	ip     string
+
+	cred  credential.Credential // ID 0: not authenticated
+	from  string
+	rcpts []string
+}
+
+var (
+	_ smtp.Backend     = smtp.BackendFunc(nil)
+	_ smtp.AuthSession = (*session)(nil)
+)
+
+func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
+	ctx, cancel := context.WithCancel(s.ctx)
+	ip := hostOf(c.Conn().RemoteAddr())
+	_, isTLS := c.TLSConnectionState()
+	return &session{s: s, conn: c, ctx: ctx, cancel: cancel, ip: ip,
+		log: s.cfg.Logger.With("remote", c.Conn().RemoteAddr().String(), "tls", isTLS)}, nil
+}
+
+// AuthMechanisms lists PLAIN and LOGIN; go-smtp advertises them only
+// after TLS.
+func (ss *session) AuthMechanisms() []string { return []string{sasl.Plain, sasl.Login} }
+
+// Auth starts a SASL exchange.
+func (ss *session) Auth(mech string) (sasl.Server, error) {
+	check := func(identity, username, password string) error {
+		return ss.s.authenticate(ss, identity, username, password)
+	}
+	switch strings.ToUpper(mech) {
+	case sasl.Plain:
+		return &plainServer{auth: check}, nil
+	case sasl.Login:
+		return &loginServer{auth: check}, nil
+	}
+	return nil, smtp.ErrAuthUnknownMechanism
+}
+
+// authorised checks, before each transaction command, that the session has
+// logged in and that its credential has not been revoked since.
+func (ss *session) authorised(at stage) error {
+	if ss.cred.ID == 0 {
+		return errAuthRequired
+	}
+	ok, err := ss.s.creds.Active(ss.ctx, ss.cred.ID)
+	if err != nil {
+		return reply(ss.log, at, err)
+	}
+	if !ok {
+		ss.log.Warn("credential revoked during the session")
+		ss.cred = credential.Credential{}
+		return errRevoked
+	}
+	return nil
+}
+
+// Mail checks the envelope sender against the account's identities.
+func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
+	if err := ss.authorised(atMail); err != nil {
+		return err
+	}
+	if from == "" {
+		return errNullSender
+	}
+	if err := ss.s.cfg.Mailer.MaySend(ss.ctx, ss.cred.Account, from); err != nil {
+		return reply(ss.log, atMail, err)
+	}
+	ss.from, ss.rcpts = from, nil
+	return nil
+}
+
+// Rcpt accepts a recipient if the account's pool can still pay for it.
+func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if err := ss.authorised(atRcpt); err != nil {
+		return err
+	}
+	if _, err := mailing.ParseAddress(to); err != nil {
+		return reply(ss.log, atRcpt, err)
+	}
+	acct, err := ss.s.cfg.Mailer.Ledger().Account(ss.ctx, ss.cred.Account)
+	if err != nil {
+		return reply(ss.log, atRcpt, err)
+	}
+	if need := int64(len(ss.rcpts) + 1); acct.Remaining() < need {
+		return reply(ss.log, atRcpt, &quota.InsufficientError{Account: acct.Name, Requested: need, Remaining: acct.Remaining()})
+	}
+	ss.rcpts = append(ss.rcpts, to)
+	return nil
+}
+
+// Data reads the message within the limits, then submits it; the reply
+// comes after the commit.
+func (ss *session) Data(r io.Reader) error {
+	if err := ss.authorised(atData); err != nil {
+		return err
+	}
+	start := time.Now()
+	msg, err := readMessage(r, ss.s.cfg.Limits)
+	if errors.Is(err, smtp.ErrTooLongLine) {
+		// The stream is out of step: answer once and close, before
+		// go-smtp answers the rest of the line as a command.
+		if tc := tracked(ss.conn.Conn()); tc != nil {
+			tc.closeAfterReply()
+		}
+	}
+	if err != nil {
+		ss.log.Warn("message refused while reading", "err", err)
+		return reply(ss.log, atData, err)
+	}
+	rcpt, err := ss.s.cfg.Mailer.Submit(ss.ctx, mailing.Submission{Account: ss.cred.Account, Recipients: ss.rcpts,
+		Message: msg, Origin: quota.OriginSMTP, Actor: "smtp:" + ss.cred.Username})
+	if err != nil {
+		e := reply(ss.log, atData, err)
+		ss.log.Info("message refused", "code", e.Code, "reply", e.Message, "bytes", len(msg))
+		return e
+	}
+	ss.log.Info("message accepted", "id", rcpt.MessageID, "recipients", rcpt.Recipients, "bytes", len(msg),
+		"duplicate", rcpt.Duplicate, "ms", time.Since(start).Milliseconds())
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + rcpt.MessageID}
+}
+
+// Reset forgets the transaction (RSET, a new EHLO, the end of DATA).
+func (ss *session) Reset() { ss.from, ss.rcpts = "", nil }
+
+// Logout ends the session: its context is cancelled.
+func (ss *session) Logout() error {
+	ss.cancel()
+	return nil
+}
+
+// readMessage reads DATA (dot-unstuffed by go-smtp, which stops only at
+// <CR><LF>.<CR><LF>) and refuses bare CR, bare LF and NUL anywhere, and a
+// header block over the limits.
+func readMessage(r io.Reader, l Limits) ([]byte, error) {
+	var buf bytes.Buffer
+	if _, err := buf.ReadFrom(r); err != nil {
+		return nil, err
+	}
+	msg := buf.Bytes()
+	fields, inHeader, headerBytes := 0, true, 0
+	lineStart := 0
+	for i := 0; i < len(msg); i++ {
+		switch msg[i] {
+		case '\r':
+			if i+1 >= len(msg) || msg[i+1] != '\n' {
+				return nil, errBareLF
+			}
+			if inHeader {
+				if i == lineStart {
+					inHeader = false
+				} else if msg[lineStart] != ' ' && msg[lineStart] != '\t' {
+					fields++
+					if fields > l.MaxHeaders {
+						return nil, errHeaderCount
+					}
+				}
+				headerBytes = i + 2
+				if headerBytes > l.MaxHeaderBytes {
+					return nil, errHeaderSize
+				}
+			}
+			i++
+			lineStart = i + 1
+		case '\n':
+			return nil, errBareLF
+		case 0:
+			return nil, errNUL
+		}
+	}
+	return msg, nil
+}
