@@ -35,7 +35,8 @@ type EngineConfig struct {
 
 	// ReturnPathDomain is the dedicated sending domain: envelope senders are
 	// per-recipient addresses there (b+TOKEN@domain), so a bounce maps back
-	// to exactly one recipient, and the mailto: unsubscribe address too.
+	// to a recipient (see Engine for transactions carrying several), and the
+	// mailto: unsubscribe address too.
 	ReturnPathDomain string
 
 	// UnsubscribeURL is the base of the one-click unsubscribe link bulk mail
@@ -61,6 +62,11 @@ type EngineConfig struct {
 	Workers int
 	// Batch is how many due recipients one claim takes. Default 100.
 	Batch int
+	// MaxRecipientsPerTransaction bounds how many recipients of one
+	// message, at one domain, share an SMTP transaction (see Engine).
+	// RFC 5321 §4.5.3.1.8 requires servers to take at least 100. Default
+	// 100; 1 sends every recipient in a transaction of its own.
+	MaxRecipientsPerTransaction int
 	// Lease is how long a claim lasts before another engine may take the
 	// recipient over (its engine presumed dead). Default 10 minutes.
 	Lease time.Duration
@@ -79,8 +85,25 @@ type EngineConfig struct {
 }
 
 // Engine delivers due recipients: it claims them with a lease, renders,
-// signs and sends each one, and records the outcome. Several engines may
-// share one PostgreSQL database (claims use FOR UPDATE SKIP LOCKED).
+// signs and sends their messages, and records each recipient's outcome.
+// Several engines may share one PostgreSQL database (claims use FOR UPDATE
+// SKIP LOCKED).
+//
+// Recipients of one transactional message sent with Send (its To, Cc and
+// Bcc: they all get the same bytes, as Bcc never appear in the headers)
+// that are claimed together and share a domain go in one SMTP transaction,
+// up to MaxRecipientsPerTransaction, taking one slot and one message of the
+// destination's Limits. Batch recipients (each its own personalised
+// message) and bulk mail (a List-Unsubscribe token per recipient) always go
+// one per transaction. Each recipient's RCPT reply, or the reply to the
+// message for those RCPT accepted, is recorded on its own row: partial
+// success is normal.
+//
+// The envelope sender is b+TOKEN@ReturnPathDomain with the token of the
+// transaction's first (lowest id) recipient: for a transaction of one it
+// names exactly that recipient (VERP); for several it names the message,
+// and the recipient a bounce is about is the Final-Recipient of its DSN
+// (RFC 3464).
 type Engine struct {
 	m        *Mailer
 	cfg      EngineConfig
@@ -119,6 +142,9 @@ func (m *Mailer) NewEngine(ctx context.Context, cfg EngineConfig) (*Engine, erro
 	}
 	if cfg.Batch <= 0 {
 		cfg.Batch = 100
+	}
+	if cfg.MaxRecipientsPerTransaction <= 0 {
+		cfg.MaxRecipientsPerTransaction = 100
 	}
 	if cfg.Owner == "" {
 		host, _ := os.Hostname()
@@ -185,7 +211,8 @@ func mustParse36(s string) int64 {
 	return n
 }
 
-// ReturnPath is the envelope sender for a recipient.
+// ReturnPath is the envelope sender for a recipient, and for a transaction
+// whose first recipient it is.
 func (e *Engine) ReturnPath(recipientID int64) string {
 	return "b+" + e.Token(recipientID) + "@" + e.cfg.ReturnPathDomain
 }
@@ -229,8 +256,8 @@ type claimed struct {
 }
 
 // RunOnce claims up to Batch due recipients (transactional first, then by
-// due time), delivers them with up to Workers at once, and returns how
-// many it handled.
+// due time), groups them into transactions, delivers those with up to
+// Workers at once, and returns how many recipients it handled.
 func (e *Engine) RunOnce(ctx context.Context) (int, error) {
 	if _, err := e.m.PromoteDue(ctx); err != nil {
 		return 0, err
@@ -239,35 +266,91 @@ func (e *Engine) RunOnce(ctx context.Context) (int, error) {
 	if err != nil || len(items) == 0 {
 		return 0, err
 	}
+	groups := e.group(ctx, items)
 	bg := context.WithoutCancel(ctx) // deliveries in flight finish, and are recorded
 	outcomes := make(chan outcome, e.cfg.Workers)
 	recorded := make(chan struct{})
 	go func() { defer close(recorded); e.recorder(bg, outcomes) }()
-	work := make(chan claimed)
+	work := make(chan []claimed)
 	var wg sync.WaitGroup
-	for range min(e.cfg.Workers, len(items)) {
+	for range min(e.cfg.Workers, len(groups)) {
 		wg.Go(func() {
-			for it := range work {
-				outcomes <- e.deliverOne(bg, it)
+			for g := range work {
+				for _, o := range e.deliver(bg, g) {
+					outcomes <- o
+				}
 			}
 		})
 	}
-	done := 0
-	for _, it := range items {
+	done, started := 0, 0
+	for _, g := range groups {
 		if ctx.Err() != nil {
 			break
 		}
-		work <- it
-		done++
+		work <- g
+		done += len(g)
+		started++
 	}
 	close(work)
 	wg.Wait()
 	close(outcomes)
 	<-recorded
-	if done < len(items) {
-		e.unclaim(bg, items[done:])
+	if started < len(groups) {
+		var rest []claimed
+		for _, g := range groups[started:] {
+			rest = append(rest, g...)
+		}
+		e.unclaim(bg, rest)
 	}
 	return done, nil
+}
+
+// group splits claimed recipients (in claim order) into transactions: the
+// transactional recipients of one single message at one domain go
+// together, up to MaxRecipientsPerTransaction; every other recipient goes
+// alone. A group keeps the claim order, so its first recipient has the
+// lowest id; the groups are ordered by their first recipient.
+func (e *Engine) group(ctx context.Context, items []claimed) [][]claimed {
+	type key struct{ message, domain string }
+	open := map[key]int{}       // the group of each key still taking recipients
+	shared := map[string]bool{} // per message: do its recipients get the same bytes?
+	groups := make([][]claimed, 0, len(items))
+	for _, it := range items {
+		if it.Priority > 0 || e.cfg.MaxRecipientsPerTransaction < 2 {
+			groups = append(groups, []claimed{it}) // bulk: a List-Unsubscribe token each
+			continue
+		}
+		k := key{it.MessageID, domainOf(it.Address)}
+		if i, ok := open[k]; ok && e.sameBytes(ctx, shared, it.MessageID) {
+			groups[i] = append(groups[i], it)
+			if len(groups[i]) >= e.cfg.MaxRecipientsPerTransaction {
+				delete(open, k)
+			}
+			continue
+		}
+		open[k] = len(groups)
+		groups = append(groups, []claimed{it})
+	}
+	return groups
+}
+
+// sameBytes reports whether every recipient of a message is sent the same
+// bytes: a single message (Send), not a batch, whose recipients are each
+// rendered from their own data. It is asked only for messages with
+// several recipients claimed together, and remembers its answers in known.
+// A message that cannot be read is not grouped (its delivery reports why).
+func (e *Engine) sameBytes(ctx context.Context, known map[string]bool, messageID string) bool {
+	same, ok := known[messageID]
+	if !ok {
+		src, err := e.source(ctx, messageID)
+		same = err == nil && src.tpl == nil
+		known[messageID] = same
+	}
+	return same
+}
+
+func domainOf(addr string) string {
+	return strings.ToLower(addr[strings.LastIndexByte(addr, '@')+1:])
 }
 
 // outcome is what happened to one claimed recipient, waiting to be recorded.
@@ -350,46 +433,72 @@ func (e *Engine) unclaim(ctx context.Context, items []claimed) {
 	}
 }
 
-// deliverOne builds, signs and sends one recipient's message and says
-// what happened. A panic is recovered: the recipient is deferred, not lost.
-func (e *Engine) deliverOne(ctx context.Context, it claimed) (o outcome) {
-	o.it = it
+// deliver builds and signs the message of a group of recipients (one
+// message, one domain; see group), sends it in one transaction and says
+// what happened to each recipient. A panic is recovered: every recipient
+// of the group is deferred, none is lost.
+func (e *Engine) deliver(ctx context.Context, g []claimed) (out []outcome) {
+	out = make([]outcome, len(g))
+	for i, it := range g {
+		out[i].it = it
+	}
+	every := func(res Result) []outcome {
+		for i := range out {
+			out[i].res = res
+		}
+		return out
+	}
 	defer func() {
 		if p := recover(); p != nil {
-			e.m.cfg.Logger.Error("delivery panicked", "recipient", it.ID, "panic", p)
-			o = outcome{it: it, res: Result{Text: fmt.Sprintf("internal error: %v", p)}}
+			e.m.cfg.Logger.Error("delivery panicked", "recipient", g[0].ID, "recipients", len(g), "panic", p)
+			out = make([]outcome, len(g))
+			for i, it := range g {
+				out[i] = outcome{it: it, res: Result{Text: fmt.Sprintf("internal error: %v", p)}}
+			}
 		}
 	}()
-	src, err := e.source(ctx, it.MessageID)
+	first := g[0]
+	src, err := e.source(ctx, first.MessageID)
 	if err != nil {
-		o.res = Result{Text: "reading the message: " + err.Error()} // the database: try again later
-		return o
+		return every(Result{Text: "reading the message: " + err.Error()}) // the database: try again later
 	}
-	raw, err := src.render(recipientRow{ID: it.ID, Address: it.Address, Name: it.Name, Data: it.Data, RFCMessageID: it.RFCMessageID})
+	raw, err := src.render(recipientRow{ID: first.ID, Address: first.Address, Name: first.Name, Data: first.Data, RFCMessageID: first.RFCMessageID})
 	if err != nil {
-		o.failed = "message could not be built: " + err.Error()
-		return o
+		for i := range out {
+			out[i].failed = "message could not be built: " + err.Error()
+		}
+		return out
 	}
-	raw, err = e.prepare(ctx, it, src.base.from.Domain(), raw)
+	raw, err = e.prepare(ctx, first, src.base.from.Domain(), raw)
 	if err != nil {
-		o.res = Result{Text: err.Error()}
-		return o
+		return every(Result{Text: err.Error()})
 	}
-	domain := strings.ToLower(it.Address[strings.LastIndexByte(it.Address, '@')+1:])
+	domain := domainOf(first.Address)
 	release, wait := e.limits.acquire(ctx, domain, 250*time.Millisecond)
 	if release == nil {
 		// The destination's limits are full: try again when they are not,
 		// without counting an attempt or holding a worker.
-		o.res, o.retryIn = Result{Text: "waiting for " + domain + "'s delivery rate limit"}, wait
-		return o
+		every(Result{Text: "waiting for " + domain + "'s delivery rate limit"})
+		for i := range out {
+			out[i].retryIn = wait
+		}
+		return out
 	}
 	defer release()
-	o.res = e.cfg.Transport.Deliver(ctx, e.ReturnPath(it.ID), []string{it.Address}, raw)[0]
-	o.attempted = true
-	if isThrottling(o.res) {
+	to := make([]string, len(g))
+	for i, it := range g {
+		to[i] = it.Address
+	}
+	results := e.cfg.Transport.Deliver(ctx, e.ReturnPath(first.ID), to, raw)
+	throttled := false
+	for i := range out {
+		out[i].res, out[i].attempted = results[i], true
+		throttled = throttled || isThrottling(results[i])
+	}
+	if throttled {
 		e.limits.throttled(domain)
 	}
-	return o
+	return out
 }
 
 // DestinationRate is the messages per second the engine allows a domain

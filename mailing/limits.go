@@ -11,8 +11,8 @@ import (
 
 // Limits are how hard one destination domain may be pushed.
 type Limits struct {
-	Concurrency int     // deliveries in flight at once (≈ connections)
-	PerSecond   float64 // messages per second
+	Concurrency int     // transactions in flight at once (≈ connections)
+	PerSecond   float64 // messages (transactions, whatever their recipients) per second
 }
 
 // DefaultLimits returns conservative figures for the big mailbox providers

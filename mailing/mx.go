@@ -54,7 +54,7 @@ func NewResolver(addr string) *net.Resolver {
 }
 
 // Deliver sends one transaction to the servers of the recipients' domain
-// (the engine gives one recipient at a time; all must share a domain).
+// (all must share a domain, as the engine's transactions do).
 func (x *DirectMX) Deliver(ctx context.Context, from string, to []string, msg []byte) []Result {
 	if len(to) == 0 {
 		return nil

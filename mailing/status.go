@@ -249,8 +249,8 @@ func (m *Mailer) PromoteDue(ctx context.Context) (int, error) {
 
 // Render builds the exact RFC 5322 message for recipient id, as the
 // delivery engine will send it (before DKIM signing): a batch recipient's
-// templates are rendered with its data. Building it twice gives the same
-// bytes.
+// templates are rendered with its data; every recipient of a message sent
+// with Send gets the same bytes. Building it twice gives the same bytes.
 func (m *Mailer) Render(ctx context.Context, recipientID int64) ([]byte, error) {
 	var r recipientRow
 	if err := m.db.NewSelect().Model(&r).Where("id = ?", recipientID).Scan(ctx); err != nil {
@@ -316,8 +316,13 @@ func (m *Mailer) loadSource(ctx context.Context, messageID string) (*source, err
 		src.tpl = t
 	} else {
 		var all []recipientRow
-		if err := m.db.NewSelect().Model(&all).Column("address", "name", "kind").Where("message_id = ?", messageID).Order("seq").Scan(ctx); err != nil {
+		if err := m.db.NewSelect().Model(&all).Column("id", "address", "name", "kind").Where("message_id = ?", messageID).Order("seq").Scan(ctx); err != nil {
 			return nil, fmt.Errorf("mailing: read recipients: %w", err)
+		}
+		if len(all) > 0 {
+			// One message for every recipient: the same MIME boundaries,
+			// so recipients at one domain can share a transaction.
+			p.boundary = all[0].ID
 		}
 		for _, x := range all {
 			switch x.Kind {
@@ -332,14 +337,17 @@ func (m *Mailer) loadSource(ctx context.Context, messageID string) (*source, err
 	return src, nil
 }
 
-// render builds recipient r's message from the shared source.
+// render builds recipient r's message from the shared source. Every
+// recipient of a single message gets the same bytes (Bcc never appear);
+// a batch recipient gets its own.
 func (src *source) render(r recipientRow) ([]byte, error) {
 	if src.raw != nil {
 		return bytes.Clone(src.raw), nil
 	}
 	p := src.base
-	p.msgID, p.boundary = r.RFCMessageID, r.ID
+	p.msgID = r.RFCMessageID
 	if src.tpl != nil {
+		p.boundary = r.ID
 		p.to = []Address{{Name: r.Name, Addr: r.Address}}
 		data, err := decodeData(r.Data)
 		if err != nil {

@@ -216,8 +216,10 @@ func (s *Smarthost) Deliver(ctx context.Context, from string, to []string, msg [
 	return results
 }
 
-// transaction runs MAIL, RCPT, DATA on c. healthy: every step got an SMTP
-// reply, so the connection can carry another message.
+// transaction runs MAIL, RCPT, DATA on c. Each recipient keeps its own
+// RCPT reply when refused; those RCPT accepted share the reply to the
+// message. healthy: every step got an SMTP reply, so the connection can
+// carry another message.
 func transaction(c *smtp.Client, host, from string, to []string, msg []byte) ([]Result, bool) {
 	if err := c.Mail(from, nil); err != nil {
 		r := resultOf(host, "MAIL FROM", err)
@@ -227,10 +229,17 @@ func transaction(c *smtp.Client, host, from string, to []string, msg []byte) ([]
 	accepted := 0
 	for i, rcpt := range to {
 		if err := c.Rcpt(rcpt, nil); err != nil {
-			results[i] = resultOf(host, "RCPT TO", err)
-			if results[i].Code == 0 {
-				return all(to, results[i]), false
+			r := resultOf(host, "RCPT TO", err)
+			if r.Code == 0 || r.Code == 421 {
+				// The connection is gone, or closing (RFC 5321 §3.8): the
+				// recipients accepted so far and those not yet tried get
+				// this reply; those refused keep theirs.
+				for j := i; j < len(to); j++ {
+					results[j] = r
+				}
+				return keepFailures(results, r), false
 			}
+			results[i] = r
 			continue
 		}
 		results[i] = Result{Host: host, Code: 250}

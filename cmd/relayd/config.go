@@ -37,6 +37,7 @@ type deliveryConfig struct {
 	} `yaml:"direct"`
 	Workers         int           `yaml:"workers"`
 	Batch           int           `yaml:"batch"`
+	MaxRcptPerTx    int           `yaml:"max_recipients_per_transaction"`
 	Lease           time.Duration `yaml:"lease"`
 	UnsignedDomains []string      `yaml:"unsigned_domains"`
 	SignatureTTL    time.Duration `yaml:"signature_ttl"`
@@ -91,6 +92,7 @@ func (d deliveryConfig) apply(cfg *mailing.EngineConfig) {
 	if d.Batch > 0 {
 		cfg.Batch = d.Batch
 	}
+	cfg.MaxRecipientsPerTransaction = d.MaxRcptPerTx
 	cfg.Lease, cfg.SignatureTTL = d.Lease, d.SignatureTTL
 	cfg.RetryBase, cfg.RetryMax, cfg.MaxAge = d.Retry.Base, d.Retry.Max, d.Retry.MaxAge
 	cfg.UnsignedDomains = append(cfg.UnsignedDomains, d.UnsignedDomains...)

@@ -240,7 +240,7 @@ func testServeDelivers(t *testing.T, direct bool) {
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill() })
 	deadline := time.Now().Add(30 * time.Second)
-	for len(sink.Messages()) < 2 && time.Now().Before(deadline) {
+	for len(sink.Messages()) < 1 && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -249,9 +249,10 @@ func testServeDelivers(t *testing.T, direct bool) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("serve: %v\n%s", err, logs.String())
 	}
+	// Both recipients are at one domain: one transaction carries them.
 	msgs := sink.Messages()
-	if len(msgs) != 2 || !msgs[0].TLS || !bytes.HasPrefix(msgs[0].Data, []byte("DKIM-Signature: ")) {
-		t.Fatalf("sink got %d messages (TLS, signed?)\nrelayd logged:\n%s", len(msgs), logs.String())
+	if len(msgs) != 1 || len(msgs[0].To) != 2 || !msgs[0].TLS || !bytes.HasPrefix(msgs[0].Data, []byte("DKIM-Signature: ")) {
+		t.Fatalf("sink got %d messages, want one to both recipients (TLS, signed)\nrelayd logged:\n%s", len(msgs), logs.String())
 	}
 	info, err := m.Message(ctx, "", r.MessageID)
 	if err != nil || info.Counts[mailing.StatusSent] != 2 {

@@ -1,7 +1,7 @@
 // Package mailtest is an SMTP sink for tests, like net/http/httptest: a
 // real go-smtp server on 127.0.0.1 that offers STARTTLS with a throwaway
 // certificate, records every message it accepts, and answers each
-// recipient as the test decides (2xx, 4xx, 5xx).
+// recipient, and each message, as the test decides (2xx, 4xx, 5xx).
 package mailtest
 
 import (
@@ -42,6 +42,11 @@ type Sink struct {
 	// Reply decides the answer to RCPT TO for each recipient: nil accepts.
 	// Return an *smtp.SMTPError to refuse. Set it before mail arrives.
 	Reply func(rcpt string) error
+
+	// DataReply decides the answer at the end of DATA, given the
+	// recipients RCPT accepted: nil accepts (and records) the message.
+	// Return an *smtp.SMTPError to refuse it. Set it before mail arrives.
+	DataReply func(to []string) error
 
 	// DiscardData keeps only envelopes, not message bodies (for benchmarks
 	// that send many messages). Set it before mail arrives.
@@ -161,6 +166,11 @@ func (x *session) Data(r io.Reader) error {
 	if f := x.s.DropAfterData; f != nil && len(x.to) > 0 && f(x.to[0]) {
 		_ = x.conn.Conn().Close()
 		return errors.New("dropped")
+	}
+	if f := x.s.DataReply; f != nil {
+		if err := f(x.to); err != nil {
+			return err
+		}
 	}
 	data := b.Bytes()
 	if x.s.DiscardData {
