@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/servir-pe/envios/internal/store"
 	"github.com/servir-pe/envios/mailing"
@@ -34,6 +36,11 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	mxPort := fs.String("mx-port", "25", "with --direct: the port MX hosts are reached on")
 	helloName := fs.String("hello-name", "", "the name given in EHLO (default: this host's name with --direct, localhost with a smarthost)")
 	configPath := fs.String("config", e.getenv("RELAYD_CONFIG"), "configuration file (env RELAYD_CONFIG)")
+	smtpAddr := fs.String("smtp", envOr(e, "RELAYD_SMTP", ":587"), "submission with STARTTLS: listen address, or off (env RELAYD_SMTP)")
+	smtpsAddr := fs.String("smtps", envOr(e, "RELAYD_SMTPS", ":465"), "submission over implicit TLS: listen address, or off (env RELAYD_SMTPS)")
+	certFile := fs.String("tls-cert", e.getenv("RELAYD_TLS_CERT"), "PEM certificate (chain) for the relay; default: a self-signed one in the data directory (env RELAYD_TLS_CERT)")
+	keyFile := fs.String("tls-key", e.getenv("RELAYD_TLS_KEY"), "PEM private key of --tls-cert (env RELAYD_TLS_KEY)")
+	hostname := fs.String("hostname", e.getenv("RELAYD_HOSTNAME"), "the relay's name in its greeting and self-signed certificate (default: this host's name)")
 	if _, err := parse(fs, &g, args, 0, 0); err != nil {
 		return helpOr(err, fs, e)
 	}
@@ -72,6 +79,26 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		if !set["workers"] && d.Workers > 0 {
 			*workers = d.Workers
 		}
+		r := file.Relay
+		fill(certFile, "tls-cert", r.TLSCert)
+		fill(keyFile, "tls-key", r.TLSKey)
+		fill(hostname, "hostname", r.Hostname)
+		if !set["smtp"] && e.getenv("RELAYD_SMTP") == "" && r.SMTP != "" {
+			*smtpAddr = r.SMTP
+		}
+		if !set["smtps"] && e.getenv("RELAYD_SMTPS") == "" && r.SMTPS != "" {
+			*smtpsAddr = r.SMTPS
+		}
+	}
+	if (*certFile == "") != (*keyFile == "") {
+		return usagef("serve: --tls-cert and --tls-key go together")
+	}
+	if *hostname == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			h = "localhost"
+		}
+		*hostname = h
 	}
 	log := slog.New(slog.NewTextHandler(e.stderr, nil))
 	db, err := e.open(ctx, &g, log)
@@ -85,6 +112,20 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	}
 	for _, name := range applied {
 		log.Info("applied migration", "name", name)
+	}
+	var unsignedDomains []string
+	if *unsigned != "" {
+		unsignedDomains = strings.Split(*unsigned, ",")
+	}
+	unsignedDomains = append(unsignedDomains, file.Delivery.UnsignedDomains...)
+	idDomain := *sending
+	if idDomain == "" {
+		idDomain = *hostname
+	}
+	m, err := mailing.New(mailing.Config{DB: db, Now: e.now, Logger: log, MessageIDDomain: idDomain,
+		UnsignedDomains: unsignedDomains, MaxMessageSize: file.Relay.Limits.MaxMessageSize, MaxRecipients: file.Relay.Limits.MaxRecipients})
+	if err != nil {
+		return err
 	}
 	var engine *mailing.Engine
 	if *direct && *smarthost != "" {
@@ -122,26 +163,44 @@ func runServe(ctx context.Context, e *env, args []string) error {
 			}
 			transport = x
 		}
-		m, err := mailing.New(mailing.Config{DB: db, Now: e.now, Logger: log, MessageIDDomain: *sending})
-		if err != nil {
-			return err
-		}
 		cfg := mailing.EngineConfig{Transport: transport, ReturnPathDomain: *sending, Workers: *workers}
 		file.Delivery.apply(&cfg)
-		if *unsigned != "" {
-			cfg.UnsignedDomains = strings.Split(*unsigned, ",")
-		}
+		cfg.UnsignedDomains = unsignedDomains
 		if engine, err = m.NewEngine(ctx, cfg); err != nil {
 			return err
 		}
 	}
+	srv, listeners, err := startRelay(ctx, e, &g, log, m, db, relayOptions{smtp: *smtpAddr, smtps: *smtpsAddr,
+		cert: *certFile, key: *keyFile, hostname: *hostname, limits: file.Relay.Limits.relay()})
+	if err != nil {
+		return err
+	}
 	log.Info("relayd ready", "db", store.Describe(g.dsn()), "timezone", g.loc.String(), "delivery", deliveryMode(*smarthost, *direct))
+	var wg sync.WaitGroup
+	var runErr error
 	if engine != nil {
-		if err := engine.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
-			return err
+		wg.Go(func() {
+			if err := engine.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				runErr = err
+			}
+		})
+	}
+	<-ctx.Done()
+	log.Info("relayd stopping: finishing sessions and deliveries in flight")
+	if srv != nil {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		if err := srv.Shutdown(sctx); err != nil {
+			log.Warn("relay shutdown", "err", err)
 		}
-	} else {
-		<-ctx.Done()
+		cancel()
+		listeners.Wait()
+	}
+	wg.Wait()
+	if err := m.Close(); err != nil {
+		log.Warn("mailer close", "err", err)
+	}
+	if runErr != nil {
+		return runErr
 	}
 	log.Info("relayd stopped")
 	return nil

@@ -13,6 +13,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/servir-pe/envios/mailing"
+	"github.com/servir-pe/envios/relay"
 )
 
 // fileConfig is relayd serve's configuration file (--config, RELAYD_CONFIG).
@@ -20,6 +21,33 @@ import (
 type fileConfig struct {
 	SendingDomain string         `yaml:"sending_domain"`
 	Delivery      deliveryConfig `yaml:"delivery"`
+	Relay         relayConfig    `yaml:"relay"`
+}
+
+// relayConfig is the submission relay's part of the file.
+type relayConfig struct {
+	SMTP     string      `yaml:"smtp"`  // listen address with STARTTLS, or off
+	SMTPS    string      `yaml:"smtps"` // listen address with implicit TLS, or off
+	TLSCert  string      `yaml:"tls_cert"`
+	TLSKey   string      `yaml:"tls_key"`
+	Hostname string      `yaml:"hostname"`
+	Limits   relayLimits `yaml:"limits"`
+}
+
+type relayLimits struct {
+	MaxMessageSize int           `yaml:"max_message_size"`
+	MaxRecipients  int           `yaml:"max_recipients"`
+	MaxLineLength  int           `yaml:"max_line_length"`
+	MaxHeaderBytes int           `yaml:"max_header_bytes"`
+	MaxHeaders     int           `yaml:"max_headers"`
+	ReadTimeout    time.Duration `yaml:"read_timeout"`
+	WriteTimeout   time.Duration `yaml:"write_timeout"`
+	SessionTimeout time.Duration `yaml:"session_timeout"`
+	MaxConns       int           `yaml:"max_conns"`
+	MaxConnsPerIP  int           `yaml:"max_conns_per_ip"`
+	AuthDelay      time.Duration `yaml:"auth_delay"`
+	AuthFailures   int           `yaml:"auth_failures"`
+	AuthWindow     time.Duration `yaml:"auth_window"`
 }
 
 type deliveryConfig struct {
@@ -102,4 +130,12 @@ func (d deliveryConfig) apply(cfg *mailing.EngineConfig) {
 			cfg.Limits[dom] = mailing.Limits{Concurrency: l.Concurrency, PerSecond: l.PerSecond}
 		}
 	}
+}
+
+// relay turns the file's relay limits into the relay's (zero: default).
+func (l relayLimits) relay() relay.Limits {
+	return relay.Limits{MaxMessageSize: l.MaxMessageSize, MaxRecipients: l.MaxRecipients, MaxLineLength: l.MaxLineLength,
+		MaxHeaderBytes: l.MaxHeaderBytes, MaxHeaders: l.MaxHeaders, ReadTimeout: l.ReadTimeout, WriteTimeout: l.WriteTimeout,
+		SessionTimeout: l.SessionTimeout, MaxConns: l.MaxConns, MaxConnsPerIP: l.MaxConnsPerIP, AuthDelay: l.AuthDelay,
+		AuthFailures: l.AuthFailures, AuthWindow: l.AuthWindow}
 }

@@ -1,0 +1,436 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/smtp"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-msgauth/dkim"
+
+	"github.com/servir-pe/envios/internal/dkimkey"
+	"github.com/servir-pe/envios/internal/store"
+	"github.com/servir-pe/envios/mailing"
+	"github.com/servir-pe/envios/mailing/mailtest"
+)
+
+// server is a running `relayd serve` and what it logged.
+type server struct {
+	cmd         *exec.Cmd
+	smtp, smtps string // the bound addresses, read from the log
+	mu          sync.Mutex
+	logs        bytes.Buffer
+}
+
+func (s *server) logged() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.logs.String()
+}
+
+var listening = regexp.MustCompile(`msg=listening proto=(smtps?) addr=(\S+)`)
+
+// startServe starts relayd serve and waits for its two listening lines and
+// its ready line.
+func startServe(t *testing.T, dir string, env []string, args ...string) *server {
+	t.Helper()
+	s := &server{cmd: exec.Command(binary(t), append([]string{"serve"}, args...)...)}
+	s.cmd.Dir, s.cmd.Env = dir, append(os.Environ(), env...)
+	stderr, err := s.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.cmd.Process.Kill(); _ = s.cmd.Wait() })
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		once := sync.Once{}
+		for sc.Scan() {
+			line := sc.Text()
+			s.mu.Lock()
+			s.logs.WriteString(line + "\n")
+			if m := listening.FindStringSubmatch(line); m != nil {
+				if m[1] == "smtp" {
+					s.smtp = m[2]
+				} else {
+					s.smtps = m[2]
+				}
+			}
+			s.mu.Unlock()
+			if strings.Contains(line, `msg="relayd ready"`) {
+				once.Do(func() { close(ready) })
+			}
+		}
+	}()
+	select {
+	case <-ready:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("relayd serve never said ready; it logged:\n%s", s.logged())
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.smtp == "" || s.smtps == "" {
+		t.Fatalf("no listening lines; logged:\n%s", s.logs.String())
+	}
+	return s
+}
+
+func (s *server) stop(t *testing.T) {
+	t.Helper()
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.cmd.Wait(); err != nil {
+		t.Fatalf("serve: %v\n%s", err, s.logged())
+	}
+}
+
+// addCredential runs `relayd credential add --json` and returns the
+// username and password it printed.
+func addCredential(t *testing.T, dir string, env []string, account string) (string, string) {
+	t.Helper()
+	out, code := relayd(t, dir, env, "credential", "add", account, "--name", "legacy app", "--json")
+	if code != 0 {
+		t.Fatalf("credential add: exit %d\n%s", code, out)
+	}
+	var c struct{ Username, Password string }
+	if err := json.Unmarshal([]byte(out), &c); err != nil || c.Username == "" || len(c.Password) < 20 {
+		t.Fatalf("credential add printed %q (%v)", out, err)
+	}
+	return c.Username, c.Password
+}
+
+func relayTLS(t *testing.T, dir string) (*tls.Config, string) {
+	t.Helper()
+	certFile := filepath.Join(dir, "relayd-cert.pem") // self-signed beside the SQLite file
+	pem, err := os.ReadFile(certFile)
+	if err != nil {
+		t.Fatalf("self-signed certificate: %v", err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	return &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}, certFile
+}
+
+// requireClient finds a client program; CI (ENVIOS_TEST_CLIENTS=required)
+// fails when it is missing, elsewhere the case is skipped.
+func requireClient(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("ENVIOS_TEST_CLIENTS") == "required" {
+			t.Fatalf("%s is required (ENVIOS_TEST_CLIENTS=required) but not installed", name)
+		}
+		t.Skipf("%s not installed (.ci/run installs it)", name)
+	}
+	return p
+}
+
+const legacyMessage = "From: Avisos SERVIR <avisos@servir.gob.pe>\r\nTo: %s\r\nBcc: oculto@example.net\r\n" +
+	"Subject: Aviso de %s\r\nX-Envios-Campaign: legacy\r\n\r\nHola, esto es una prueba de %s.\r\n"
+
+// The issue's "done when": a legacy app configured with host, port,
+// username and password sends through relayd — with Go's net/smtp over
+// STARTTLS and over implicit TLS, swaks, Python's smtplib and openssl
+// s_client — the mail reaches a loopback sink DKIM-signed, the account's
+// pool goes down by the number of recipients, and every recipient row has
+// its times.
+func TestRelayLegacyClientsEndToEnd(t *testing.T) {
+	dir, env, m := setUpAdmin(t, 1000, "rsa2048")
+	user, pass := addCredential(t, dir, env, "sjti/talento")
+	sink := mailtest.NewSink(t)
+	ca := filepath.Join(dir, "sink.pem")
+	if err := os.WriteFile(ca, sink.CertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := startServe(t, dir, env, "--smarthost", sink.Addr, "--smarthost-ca", ca, "--sending-domain", "envios.servir.gob.pe")
+	if !strings.Contains(s.logged(), "generated a self-signed TLS certificate") {
+		t.Errorf("no log line about the generated certificate:\n%s", s.logged())
+	}
+	clientTLS, certFile := relayTLS(t, dir)
+	host, port, _ := net.SplitHostPort(s.smtp)
+	_, tlsPort, _ := net.SplitHostPort(s.smtps)
+
+	sent := map[string]int{} // client → recipients it sent to
+	// net/smtp, STARTTLS on the submission port.
+	t.Run("net/smtp STARTTLS", func(t *testing.T) {
+		c, err := smtp.Dial(s.smtp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := c.StartTLS(clientTLS); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Auth(smtp.PlainAuth("", user, pass, "127.0.0.1")); err != nil {
+			t.Fatal(err)
+		}
+		sendWith(t, c, "gosmtp@example.org", "net/smtp")
+		sent["net/smtp"] = 2
+	})
+	t.Run("net/smtp implicit TLS", func(t *testing.T) {
+		conn, err := tls.Dial("tcp", s.smtps, clientTLS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := smtp.NewClient(conn, "127.0.0.1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := c.Auth(smtp.PlainAuth("", user, pass, "127.0.0.1")); err != nil {
+			t.Fatal(err)
+		}
+		sendWith(t, c, "implicit@example.org", "TLS implícito")
+		sent["implicit"] = 2
+	})
+	t.Run("swaks", func(t *testing.T) {
+		swaks := requireClient(t, "swaks")
+		out, err := exec.Command(swaks, "--server", host, "--port", port, "--tls", "--auth", "LOGIN",
+			"--auth-user", user, "--auth-password", pass, "--pipeline", "--from", "avisos@servir.gob.pe",
+			"--to", "swaks@example.org", "--data", fmt.Sprintf(strings.ReplaceAll(legacyMessage, "\r\n", "\n"), "swaks@example.org", "swaks", "swaks"),
+		).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "250 2.0.0 Ok: queued as") {
+			t.Fatalf("swaks: %v\n%s", err, out)
+		}
+		sent["swaks"] = 1
+	})
+	t.Run("python smtplib", func(t *testing.T) {
+		python := requireClient(t, "python3")
+		script := `import smtplib, ssl, sys
+host, port, tport, user, pw, cafile, msg = sys.argv[1:8]
+ctx = ssl.create_default_context(cafile=cafile)
+ctx.check_hostname = False
+with smtplib.SMTP(host, int(port)) as s:
+    s.starttls(context=ctx)
+    s.login(user, pw)
+    s.sendmail("avisos@servir.gob.pe", ["python@example.org", "oculto@example.net"], msg.replace("\\n", "\r\n"))
+with smtplib.SMTP_SSL(host, int(tport), context=ctx) as s:
+    try:
+        s.login(user, "wrong-password")
+        sys.exit("a wrong password was accepted")
+    except smtplib.SMTPAuthenticationError as e:
+        print("refused", e.smtp_code, e.smtp_error.decode())
+print("ok")
+`
+		msg := strings.ReplaceAll(fmt.Sprintf(legacyMessage, "python@example.org", "smtplib", "smtplib"), "\r\n", "\n")
+		out, err := exec.Command(python, "-c", script, host, port, tlsPort, user, pass, certFile, msg).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "refused 535 5.7.8") || !strings.Contains(string(out), "ok") {
+			t.Fatalf("smtplib: %v\n%s", err, out)
+		}
+		sent["python"] = 2
+	})
+	t.Run("openssl s_client", func(t *testing.T) {
+		openssl := requireClient(t, "openssl")
+		auth := base64.StdEncoding.EncodeToString([]byte("\x00" + user + "\x00" + pass))
+		body := fmt.Sprintf(legacyMessage, "openssl@example.org", "openssl", "openssl")
+		// Pipelined after the handshake, as a terminal user would paste it.
+		script := "EHLO openssl.test\r\nAUTH PLAIN " + auth + "\r\nMAIL FROM:<avisos@servir.gob.pe>\r\nRCPT TO:<openssl@example.org>\r\nDATA\r\n" +
+			body + ".\r\nQUIT\r\n"
+		cmd := exec.Command(openssl, "s_client", "-starttls", "smtp", "-connect", s.smtp, "-CAfile", certFile, "-quiet", "-verify_return_error")
+		cmd.Stdin = strings.NewReader(script)
+		done := make(chan struct{})
+		var out []byte
+		var err error
+		go func() { out, err = cmd.CombinedOutput(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			t.Fatal("openssl s_client did not finish")
+		}
+		if !strings.Contains(string(out), "235 2.0.0") || !strings.Contains(string(out), "250 2.0.0 Ok: queued as") || !strings.Contains(string(out), "221 ") {
+			t.Fatalf("openssl s_client: %v\n%s", err, out)
+		}
+		sent["openssl"] = 1
+	})
+
+	// Every recipient of every accepted message reaches the sink, signed.
+	want := 0
+	for _, n := range sent {
+		want += n
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	got := func() int {
+		n := 0
+		for _, msg := range sink.Messages() {
+			n += len(msg.To)
+		}
+		return n
+	}
+	for got() < want && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	s.stop(t)
+	if got() != want {
+		t.Fatalf("sink got %d recipients, want %d\nrelayd logged:\n%s", got(), want, s.logged())
+	}
+	records := dkimRecords(t, filepath.Join(dir, "relayd.db"))
+	for _, msg := range sink.Messages() {
+		if bytes.Contains(msg.Data, []byte("\r\nBcc:")) || bytes.Contains(msg.Data, []byte("X-Envios-")) {
+			t.Errorf("delivered message carries Bcc or a directive:\n%s", msg.Data)
+		}
+		if !bytes.Contains(msg.Data, []byte("\r\nMessage-ID: <")) || !bytes.Contains(msg.Data, []byte("\r\nDate: ")) {
+			t.Errorf("delivered message lacks Message-ID or Date:\n%s", msg.Data)
+		}
+		vs, err := dkim.VerifyWithOptions(bytes.NewReader(msg.Data), &dkim.VerifyOptions{LookupTXT: records.lookup})
+		if err != nil || len(vs) == 0 || vs[0].Err != nil || vs[0].Domain != "servir.gob.pe" {
+			t.Errorf("DKIM does not verify: %v %+v\n%s", err, vs, msg.Data)
+		}
+		if !strings.HasPrefix(msg.From, "b+") || !strings.HasSuffix(msg.From, "@envios.servir.gob.pe") {
+			t.Errorf("return path %q is not on the sending domain", msg.From)
+		}
+	}
+	// The pool went down by the recipients; each has its row and times.
+	ctx := context.Background()
+	acct, err := m.Ledger().Account(ctx, "sjti/talento")
+	if err != nil || acct.Used != int64(want) {
+		t.Fatalf("used %d, want %d (%v)", acct.Used, want, err)
+	}
+	infos, err := m.Messages(ctx, mailing.MessageFilter{Account: "sjti/talento", Campaign: "legacy"})
+	if err != nil || len(infos) != len(sent) {
+		t.Fatalf("%d messages in campaign legacy, want %d (%v)", len(infos), len(sent), err)
+	}
+	for _, info := range infos {
+		rs, err := m.Recipients(ctx, "", info.ID, -1, 0)
+		if err != nil || len(rs) != info.Recipients || len(rs) == 0 {
+			t.Fatalf("recipients of %s: %d %v", info.ID, len(rs), err)
+		}
+		for _, r := range rs {
+			if r.Status != mailing.StatusSent || r.AcceptedAt.IsZero() || r.LastAttemptAt.IsZero() || r.FinalAt.IsZero() ||
+				r.RemoteHost == "" || !strings.HasPrefix(r.Reply, "250") {
+				t.Errorf("recipient row %+v", r)
+			}
+		}
+		if info.Origin != "smtp" {
+			t.Errorf("origin %q, want smtp", info.Origin)
+		}
+	}
+}
+
+func sendWith(t *testing.T, c *smtp.Client, to, what string) {
+	t.Helper()
+	if err := c.Mail("avisos@servir.gob.pe"); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []string{to, "oculto@example.net"} {
+		if err := c.Rcpt(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(w, legacyMessage, to, what, what)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Quit(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type txtRecords map[string]string
+
+func (r txtRecords) lookup(name string) ([]string, error) {
+	if v, ok := r[name]; ok {
+		return []string{v}, nil
+	}
+	return nil, fmt.Errorf("no TXT record %s", name)
+}
+
+func dkimRecords(t *testing.T, dsn string) txtRecords {
+	t.Helper()
+	db, err := store.Open(context.Background(), store.Config{DSN: dsn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	keys, err := dkimkey.List(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := txtRecords{}
+	for _, k := range keys {
+		name, value := k.Record()
+		recs[strings.TrimSuffix(name, ".")] = value
+	}
+	return recs
+}
+
+// kill -9 of relayd right after a 250: the message was committed, so a
+// restarted relayd delivers it.
+func TestRelayKilledAfterAcceptDelivers(t *testing.T) {
+	dir, env, m := setUpAdmin(t, 1000, "ed25519")
+	user, pass := addCredential(t, dir, env, "sjti/talento")
+	s := startServe(t, dir, env) // no delivery: the message stays queued
+	clientTLS, _ := relayTLS(t, dir)
+	c, err := smtp.Dial(s.smtp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.StartTLS(clientTLS); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Auth(smtp.PlainAuth("", user, pass, "127.0.0.1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Mail("avisos@servir.gob.pe"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rcpt("kill@example.org"); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(w, "From: avisos@servir.gob.pe\r\nTo: kill@example.org\r\nSubject: kill\r\n\r\nantes del kill\r\n")
+	if err := w.Close(); err != nil { // the 250
+		t.Fatal(err)
+	}
+	if err := s.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.cmd.Wait()
+	c.Close()
+
+	sink := mailtest.NewSink(t)
+	ca := filepath.Join(dir, "sink.pem")
+	if err := os.WriteFile(ca, sink.CertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s = startServe(t, dir, env, "--smarthost", sink.Addr, "--smarthost-ca", ca, "--sending-domain", "envios.servir.gob.pe")
+	deadline := time.Now().Add(30 * time.Second)
+	for len(sink.Messages()) < 1 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	s.stop(t)
+	msgs := sink.Messages()
+	if len(msgs) != 1 || !bytes.Contains(msgs[0].Data, []byte("antes del kill")) {
+		t.Fatalf("sink got %d messages after the restart\n%s", len(msgs), s.logged())
+	}
+	acct, err := m.Ledger().Account(context.Background(), "sjti/talento")
+	if err != nil || acct.Used != 1 {
+		t.Fatalf("used %d, want 1 (%v)", acct.Used, err)
+	}
+}
