@@ -259,8 +259,6 @@ func (m *Mailer) Send(ctx context.Context, msg Message) (Receipt, error) {
 	return m.commit(ctx, &pending{c: c, id: id, rfcID: id + "@" + m.cfg.MessageIDDomain, rcpts: rcpts, now: m.now()})
 }
 
-var errDuplicate = errors.New("duplicate idempotency key")
-
 // checkAccount reads the account inside tx and checks that it is enabled
 // and may send as c.from.
 func (m *Mailer) checkAccount(ctx context.Context, tx bun.IDB, c common) (accountRef, error) {

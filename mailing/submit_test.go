@@ -13,6 +13,7 @@ import (
 
 	"github.com/uptrace/bun"
 
+	"github.com/servir-pe/envios/internal/store"
 	"github.com/servir-pe/envios/internal/storetest"
 	"github.com/servir-pe/envios/mailing"
 	"github.com/servir-pe/envios/quota"
@@ -312,6 +313,10 @@ func TestSubmitRefusesAndChargesNothing(t *testing.T) {
 			{"malformed Message-ID", ok + "Message-ID: not an id\r\n" + body, nil, mailing.ErrContent, "Message-ID"},
 			{"empty Message-ID", ok + "Message-ID: <>\r\n" + body, nil, mailing.ErrContent, "Message-ID"},
 			{"Message-ID with angle brackets inside", ok + "Message-ID: <a<b@c.pe>\r\n" + body, nil, mailing.ErrContent, "Message-ID"},
+			{"Message-ID without angle brackets", ok + "Message-ID: abc@servir.gob.pe\r\n" + body, nil, mailing.ErrContent, "Message-ID"},
+			{"Message-ID without @", ok + "Message-ID: <abc>\r\n" + body, nil, mailing.ErrContent, "Message-ID"},
+			{"Message-ID not ASCII", ok + "Message-ID: <\xff@servir.gob.pe>\r\n" + body, nil, mailing.ErrContent, "Message-ID"},
+			{"Message-ID with a comment", ok + "Message-ID: <a@servir.gob.pe> (x)\r\n" + body, nil, mailing.ErrContent, "Message-ID"},
 			{"two Message-ID", ok + hMsgID + hMsgID + body, nil, mailing.ErrContent, "Message-ID"},
 			{"two Date", ok + hDate + hDate + body, nil, mailing.ErrContent, "Date"},
 			{"two Subject", ok + hSubject + body, nil, mailing.ErrContent, "Subject"},
@@ -358,8 +363,35 @@ func TestSubmitRefusesAndChargesNothing(t *testing.T) {
 	})
 }
 
+// An encoded-word may decode to CR, LF or NUL: the message is delivered as
+// submitted, and what envios keeps of its subject and From name is one
+// line without NUL (a NUL used to fail the insert, and with it every
+// message committed in the same group).
+func TestSubmitDecodedSubjectAndNameAreCleaned(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		e := setup(t, db, map[string]int64{"sjti/talento": 100}, mailing.Config{})
+		ctx := context.Background()
+		msg := "From: =?utf-8?q?SER=00VI=0D=0AR?= <avisos@servir.gob.pe>\r\n" + hTo + "Subject: =?utf-8?q?Ho=00la=0D=0AX-Evil:_1?=\r\n" + body
+		r, err := e.m.Submit(ctx, submission(msg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := e.m.Message(ctx, "", r.MessageID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Subject != "HolaX-Evil: 1" || info.From != `"SERVIR" <avisos@servir.gob.pe>` {
+			t.Fatalf("subject %q from %q", info.Subject, info.From)
+		}
+		if raw := e.storedRaw(t, r.MessageID); !bytes.HasPrefix(raw, []byte(msg[:len(msg)-len(body)])) {
+			t.Fatalf("the header was not kept as submitted:\n%q", raw)
+		}
+	})
+}
+
 // 64 goroutines submit one-recipient messages against an allocation of
-// 500 through the group committer: exactly 500 are accepted.
+// 500 through the group committer: exactly 500 are accepted. Some
+// subjects decode to a NUL: they must not fail the others' groups.
 func TestConcurrentSubmitsNeverOverdraw(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, db *bun.DB) {
 		e := setup(t, db, map[string]int64{"sjti/talento": 500}, mailing.Config{})
@@ -371,7 +403,11 @@ func TestConcurrentSubmitsNeverOverdraw(t *testing.T) {
 			wg.Go(func() {
 				for i := range 10 {
 					to := fmt.Sprintf("u%d-%d@example.com", w, i)
-					s := submission(hFrom + "To: " + to + "\r\n" + hSubject + body)
+					subject := hSubject
+					if w%8 == 0 {
+						subject = "Subject: =?utf-8?q?a=00b?=\r\n"
+					}
+					s := submission(hFrom + "To: " + to + "\r\n" + subject + body)
 					s.Recipients = []string{to}
 					_, err := e.m.Submit(ctx, s)
 					switch {
@@ -398,5 +434,82 @@ func TestConcurrentSubmitsNeverOverdraw(t *testing.T) {
 			t.Fatalf("messages %d recipients %d used %d", e.count(t, "mail_messages"), e.count(t, "mail_recipients"), e.used(t, "sjti/talento"))
 		}
 		verify(t, e.m)
+	})
+}
+
+// FuzzSubmit: whatever the message and envelope, Submit either refuses
+// with an error about the submission itself — never a database failure,
+// which would fail every message of its group commit — or stores a
+// message with CRLF line ends only, exactly one From, Message-ID and Date,
+// no Bcc and no X-Envios- field, charges one per recipient, and Render
+// returns the stored bytes.
+func FuzzSubmit(f *testing.F) {
+	for _, s := range []struct{ msg, rcpts string }{
+		{hFrom + hTo + hSubject + body, "ana@example.com"},
+		{hFrom + "Bcc: oculto@example.org,\r\n luis@example.org\r\n" + hTo + hMsgID + hDate + body, "ana@example.com,oculto@example.org"},
+		{hFrom + "X-Envios-Priority: bulk\r\nX-Envios-Tags: a,b\r\nX-Envios-Campaign: c\r\nX-Envios-Send-At: 2027-01-01T00:00:00Z\r\n" + hTo + body, "ana@example.com"},
+		{hFrom + "X-Envios-Idempotency-Key: k1\r\n" + hTo + body, "ana@example.com"},
+		{hFrom + "X-Envios-Priority: bulk\r\n Bcc: x@evil.com\r\n" + body, "ana@example.com"},
+		{"From: =?utf-8?q?a=00b?= <avisos@servir.gob.pe>\r\nSubject: =?utf-8?q?=FF=00=0D=0A?=\r\n" + body, "ana@example.com"},
+		{hFrom + "Message-ID: <\xff@x.pe>\r\n" + body, "ana@example.com"},
+		{hFrom + hTo + "\r\nuno\n.\nMAIL FROM:<x@evil.com>\r\n", "ana@example.com"},
+		{hFrom + "Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n\r\n--x--\r\n", "ana@example.com"},
+		{"From: jefe@servir.gob.pe\r\n" + body, "ana@example.com"},
+		{hFrom + body, ""},
+	} {
+		f.Add([]byte(s.msg), s.rcpts)
+	}
+	e := setup(f, storetest.Open(f, store.SQLite), map[string]int64{"enap/eventos": 10_000_000}, mailing.Config{MaxMessageSize: 64 << 10})
+	f.Fuzz(func(t *testing.T, msg []byte, rcpts string) {
+		ctx := context.Background()
+		used := e.used(t, "enap/eventos")
+		var envelope []string
+		if rcpts != "" {
+			envelope = strings.Split(rcpts, ",")
+		}
+		r, err := e.m.Submit(ctx, mailing.Submission{Account: "enap/eventos", Recipients: envelope, Message: msg})
+		if err != nil {
+			for _, decided := range []error{mailing.ErrContent, mailing.ErrAddress, mailing.ErrSenderNotAllowed, mailing.ErrNoDKIMKey,
+				mailing.ErrTooBig, mailing.ErrTooManyRecipients, mailing.ErrNoRecipients} {
+				if errors.Is(err, decided) {
+					if u := e.used(t, "enap/eventos"); u != used {
+						t.Fatalf("refused (%v) but charged %d", err, u-used)
+					}
+					return
+				}
+			}
+			t.Fatalf("not an error about the submission: %v", err)
+		}
+		if r.Duplicate {
+			return
+		}
+		if u := e.used(t, "enap/eventos"); u-used != int64(r.Recipients) {
+			t.Fatalf("%d recipients, charged %d", r.Recipients, u-used)
+		}
+		raw := e.storedRaw(t, r.MessageID)
+		if bytes.IndexByte(raw, 0) >= 0 || bytes.Count(raw, []byte("\r")) != bytes.Count(raw, []byte("\r\n")) ||
+			bytes.Count(raw, []byte("\n")) != bytes.Count(raw, []byte("\r\n")) {
+			t.Fatalf("stored a bare CR, LF or NUL: %q", raw)
+		}
+		header, _, _ := bytes.Cut(raw, []byte("\r\n\r\n"))
+		counts := map[string]int{}
+		for _, line := range strings.Split(string(header), "\r\n") {
+			if name, _, ok := strings.Cut(line, ":"); ok && line[0] != ' ' && line[0] != '\t' {
+				counts[strings.ToLower(name)]++
+				if strings.HasPrefix(strings.ToLower(name), "x-envios-") {
+					t.Fatalf("a directive was stored: %q", line)
+				}
+			}
+		}
+		if counts["from"] != 1 || counts["message-id"] != 1 || counts["date"] != 1 || counts["bcc"] != 0 {
+			t.Fatalf("stored header fields %v:\n%q", counts, raw)
+		}
+		rs, err := e.m.Recipients(ctx, "", r.MessageID, -1, 1)
+		if err != nil || len(rs) != 1 {
+			t.Fatalf("recipients %v %v", rs, err)
+		}
+		if b, err := e.m.Render(ctx, rs[0].ID); err != nil || !bytes.Equal(b, raw) {
+			t.Fatalf("Render %q %v, want the stored bytes", b, err)
+		}
 	})
 }

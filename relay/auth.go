@@ -3,7 +3,11 @@ package relay
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -107,12 +111,15 @@ func (s *Server) authenticate(ss *session, identity, username, password string) 
 	if err != nil {
 		return reply(ss.log, atAuth, err)
 	}
-	ok, err := s.verify(ctx, hash, password)
-	if err != nil {
-		return reply(ss.log, atAuth, err)
-	}
-	if !ok {
-		return fail("wrong password", errAuthFailed)
+	if !s.auths.hit(username, hash, password) {
+		ok, err := s.verify(ctx, hash, password)
+		if err != nil {
+			return reply(ss.log, atAuth, err)
+		}
+		if !ok {
+			return fail("wrong password", errAuthFailed)
+		}
+		s.auths.add(username, hash, password)
 	}
 	if err := s.thr.clear(ctx, userKey); err != nil {
 		return reply(ss.log, atAuth, err)
@@ -141,4 +148,61 @@ func pad(ctx context.Context, start time.Time, d time.Duration) {
 	case <-t.C:
 	case <-ctx.Done():
 	}
+}
+
+// authCache remembers successful logins for a while, so that a client that
+// connects for every message does not pay an argon2id verification (tens
+// of milliseconds of CPU) each time, as Dovecot's auth_cache does. An entry
+// holds the stored hash it was verified against and an HMAC of the password
+// under a key that exists only in this process; the credential is still
+// looked up for every login, so a revoked or replaced credential misses.
+type authCache struct {
+	key [32]byte
+	ttl time.Duration
+
+	mu sync.Mutex
+	m  map[string]authEntry
+}
+
+type authEntry struct {
+	hash string
+	mac  []byte
+	at   time.Time
+}
+
+func newAuthCache(ttl time.Duration) *authCache {
+	c := &authCache{ttl: ttl, m: map[string]authEntry{}}
+	_, _ = rand.Read(c.key[:]) // crypto/rand.Read never fails (Go 1.24+)
+	return c
+}
+
+func (c *authCache) mac(username, password string) []byte {
+	h := hmac.New(sha256.New, c.key[:])
+	h.Write([]byte(username))
+	h.Write([]byte{0})
+	h.Write([]byte(password))
+	return h.Sum(nil)
+}
+
+func (c *authCache) hit(username, hash, password string) bool {
+	if c.ttl < 0 {
+		return false
+	}
+	c.mu.Lock()
+	e, ok := c.m[username]
+	c.mu.Unlock()
+	return ok && e.hash == hash && time.Since(e.at) < c.ttl && hmac.Equal(e.mac, c.mac(username, password))
+}
+
+func (c *authCache) add(username, hash, password string) {
+	if c.ttl < 0 {
+		return
+	}
+	e := authEntry{hash: hash, mac: c.mac(username, password), at: time.Now()}
+	c.mu.Lock()
+	if len(c.m) >= 10_000 {
+		clear(c.m)
+	}
+	c.m[username] = e
+	c.mu.Unlock()
 }

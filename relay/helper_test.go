@@ -37,7 +37,7 @@ type fixture struct {
 	cert       tls.Certificate
 }
 
-func newFixture(t *testing.T, db *bun.DB, allocation int64, limits relay.Limits) *fixture {
+func newFixture(t testing.TB, db *bun.DB, allocation int64, limits relay.Limits) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	m, err := mailing.New(mailing.Config{DB: db, MessageIDDomain: "envios.servir.gob.pe"})
@@ -81,7 +81,7 @@ func newFixture(t *testing.T, db *bun.DB, allocation int64, limits relay.Limits)
 }
 
 // start runs a relay on the fixture's database, on new loopback ports.
-func (f *fixture) start(t *testing.T, limits relay.Limits) {
+func (f *fixture) start(t testing.TB, limits relay.Limits) {
 	t.Helper()
 	if limits.AuthDelay == 0 {
 		limits.AuthDelay = 20 * time.Millisecond

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 
@@ -87,7 +88,9 @@ func reply(log *slog.Logger, at stage, err error) *smtp.SMTPError {
 		log.Error("authentication backend failed", "err", err)
 		return errAuthBackend
 	}
-	if !errors.Is(err, context.Canceled) {
+	// A client that hung up, or gave up a message in the middle of DATA or
+	// BDAT, is not a failure of ours.
+	if !errors.Is(err, context.Canceled) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, smtp.ErrDataReset) {
 		log.Error("temporary failure", "err", err)
 	}
 	return errTempFail

@@ -58,6 +58,7 @@ type Limits struct {
 	AuthDelay      time.Duration // every failed AUTH is answered this long after it began. Default 1 second
 	AuthFailures   int           // failures from one IP or for one username before AUTH is refused. Default 10
 	AuthWindow     time.Duration // the window those failures are counted in. Default 15 minutes
+	AuthCache      time.Duration // how long a successful login is remembered (no argon2id on the next). Default 5 minutes; negative: never
 }
 
 func (l *Limits) defaults() {
@@ -84,6 +85,9 @@ func (l *Limits) defaults() {
 	defd(&l.AuthDelay, time.Second)
 	def(&l.AuthFailures, 10)
 	defd(&l.AuthWindow, 15*time.Minute)
+	if l.AuthCache == 0 {
+		l.AuthCache = 5 * time.Minute
+	}
 }
 
 // Server is the submission server. Its methods are safe for concurrent use.
@@ -92,6 +96,7 @@ type Server struct {
 	creds  *credential.Store
 	thr    *throttle
 	hashes chan struct{} // bounds concurrent password verifications (CPU and 19 MiB each)
+	auths  *authCache
 	// dummyHash is verified against when a username is unknown, so that
 	// it costs what a known one does.
 	dummyHash func() string
@@ -133,6 +138,7 @@ func New(cfg Config) (*Server, error) {
 		h, _ := credential.Hash("envios: no such user") // Hash fails only if the system has no randomness
 		return h
 	})
+	s.auths = newAuthCache(cfg.Limits.AuthCache)
 	s.thr = &throttle{db: cfg.DB, now: cfg.Now, max: cfg.Limits.AuthFailures, window: cfg.Limits.AuthWindow}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.starttls = s.newSMTP(t)

@@ -27,10 +27,16 @@ type session struct {
 	log    *slog.Logger
 	ip     string
 
-	cred  credential.Credential // ID 0: not authenticated
-	from  string
-	rcpts []string
+	cred    credential.Credential // ID 0: not authenticated
+	from    string
+	rcpts   []string
+	senders map[string]time.Time // envelope senders MaySend allowed, and when (a cache: the commit checks again)
 }
+
+// senderCacheTTL is how long a session trusts an envelope sender it
+// checked. The commit re-checks every identity in its transaction, so a
+// withdrawn identity is refused at DATA at the latest.
+const senderCacheTTL = time.Minute
 
 var (
 	_ smtp.Backend     = smtp.BackendFunc(nil)
@@ -64,33 +70,44 @@ func (ss *session) Auth(mech string) (sasl.Server, error) {
 }
 
 // authorised checks, before each transaction command, that the session has
-// logged in and that its credential has not been revoked since.
-func (ss *session) authorised(at stage) error {
+// logged in and that its credential has not been revoked since, and
+// returns the credential's account state (one query).
+func (ss *session) authorised(at stage) (credential.State, error) {
 	if ss.cred.ID == 0 {
-		return errAuthRequired
+		return credential.State{}, errAuthRequired
 	}
-	ok, err := ss.s.creds.Active(ss.ctx, ss.cred.ID)
+	st, err := ss.s.creds.State(ss.ctx, ss.cred.ID)
 	if err != nil {
-		return reply(ss.log, at, err)
+		return st, reply(ss.log, at, err)
 	}
-	if !ok {
+	if !st.Active {
 		ss.log.Warn("credential revoked during the session")
 		ss.cred = credential.Credential{}
-		return errRevoked
+		return st, errRevoked
 	}
-	return nil
+	if st.Disabled {
+		return st, reply(ss.log, at, quota.ErrDisabled)
+	}
+	return st, nil
 }
 
 // Mail checks the envelope sender against the account's identities.
 func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
-	if err := ss.authorised(atMail); err != nil {
+	if _, err := ss.authorised(atMail); err != nil {
 		return err
 	}
 	if from == "" {
 		return errNullSender
 	}
-	if err := ss.s.cfg.Mailer.MaySend(ss.ctx, ss.cred.Account, from); err != nil {
-		return reply(ss.log, atMail, err)
+	key := strings.ToLower(from)
+	if at, ok := ss.senders[key]; !ok || time.Since(at) > senderCacheTTL {
+		if err := ss.s.cfg.Mailer.MaySend(ss.ctx, ss.cred.Account, from); err != nil {
+			return reply(ss.log, atMail, err)
+		}
+		if ss.senders == nil {
+			ss.senders = map[string]time.Time{}
+		}
+		ss.senders[key] = time.Now()
 	}
 	ss.from, ss.rcpts = from, nil
 	return nil
@@ -98,18 +115,15 @@ func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
 
 // Rcpt accepts a recipient if the account's pool can still pay for it.
 func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
-	if err := ss.authorised(atRcpt); err != nil {
+	st, err := ss.authorised(atRcpt)
+	if err != nil {
 		return err
 	}
 	if _, err := mailing.ParseAddress(to); err != nil {
 		return reply(ss.log, atRcpt, err)
 	}
-	acct, err := ss.s.cfg.Mailer.Ledger().Account(ss.ctx, ss.cred.Account)
-	if err != nil {
-		return reply(ss.log, atRcpt, err)
-	}
-	if need := int64(len(ss.rcpts) + 1); acct.Remaining() < need {
-		return reply(ss.log, atRcpt, &quota.InsufficientError{Account: acct.Name, Requested: need, Remaining: acct.Remaining()})
+	if need := int64(len(ss.rcpts) + 1); st.Remaining < need {
+		return reply(ss.log, atRcpt, &quota.InsufficientError{Account: ss.cred.Account, Requested: need, Remaining: st.Remaining})
 	}
 	ss.rcpts = append(ss.rcpts, to)
 	return nil
@@ -118,7 +132,7 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 // Data reads the message within the limits, then submits it; the reply
 // comes after the commit.
 func (ss *session) Data(r io.Reader) error {
-	if err := ss.authorised(atData); err != nil {
+	if _, err := ss.authorised(atData); err != nil {
 		return err
 	}
 	start := time.Now()
@@ -134,7 +148,7 @@ func (ss *session) Data(r io.Reader) error {
 		ss.log.Warn("message refused while reading", "err", err)
 		return reply(ss.log, atData, err)
 	}
-	rcpt, err := ss.s.cfg.Mailer.Submit(ss.ctx, mailing.Submission{Account: ss.cred.Account, Recipients: ss.rcpts,
+	rcpt, err := ss.s.cfg.Mailer.Submit(ss.ctx, mailing.Submission{Account: ss.cred.Account, EnvelopeFrom: ss.from, Recipients: ss.rcpts,
 		Message: msg, Origin: quota.OriginSMTP, Actor: "smtp:" + ss.cred.Username})
 	if err != nil {
 		e := reply(ss.log, atData, err)

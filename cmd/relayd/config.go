@@ -48,6 +48,7 @@ type relayLimits struct {
 	AuthDelay      time.Duration `yaml:"auth_delay"`
 	AuthFailures   int           `yaml:"auth_failures"`
 	AuthWindow     time.Duration `yaml:"auth_window"`
+	AuthCache      time.Duration `yaml:"auth_cache"`
 }
 
 type deliveryConfig struct {
@@ -137,5 +138,5 @@ func (l relayLimits) relay() relay.Limits {
 	return relay.Limits{MaxMessageSize: l.MaxMessageSize, MaxRecipients: l.MaxRecipients, MaxLineLength: l.MaxLineLength,
 		MaxHeaderBytes: l.MaxHeaderBytes, MaxHeaders: l.MaxHeaders, ReadTimeout: l.ReadTimeout, WriteTimeout: l.WriteTimeout,
 		SessionTimeout: l.SessionTimeout, MaxConns: l.MaxConns, MaxConnsPerIP: l.MaxConnsPerIP, AuthDelay: l.AuthDelay,
-		AuthFailures: l.AuthFailures, AuthWindow: l.AuthWindow}
+		AuthFailures: l.AuthFailures, AuthWindow: l.AuthWindow, AuthCache: l.AuthCache}
 }

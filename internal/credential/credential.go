@@ -202,11 +202,28 @@ func (s *Store) Lookup(ctx context.Context, username string) (Credential, string
 	return Credential{ID: r.ID, Account: r.Account, AccountID: r.AccountID, Username: username, CreatedAt: r.CreatedAt.UTC()}, r.Hash, nil
 }
 
-// Active reports whether credential id is still usable (not revoked).
-func (s *Store) Active(ctx context.Context, id int64) (bool, error) {
-	var n int
-	if err := s.db.NewRaw("SELECT count(*) FROM relay_credentials WHERE id = ? AND revoked_at IS NULL", id).Scan(ctx, &n); err != nil {
-		return false, fmt.Errorf("credential: check: %w", err)
+// State is where a credential stands now, read in one query: the relay
+// asks before every transaction command.
+type State struct {
+	Active    bool  // not revoked
+	Disabled  bool  // its account is disabled
+	Remaining int64 // what its account may still send (allocation − used)
+}
+
+// State reads credential id and its account.
+func (s *Store) State(ctx context.Context, id int64) (State, error) {
+	var rows []struct {
+		Revoked   bool
+		Disabled  bool
+		Remaining int64
 	}
-	return n == 1, nil
+	err := s.db.NewRaw("SELECT c.revoked_at IS NOT NULL AS revoked, a.disabled, a.allocation - a.used AS remaining "+
+		"FROM relay_credentials c JOIN quota_accounts a ON a.id = c.account_id WHERE c.id = ?", id).Scan(ctx, &rows)
+	if err != nil {
+		return State{}, fmt.Errorf("credential: check: %w", err)
+	}
+	if len(rows) == 0 {
+		return State{}, nil
+	}
+	return State{Active: !rows[0].Revoked, Disabled: rows[0].Disabled, Remaining: rows[0].Remaining}, nil
 }
