@@ -55,4 +55,20 @@ func TestExampleConfigLoads(t *testing.T) {
 		c.Delivery.MaxRcptPerTx != 100 {
 		t.Fatalf("%+v", c)
 	}
+	l := c.Relay.Limits.relay()
+	if c.Relay.SMTP != ":587" || c.Relay.SMTPS != ":465" || c.Relay.Hostname != "relay.servir.gob.pe" ||
+		l.MaxMessageSize != 25<<20 || l.AuthFailures != 10 || l.AuthCache != 5*time.Minute || l.SessionTimeout != 30*time.Minute {
+		t.Fatalf("relay section %+v", c.Relay)
+	}
+	if _, err := loadConfigString(t, "relay:\n  limits:\n    max_recipientz: 5\n"); err == nil || !strings.Contains(err.Error(), `line 3: unknown key "max_recipientz"`) {
+		t.Fatalf("a misspelt relay limit: %v", err)
+	}
+}
+
+func loadConfigString(t *testing.T, body string) (fileConfig, error) {
+	p := filepath.Join(t.TempDir(), "relayd.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return loadConfig(p)
 }

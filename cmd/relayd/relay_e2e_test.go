@@ -202,6 +202,18 @@ func TestRelayLegacyClientsEndToEnd(t *testing.T) {
 		sendWith(t, c, "implicit@example.org", "TLS implícito")
 		sent["implicit"] = 2
 	})
+	t.Run("examples/legacy-smtp", func(t *testing.T) {
+		bin := filepath.Join(t.TempDir(), "legacy-smtp")
+		if out, err := exec.Command("go", "build", "-o", bin, "../../examples/legacy-smtp").CombinedOutput(); err != nil {
+			t.Fatalf("build: %v\n%s", err, out)
+		}
+		out, err := exec.Command(bin, "--host", "127.0.0.1", "--port", port, "--user", user, "--password", pass, "--ca", certFile,
+			"--from", "avisos@servir.gob.pe", "--to", "legacy@example.org", "--campaign", "legacy").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "accepted: 1 recipient(s)") {
+			t.Fatalf("legacy-smtp: %v\n%s", err, out)
+		}
+		sent["example"] = 1
+	})
 	t.Run("swaks", func(t *testing.T) {
 		swaks := requireClient(t, "swaks")
 		out, err := exec.Command(swaks, "--server", host, "--port", port, "--tls", "--auth", "LOGIN",
