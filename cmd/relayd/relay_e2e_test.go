@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"net/smtp"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/servir-pe/envios/internal/dkimkey"
 	"github.com/servir-pe/envios/internal/store"
+	"github.com/servir-pe/envios/internal/tlscert"
 	"github.com/servir-pe/envios/mailing"
 	"github.com/servir-pe/envios/mailing/mailtest"
 )
@@ -445,4 +447,58 @@ func TestRelayKilledAfterAcceptDelivers(t *testing.T) {
 	if err != nil || acct.Used != 1 {
 		t.Fatalf("used %d, want 1 (%v)", acct.Used, err)
 	}
+}
+
+// --tls-cert/--tls-key are served, and SIGHUP reloads them: a renewed
+// certificate is presented to the next connection without a restart.
+func TestRelayReloadsCertificateOnSIGHUP(t *testing.T) {
+	dir, env, _ := setUpAdmin(t, 10, "ed25519")
+	cert, key := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	write := func() []byte {
+		c, k, err := tlscert.Generate("relay.servir.test", time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(cert, c, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(key, k, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	served := func(s *server) []byte {
+		conn, err := tls.Dial("tcp", s.smtps, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // only reading the certificate
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].Raw
+	}
+	first := write()
+	s := startServe(t, dir, env, "--tls-cert", cert, "--tls-key", key)
+	if got := served(s); !bytes.Equal(got, pemDER(t, first)) {
+		t.Fatal("relayd does not serve --tls-cert")
+	}
+	second := write()
+	if err := s.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(s.logged(), "certificate reloaded") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := served(s); !bytes.Equal(got, pemDER(t, second)) {
+		t.Fatalf("after SIGHUP relayd still serves the old certificate\n%s", s.logged())
+	}
+	s.stop(t)
+}
+
+func pemDER(t *testing.T, p []byte) []byte {
+	t.Helper()
+	b, _ := pem.Decode(p)
+	if b == nil {
+		t.Fatal("no PEM block")
+	}
+	return b.Bytes
 }
