@@ -55,3 +55,6 @@ require (
 	modernc.org/mathutil v1.7.1 // indirect
 	modernc.org/memory v1.12.1 // indirect
 )
+
+// go-smtp with two BDAT fixes (third_party/go-smtp/README.envios.md).
+replace github.com/emersion/go-smtp => ./third_party/go-smtp

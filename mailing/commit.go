@@ -2,8 +2,11 @@ package mailing
 
 import (
 	"context"
+	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
@@ -113,13 +116,16 @@ func (m *Mailer) commitGroup(ctx context.Context, group []*pending) {
 	err := m.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		return m.commitIn(ctx, tx, group)
 	})
-	if errors.Is(err, errKeyRace) {
-		if len(group) > 1 {
-			for _, p := range group {
-				m.commitGroup(ctx, []*pending{p})
-			}
-			return
+	if err != nil && len(group) > 1 && !unreachable(err) {
+		// A key stored concurrently elsewhere, or one message the database
+		// refuses: commit each alone, so that one message cannot fail the
+		// others (a database that is down fails each of them quickly).
+		for _, p := range group {
+			m.commitGroup(ctx, []*pending{p})
 		}
+		return
+	}
+	if errors.Is(err, errKeyRace) {
 		// Alone, the key's message is now visible: look again once.
 		err = m.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 			return m.commitIn(ctx, tx, group)
@@ -302,4 +308,12 @@ func (k *checker) check(ctx context.Context, c common, also []string) (accountRe
 		return acct, fmt.Errorf("%w: %s has no key (relayd domain add %s)", ErrNoDKIMKey, domain, domain)
 	}
 	return acct, nil
+}
+
+// unreachable reports an error of the connection to the database rather
+// than of a statement: retrying message by message would only wait longer.
+func unreachable(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
 }

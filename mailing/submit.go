@@ -223,7 +223,7 @@ func (m *Mailer) Submit(ctx context.Context, s Submission) (Receipt, error) {
 	now := m.now()
 	var out []field
 	for _, f := range kept {
-		if !strings.EqualFold(f.Name, "Bcc") {
+		if !strings.EqualFold(f.Name, "Bcc") && !strings.EqualFold(f.Name, "Resent-Bcc") {
 			out = append(out, f)
 		}
 	}

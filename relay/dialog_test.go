@@ -317,3 +317,34 @@ func TestDotCRIsDroppedNotSmuggled(t *testing.T) {
 		}
 	})
 }
+
+// BDAT (RFC 3030, which go-smtp always advertises) works, and a BDAT LAST
+// chunk cut short by the client's connection ending is not stored or
+// charged (go-smtp v0.25.1 would hand it over as if whole).
+func TestBDAT(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		f := newFixture(t, db, 10, relay.Limits{})
+		msg := message()
+		d := f.login(t)
+		d.send(mailFrom)
+		d.expect("250 ")
+		d.send(rcptTo)
+		d.expect("250 ")
+		d.raw(fmt.Sprintf("BDAT %d LAST\r\n%s", len(msg), msg))
+		d.expect("250 2.0.0")
+		if f.count(t, "mail_messages") != 1 || f.used(t) != 1 {
+			t.Fatalf("whole BDAT: %d stored, %d charged", f.count(t, "mail_messages"), f.used(t))
+		}
+		d = f.login(t)
+		d.send(mailFrom)
+		d.expect("250 ")
+		d.send(rcptTo)
+		d.expect("250 ")
+		d.raw(fmt.Sprintf("BDAT %d LAST\r\n%s", len(msg)+500, msg))
+		d.conn.Close()
+		time.Sleep(500 * time.Millisecond) // the server sees the end and decides
+		if f.count(t, "mail_messages") != 1 || f.used(t) != 1 {
+			t.Fatalf("a cut-short BDAT was stored: %d stored, %d charged", f.count(t, "mail_messages"), f.used(t))
+		}
+	})
+}
