@@ -7,6 +7,7 @@ package credential
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"errors"
 	"fmt"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/servir-pe/envios/internal/audit"
+	"github.com/servir-pe/envios/internal/store"
 	"github.com/servir-pe/envios/quota"
 )
 
@@ -212,18 +214,16 @@ type State struct {
 
 // State reads credential id and its account.
 func (s *Store) State(ctx context.Context, id int64) (State, error) {
-	var rows []struct {
-		Revoked   bool
-		Disabled  bool
-		Remaining int64
+	var st State
+	var revoked bool
+	err := store.QueryRowCached(ctx, s.db, "SELECT c.revoked_at IS NOT NULL, a.disabled, a.allocation - a.used "+
+		"FROM relay_credentials c JOIN quota_accounts a ON a.id = c.account_id WHERE c.id = ?", id).Scan(&revoked, &st.Disabled, &st.Remaining)
+	if errors.Is(err, sql.ErrNoRows) {
+		return State{}, nil
 	}
-	err := s.db.NewRaw("SELECT c.revoked_at IS NOT NULL AS revoked, a.disabled, a.allocation - a.used AS remaining "+
-		"FROM relay_credentials c JOIN quota_accounts a ON a.id = c.account_id WHERE c.id = ?", id).Scan(ctx, &rows)
 	if err != nil {
 		return State{}, fmt.Errorf("credential: check: %w", err)
 	}
-	if len(rows) == 0 {
-		return State{}, nil
-	}
-	return State{Active: !rows[0].Revoked, Disabled: rows[0].Disabled, Remaining: rows[0].Remaining}, nil
+	st.Active = !revoked
+	return st, nil
 }
