@@ -1,7 +1,10 @@
 package relay_test
 
 import (
+	"bufio"
 	"context"
+	"io"
+	"net"
 	"fmt"
 	"strings"
 	"testing"
@@ -345,6 +348,92 @@ func TestBDAT(t *testing.T) {
 		time.Sleep(500 * time.Millisecond) // the server sees the end and decides
 		if f.count(t, "mail_messages") != 1 || f.used(t) != 1 {
 			t.Fatalf("a cut-short BDAT was stored: %d stored, %d charged", f.count(t, "mail_messages"), f.used(t))
+		}
+	})
+}
+
+// Connections are bounded per IP address and in all, and a session ends at
+// its deadline however active it is.
+func TestConnectionLimitsAndSessionDeadline(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		f := newFixture(t, db, 10, relay.Limits{MaxConnsPerIP: 2, SessionTimeout: 700 * time.Millisecond})
+		a, b := f.dial(t), f.dial(t)
+		c, err := net.DialTimeout("tcp", f.addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		third := &dialog{t: t, conn: c, r: bufio.NewReader(c)}
+		third.expect("421 4.7.0")
+		third.closed()
+		// The first two still work; when one ends its slot is free again.
+		a.send("NOOP")
+		a.expect("250 ")
+		a.send("QUIT")
+		a.expect("221 ")
+		deadline := time.Now().Add(2 * time.Second)
+		for {
+			c, err := net.DialTimeout("tcp", f.addr, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := &dialog{t: t, conn: c, r: bufio.NewReader(c)}
+			if last, _ := d.reply(); strings.HasPrefix(last, "220 ") {
+				c.Close()
+				break
+			}
+			c.Close()
+			if time.Now().After(deadline) {
+				t.Fatal("a freed slot was never reused")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		// b keeps talking, and is cut off at the session deadline anyway.
+		start := time.Now()
+		for time.Since(start) < 2*time.Second {
+			if _, err := io.WriteString(b.conn, "NOOP\r\n"); err != nil {
+				break
+			}
+			_ = b.conn.SetReadDeadline(time.Now().Add(time.Second))
+			if _, err := b.r.ReadString('\n'); err != nil {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if d := time.Since(start); d > 1500*time.Millisecond {
+			t.Fatalf("the session outlived its 700 ms deadline (%s)", d)
+		}
+	})
+}
+
+func TestMaxConnsInAll(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		f := newFixture(t, db, 10, relay.Limits{MaxConns: 1})
+		f.dial(t)
+		c, err := net.DialTimeout("tcp", f.addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := &dialog{t: t, conn: c, r: bufio.NewReader(c)}
+		d.expect("421 4.7.0 Too many connections")
+		d.closed()
+	})
+}
+
+// A client that drops the connection in the middle of DATA leaves nothing
+// stored or charged.
+func TestDroppedDuringDATA(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		f := newFixture(t, db, 10, relay.Limits{})
+		d := f.login(t)
+		for _, s := range []step{{mailFrom, "250 "}, {rcptTo, "250 "}, {"DATA", "354 "}} {
+			d.send(s.in)
+			d.expect(s.want)
+		}
+		d.raw(message()[:40])
+		d.conn.Close()
+		time.Sleep(300 * time.Millisecond)
+		if f.count(t, "mail_messages") != 0 || f.used(t) != 0 {
+			t.Fatalf("%d stored, %d charged after a drop in DATA", f.count(t, "mail_messages"), f.used(t))
 		}
 	})
 }
