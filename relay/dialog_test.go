@@ -3,9 +3,9 @@ package relay_test
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
