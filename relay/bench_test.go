@@ -32,3 +32,19 @@ func BenchmarkIngest(b *testing.B) {
 		b.ReportMetric(float64(res.P99.Microseconds())/1000, "p99-ms")
 	})
 }
+
+// The load generator itself: every message it counts as sent was stored
+// and charged, and a refusal is counted by its reply code.
+func TestLoadGenerator(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		f := newFixture(t, db, 50, relay.Limits{})
+		res, err := smtpload.Run(context.Background(), smtpload.Config{Addr: f.addr, TLS: f.clientTLS(), Username: f.user, Password: f.pass,
+			From: "avisos@servir.gob.pe", To: "dest%d@example.org", Conns: 4, Messages: 60, Size: 2048})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Sent != 50 || res.Failed["452"] != 10 || f.count(t, "mail_messages") != 50 || f.used(t) != 50 {
+			t.Fatalf("%v; stored %d, charged %d", res, f.count(t, "mail_messages"), f.used(t))
+		}
+	})
+}

@@ -56,7 +56,7 @@ func Body(from, to string, n, size int) []byte {
 		from, to, n, n, time.Now().UnixNano())
 	var b strings.Builder
 	b.WriteString(head)
-	line := strings.Repeat("Lorem ipsum dolor sit amet, consectetur adipiscing. ", 1)[:50] + "\r\n"
+	const line = "Lorem ipsum dolor sit amet, consectetur adipiscing\r\n"
 	for b.Len()+len(line) <= size {
 		b.WriteString(line)
 	}
