@@ -130,12 +130,8 @@ func TestHostileDialogs(t *testing.T) {
 						t.Fatalf("AUTH advertised before TLS: %q", all)
 					}
 				case "tls":
-					d = f.dial(t)
-					d.send("EHLO client.test")
-					d.expect("250 ")
-					d.startTLS(f.clientTLS())
-					d.send("EHLO client.test")
-					if all := d.expect("250 "); !strings.Contains(all, "AUTH PLAIN LOGIN") {
+					var all string
+					if d, all = f.secure(t); !strings.Contains(all, "AUTH PLAIN LOGIN") {
 						t.Fatalf("AUTH not advertised after TLS: %q", all)
 					}
 				case "auth":
@@ -239,12 +235,7 @@ func TestRevokedCredentialRefusesTheNextCommand(t *testing.T) {
 		d.send(mailFrom)
 		d.expect("530 5.7.0")
 		// And a new login with it fails.
-		d2 := f.dial(t)
-		d2.send("EHLO client.test")
-		d2.expect("250 ")
-		d2.startTLS(f.clientTLS())
-		d2.send("EHLO client.test")
-		d2.expect("250 ")
+		d2, _ := f.secure(t)
 		d2.send("AUTH PLAIN " + plain("", f.user, f.pass))
 		d2.expect("535 5.7.8")
 	})
@@ -254,12 +245,7 @@ func TestBruteForceIsThrottledAcrossRestarts(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, db *bun.DB) {
 		f := newFixture(t, db, 10, relay.Limits{AuthFailures: 3, AuthDelay: 50 * time.Millisecond})
 		try := func(pass, want string) *dialog {
-			d := f.dial(t)
-			d.send("EHLO client.test")
-			d.expect("250 ")
-			d.startTLS(f.clientTLS())
-			d.send("EHLO client.test")
-			d.expect("250 ")
+			d, _ := f.secure(t)
 			start := time.Now()
 			d.send("AUTH PLAIN " + plain("", f.user, pass))
 			d.expect(want)

@@ -2,25 +2,18 @@ package relay_test
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/servir-pe/envios/internal/credential"
 	"github.com/servir-pe/envios/internal/store"
 	"github.com/servir-pe/envios/internal/storetest"
-	"github.com/servir-pe/envios/internal/tlscert"
-	"github.com/servir-pe/envios/mailing"
-	"github.com/servir-pe/envios/quota"
 	"github.com/servir-pe/envios/relay"
 )
 
@@ -254,65 +247,12 @@ func snapshot(t *testing.T, f *fixture) state {
 // records panics and internal errors for the target to report.
 func newFuzzFixture(tb testing.TB) (*fixture, *logTrap) {
 	tb.Helper()
-	ctx := context.Background()
-	db := storetest.Open(tb, store.SQLite)
-	m, err := mailing.New(mailing.Config{DB: db, MessageIDDomain: "envios.servir.gob.pe"})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { m.Close() })
-	now := time.Now()
-	plan := quota.Plan{Pool: quota.PoolSpec{Name: "p", Total: 100_000_000, StartsAt: now.AddDate(0, -1, 0), EndsAt: now.AddDate(1, 0, 0)},
-		Accounts: []quota.AccountSpec{{Name: "enap/eventos", Allocation: 50_000_000}}}
-	if _, err := m.Ledger().Init(ctx, plan, "test"); err != nil {
-		tb.Fatal(err)
-	}
-	if _, err := m.AddSender(ctx, "enap/eventos", "@servir.gob.pe", "test"); err != nil {
-		tb.Fatal(err)
-	}
-	if _, _, err := m.AddDomainKey(ctx, "servir.gob.pe", "ed25519"); err != nil {
-		tb.Fatal(err)
-	}
-	creds := credential.NewStore(db, nil)
-	c, pass, err := creds.Add(ctx, "enap/eventos", "fuzz", "test")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	certPEM, keyPEM, err := tlscert.Generate("relay.test", time.Hour)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(certPEM)
 	trap := &logTrap{}
-	srv, err := relay.New(relay.Config{Mailer: m, DB: db, TLS: &tls.Config{Certificates: []tls.Certificate{cert}},
-		Hostname: "relay.test", Logger: slog.New(trap),
-		Limits: relay.Limits{MaxRecipients: 5, MaxMessageSize: 20_000, MaxLineLength: 1000, MaxHeaders: 30, MaxHeaderBytes: 4000,
-			ReadTimeout: 5 * time.Second, AuthDelay: 5 * time.Millisecond, AuthFailures: 1 << 30}})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(l) }()
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			tb.Error(err)
-		}
-		if err := <-done; err != relay.ErrServerClosed {
-			tb.Errorf("Serve returned %v", err)
-		}
-	})
-	return &fixture{db: db, m: m, srv: srv, addr: l.Addr().String(), user: c.Username, pass: pass, roots: roots, creds: creds, cert: cert}, trap
+	f := newFixture(tb, storetest.Open(tb, store.SQLite), 5_000_000,
+		relay.Limits{MaxRecipients: 5, MaxMessageSize: 20_000, MaxLineLength: 1000, MaxHeaders: 30, MaxHeaderBytes: 4000,
+			ReadTimeout: 5 * time.Second, AuthDelay: 5 * time.Millisecond, AuthFailures: 1 << 30},
+		func(c *relay.Config) { c.Logger = slog.New(trap) })
+	return f, trap
 }
 
 // logTrap is a slog.Handler that keeps the records a fuzz input must not

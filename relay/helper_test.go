@@ -35,9 +35,10 @@ type fixture struct {
 	roots      *x509.CertPool
 	creds      *credential.Store
 	cert       tls.Certificate
+	opts       []func(*relay.Config)
 }
 
-func newFixture(t testing.TB, db *bun.DB, allocation int64, limits relay.Limits) *fixture {
+func newFixture(t testing.TB, db *bun.DB, allocation int64, limits relay.Limits, opts ...func(*relay.Config)) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	m, err := mailing.New(mailing.Config{DB: db, MessageIDDomain: "envios.servir.gob.pe"})
@@ -76,6 +77,7 @@ func newFixture(t testing.TB, db *bun.DB, allocation int64, limits relay.Limits)
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(certPEM)
 	f := &fixture{db: db, m: m, user: c.Username, pass: pass, roots: roots, creds: creds, cert: cert}
+	f.opts = opts
 	f.start(t, limits)
 	return f
 }
@@ -86,8 +88,12 @@ func (f *fixture) start(t testing.TB, limits relay.Limits) {
 	if limits.AuthDelay == 0 {
 		limits.AuthDelay = 20 * time.Millisecond
 	}
-	srv, err := relay.New(relay.Config{Mailer: f.m, DB: f.db, TLS: &tls.Config{Certificates: []tls.Certificate{f.cert}},
-		Hostname: "relay.test", Limits: limits, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	cfg := relay.Config{Mailer: f.m, DB: f.db, TLS: &tls.Config{Certificates: []tls.Certificate{f.cert}},
+		Hostname: "relay.test", Limits: limits, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	for _, o := range f.opts {
+		o(&cfg)
+	}
+	srv, err := relay.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,15 +216,21 @@ func (d *dialog) handshake(cfg *tls.Config) {
 	d.conn, d.r = tc, bufio.NewReader(tc)
 }
 
-// login runs EHLO, STARTTLS, EHLO and AUTH PLAIN.
-func (f *fixture) login(t *testing.T) *dialog {
+// secure runs EHLO, STARTTLS and EHLO again, and returns the EHLO reply.
+func (f *fixture) secure(t *testing.T) (*dialog, string) {
 	t.Helper()
 	d := f.dial(t)
 	d.send("EHLO client.test")
 	d.expect("250 ")
 	d.startTLS(f.clientTLS())
 	d.send("EHLO client.test")
-	d.expect("250 ")
+	return d, d.expect("250 ")
+}
+
+// login runs EHLO, STARTTLS, EHLO and AUTH PLAIN.
+func (f *fixture) login(t *testing.T) *dialog {
+	t.Helper()
+	d, _ := f.secure(t)
 	d.send("AUTH PLAIN " + plain("", f.user, f.pass))
 	d.expect("235 2.0.0")
 	return d

@@ -98,12 +98,7 @@ func TestDatabaseOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := newFixture(t, db, 100, relay.Limits{})
-	d := f.dial(t)
-	d.send("EHLO client.test")
-	d.expect("250 ")
-	d.startTLS(f.clientTLS())
-	d.send("EHLO client.test")
-	d.expect("250 ")
+	d, _ := f.secure(t)
 
 	outage := func(cmd, want string) {
 		t.Helper()
