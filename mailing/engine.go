@@ -640,15 +640,7 @@ func (e *Engine) backoff(attempts int) time.Duration {
 func (e *Engine) recordBatch(ctx context.Context, batch []outcome) {
 	now := e.m.now()
 	err := e.m.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		if isPG(e.m.db) {
-			return e.recordPG(ctx, tx, batch, now)
-		}
-		for _, o := range batch {
-			if err := e.recordOne(ctx, tx, o, now); err != nil {
-				return err
-			}
-		}
-		return nil
+		return e.recordMany(ctx, tx, batch, now)
 	})
 	if err != nil {
 		e.m.cfg.Logger.Error("recording delivery outcomes failed; the leases will expire and they will be retried",
@@ -695,12 +687,19 @@ func (e *Engine) outcomeRow(o outcome, now time.Time) outcomeRow {
 	return row
 }
 
-// recordPG writes a batch's outcomes with one statement (PostgreSQL spends
-// a round trip per statement); the rare build failures go one by one.
-func (e *Engine) recordPG(ctx context.Context, tx bun.Tx, batch []outcome, now time.Time) error {
+// recordMany writes a batch's outcomes with one statement (on PostgreSQL a
+// statement costs a round trip, on SQLite a parse and a plan); the rare
+// build failures go one by one.
+func (e *Engine) recordMany(ctx context.Context, tx bun.Tx, batch []outcome, now time.Time) error {
 	var values []string
 	var args []any
 	rows := map[int64]outcomeRow{}
+	// SQLite takes the values as they come; PostgreSQL needs their types
+	// (a NULL time is otherwise text).
+	value := "(?, ?, ?, ?, ?, ?, ?, ?)"
+	if isPG(e.m.db) {
+		value = "(CAST(? AS BIGINT), CAST(? AS TEXT), CAST(? AS INTEGER), CAST(? AS TIMESTAMPTZ), CAST(? AS TIMESTAMPTZ), CAST(? AS TIMESTAMPTZ), CAST(? AS TEXT), CAST(? AS TEXT))"
+	}
 	for _, o := range batch {
 		if o.failed != "" {
 			if err := e.recordOne(ctx, tx, o, now); err != nil {
@@ -710,7 +709,7 @@ func (e *Engine) recordPG(ctx context.Context, tx bun.Tx, batch []outcome, now t
 		}
 		r := e.outcomeRow(o, now)
 		rows[o.it.ID] = r
-		values = append(values, "(CAST(? AS BIGINT), CAST(? AS TEXT), CAST(? AS INTEGER), CAST(? AS TIMESTAMPTZ), CAST(? AS TIMESTAMPTZ), CAST(? AS TIMESTAMPTZ), CAST(? AS TEXT), CAST(? AS TEXT))")
+		values = append(values, value)
 		args = append(args, o.it.ID, r.status, r.attempts, r.last, r.final, r.due, r.host, r.reply)
 	}
 	if len(values) == 0 {
@@ -718,11 +717,11 @@ func (e *Engine) recordPG(ctx context.Context, tx bun.Tx, batch []outcome, now t
 	}
 	args = append(args, e.cfg.Owner)
 	var updated []int64
-	err := tx.NewRaw("UPDATE mail_recipients AS r SET status = v.status, attempts = v.attempts, "+
-		"last_attempt_at = COALESCE(v.last, r.last_attempt_at), final_at = v.final, due_at = v.due, "+
-		"remote_host = v.host, reply = v.reply, lease_until = NULL, lease_owner = '' "+
-		"FROM (VALUES "+strings.Join(values, ", ")+") AS v(id, status, attempts, last, final, due, host, reply) "+
-		"WHERE r.id = v.id AND r.status = 'sending' AND r.lease_owner = ? RETURNING r.id", args...).Scan(ctx, &updated)
+	err := tx.NewRaw("WITH v(vid, vstatus, vattempts, vlast, vfinal, vdue, vhost, vreply) AS (VALUES "+strings.Join(values, ", ")+") "+
+		"UPDATE mail_recipients SET status = v.vstatus, attempts = v.vattempts, "+
+		"last_attempt_at = COALESCE(v.vlast, last_attempt_at), final_at = v.vfinal, due_at = v.vdue, "+
+		"remote_host = v.vhost, reply = v.vreply, lease_until = NULL, lease_owner = '' "+
+		"FROM v WHERE mail_recipients.id = v.vid AND mail_recipients.status = 'sending' AND mail_recipients.lease_owner = ? RETURNING id", args...).Scan(ctx, &updated)
 	if err != nil {
 		return err
 	}

@@ -77,7 +77,7 @@ func (x *DirectMX) Deliver(ctx context.Context, from string, to []string, msg []
 			last = resultOf(h, "connect", err)
 			continue // the next address, or the next MX
 		}
-		results, _ := transaction(c, h, from, to, msg)
+		results, _, _ := transaction(c, h, from, to, msg)
 		_ = c.Quit()
 		c.Close()
 		for i := range results {

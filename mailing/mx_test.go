@@ -3,9 +3,11 @@ package mailing_test
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/servir-pe/envios/mailing"
 	"github.com/servir-pe/envios/mailing/mailtest"
@@ -91,5 +93,29 @@ func TestSmarthostAuth(t *testing.T) {
 		Username: "envios", Password: "s3cret"}
 	if r := sh.Deliver(ctx, "b@x.pe", []string{"c@example.com"}, msg)[0]; r.Delivered() || r.Permanent() {
 		t.Fatalf("bad certificate: %q", r.Reply())
+	}
+}
+
+// A connection reused without an RSET (idle for less than trustIdle) that
+// the server closed meanwhile costs one retry on a new connection, not a
+// deferral; nothing is sent twice.
+func TestSmarthostRecoversADroppedIdleConnection(t *testing.T) {
+	sink := mailtest.NewSink(t)
+	sh := &mailing.Smarthost{Addr: sink.Addr, TLS: sink.ClientTLS(), Timeout: 10 * time.Second}
+	defer sh.Close()
+	msg := []byte("From: a@servir.gob.pe\r\nTo: b@example.org\r\nSubject: x\r\n\r\nhola\r\n")
+	ctx := context.Background()
+	for i := range 3 {
+		if i == 2 {
+			sink.DropConnections()
+			time.Sleep(50 * time.Millisecond) // the close reaches the client's side
+		}
+		r := sh.Deliver(ctx, "b+x@envios.servir.gob.pe", []string{fmt.Sprintf("b%d@example.org", i)}, msg)
+		if len(r) != 1 || !r[0].Delivered() {
+			t.Fatalf("delivery %d: %+v", i, r)
+		}
+	}
+	if n := len(sink.Messages()); n != 3 {
+		t.Fatalf("sink got %d messages, want 3", n)
 	}
 }

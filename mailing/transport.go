@@ -92,10 +92,19 @@ var _ Transport = (*Smarthost)(nil)
 
 // session is an open, authenticated connection to the smarthost.
 type session struct {
-	c    *smtp.Client
-	used int
-	idle time.Time
+	c     *smtp.Client
+	used  int
+	idle  time.Time
+	clean bool // the last transaction ended with the reply to its data: the server awaits MAIL
+	// trusted: taken for reuse without an RSET.
+	trusted bool
 }
+
+// trustIdle is how long after its last transaction an idle connection is
+// reused without an RSET to check it: a connection that turns out to be
+// dead then costs one retry on a new one (nothing was sent on it), while
+// the RSET cost a round trip for every message.
+const trustIdle = 2 * time.Second
 
 // get returns an idle session or opens one.
 func (s *Smarthost) get(ctx context.Context, host string, timeout time.Duration) (*session, error) {
@@ -105,6 +114,11 @@ func (s *Smarthost) get(ctx context.Context, host string, timeout time.Duration)
 		s.idle = s.idle[:len(s.idle)-1]
 		if time.Since(ss.idle) < 30*time.Second {
 			s.mu.Unlock()
+			if ss.clean && time.Since(ss.idle) < trustIdle {
+				ss.trusted = true
+				return ss, nil
+			}
+			ss.trusted = false
 			if ss.c.Reset() == nil { // RSET: the server still talks to us
 				return ss, nil
 			}
@@ -115,6 +129,11 @@ func (s *Smarthost) get(ctx context.Context, host string, timeout time.Duration)
 		ss.c.Close()
 	}
 	s.mu.Unlock()
+	return s.dial(ctx, host, timeout)
+}
+
+// dial opens and authenticates a new session.
+func (s *Smarthost) dial(ctx context.Context, host string, timeout time.Duration) (*session, error) {
 	c, tlsOn, err := s.connect(ctx, host, timeout)
 	if err != nil {
 		return nil, resultErr{resultOf(host, "connect", err)}
@@ -207,8 +226,20 @@ func (s *Smarthost) Deliver(ctx context.Context, from string, to []string, msg [
 		errors.As(err, &re)
 		return all(to, re.r)
 	}
-	results, healthy := transaction(ss.c, host, from, to, msg)
+	results, healthy, clean := transaction(ss.c, host, from, to, msg)
+	if !healthy && ss.trusted && nothingSent(results) {
+		// The connection died while idle: no server saw this message.
+		// Once more, on a new connection.
+		ss.c.Close()
+		if ss, err = s.dial(ctx, host, timeout); err != nil {
+			var re resultErr
+			errors.As(err, &re)
+			return all(to, re.r)
+		}
+		results, healthy, clean = transaction(ss.c, host, from, to, msg)
+	}
 	if healthy {
+		ss.clean = clean
 		s.put(ss)
 	} else {
 		ss.c.Close()
@@ -216,16 +247,27 @@ func (s *Smarthost) Deliver(ctx context.Context, from string, to []string, msg [
 	return results
 }
 
+// nothingSent reports a transaction that got no reply at all and never
+// reached the message's data.
+func nothingSent(results []Result) bool {
+	for _, r := range results {
+		if r.Code != 0 || r.LostAfterData {
+			return false
+		}
+	}
+	return true
+}
+
 // transaction runs MAIL, RCPT, DATA on c. Each recipient keeps its own
 // RCPT reply when refused; those RCPT accepted share the reply to the
 // message. healthy: every step got an SMTP reply, so the connection can
 // carry another message.
-func transaction(c *smtp.Client, host, from string, to []string, msg []byte) ([]Result, bool) {
+func transaction(c *smtp.Client, host, from string, to []string, msg []byte) (results []Result, healthy, clean bool) {
 	if err := c.Mail(from, nil); err != nil {
 		r := resultOf(host, "MAIL FROM", err)
-		return all(to, r), r.Code != 0
+		return all(to, r), r.Code != 0, r.Code != 0 // refused MAIL leaves no transaction open
 	}
-	results := make([]Result, len(to))
+	results = make([]Result, len(to))
 	accepted := 0
 	for i, rcpt := range to {
 		if err := c.Rcpt(rcpt, nil); err != nil {
@@ -237,7 +279,7 @@ func transaction(c *smtp.Client, host, from string, to []string, msg []byte) ([]
 				for j := i; j < len(to); j++ {
 					results[j] = r
 				}
-				return keepFailures(results, r), false
+				return keepFailures(results, r), false, false
 			}
 			results[i] = r
 			continue
@@ -246,25 +288,25 @@ func transaction(c *smtp.Client, host, from string, to []string, msg []byte) ([]
 		accepted++
 	}
 	if accepted == 0 {
-		return results, true
+		return results, true, false
 	}
 	w, err := c.Data()
 	if err != nil {
 		r := resultOf(host, "DATA", err)
-		return keepFailures(results, r), r.Code != 0
+		return keepFailures(results, r), r.Code != 0, false
 	}
 	if _, err := bytes.NewReader(msg).WriteTo(w); err != nil {
 		r := resultOf(host, "DATA", err)
 		r.LostAfterData = r.Code == 0
-		return keepFailures(results, r), false
+		return keepFailures(results, r), false, false
 	}
 	resp, err := w.CloseWithResponse()
 	if err != nil {
 		r := resultOf(host, "end of DATA", err)
 		r.LostAfterData = r.Code == 0
-		return keepFailures(results, r), r.Code != 0
+		return keepFailures(results, r), r.Code != 0, r.Code != 0
 	}
-	return keepFailures(results, Result{Host: host, Code: 250, Text: resp.StatusText}), true
+	return keepFailures(results, Result{Host: host, Code: 250, Text: resp.StatusText}), true, true
 }
 
 // connect dials and, when the server offers it, starts TLS. A server

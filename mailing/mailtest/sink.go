@@ -66,6 +66,19 @@ type Sink struct {
 	cert  []byte // DER
 	mu    sync.Mutex
 	msgs  []Message
+	conns []*smtp.Conn
+}
+
+// DropConnections closes every connection the sink has open, as a server
+// that times out idle clients would; new ones are accepted as before.
+func (s *Sink) DropConnections() {
+	s.mu.Lock()
+	conns := s.conns
+	s.conns = nil
+	s.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
 }
 
 // NewSink starts a sink and stops it when the test ends.
@@ -105,6 +118,9 @@ func (s *Sink) Messages() []Message {
 type backend struct{ s *Sink }
 
 func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	b.s.mu.Lock()
+	b.s.conns = append(b.s.conns, c)
+	b.s.mu.Unlock()
 	_, isTLS := c.TLSConnectionState()
 	return &session{s: b.s, tls: isTLS, conn: c}, nil
 }
