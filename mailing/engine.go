@@ -729,8 +729,24 @@ func (e *Engine) recordMany(ctx context.Context, tx bun.Tx, batch []outcome, now
 		e.m.cfg.Logger.Warn("some recipients were no longer leased to this engine; their outcomes were not recorded",
 			"outcomes", len(rows), "recorded", len(updated))
 	}
+	recorded := make(map[int64]bool, len(updated))
+	for _, id := range updated {
+		recorded[id] = true
+	}
+	// The attempts, each kept (mail_attempts), of the recipients recorded.
+	var attempts []attemptRow
 	for _, o := range batch {
-		if r, ok := rows[o.it.ID]; ok && r.status == StatusFailed && r.attempts == 0 && slices.Contains(updated, o.it.ID) {
+		if r, ok := rows[o.it.ID]; ok && o.attempted && recorded[o.it.ID] {
+			attempts = append(attempts, attemptRow{RecipientID: o.it.ID, At: now, RemoteHost: r.host, Reply: r.reply, Status: r.status})
+		}
+	}
+	if len(attempts) > 0 {
+		if _, err := tx.NewInsert().Model(&attempts).Exec(ctx); err != nil {
+			return fmt.Errorf("mailing: record attempts: %w", err)
+		}
+	}
+	for _, o := range batch {
+		if r, ok := rows[o.it.ID]; ok && r.status == StatusFailed && r.attempts == 0 && recorded[o.it.ID] {
 			if err := e.release(ctx, tx, o.it, "failed before any attempt"); err != nil {
 				return err
 			}
@@ -790,4 +806,15 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n]
+}
+
+// attemptRow is one delivery attempt of one recipient (mail_attempts).
+type attemptRow struct {
+	bun.BaseModel `bun:"table:mail_attempts"`
+	ID            int64 `bun:",pk,autoincrement"`
+	RecipientID   int64
+	At            time.Time
+	RemoteHost    string
+	Reply         string
+	Status        Status
 }

@@ -3,6 +3,7 @@ package mailing_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -240,6 +241,33 @@ func TestEngineOutcomes(t *testing.T) {
 		}
 		if u := e.used(t, "sjti/talento"); u != 3 {
 			t.Fatalf("used %d: bounced and failed-after-attempts stay charged", u)
+		}
+		// Every attempt is kept, with its time and reply; the row keeps the last.
+		later := s["later"]
+		as, err := e.m.Attempts(ctx, "", later.ID)
+		if err != nil || len(as) != later.Attempts {
+			t.Fatalf("%d attempts kept, the row counts %d (%v)", len(as), later.Attempts, err)
+		}
+		for i, a := range as {
+			if a.Reply != "451 4.7.1 try again later" || a.RemoteHost == "" || (i > 0 && !a.At.After(as[i-1].At)) {
+				t.Fatalf("attempt %d: %+v", i, a)
+			}
+			want := mailing.StatusDeferred
+			if i == len(as)-1 {
+				want = mailing.StatusFailed
+			}
+			if a.Status != want {
+				t.Fatalf("attempt %d status %s, want %s", i, a.Status, want)
+			}
+		}
+		if !as[len(as)-1].At.Equal(later.LastAttemptAt) {
+			t.Fatalf("last attempt at %v, row says %v", as[len(as)-1].At, later.LastAttemptAt)
+		}
+		if as, err := e.m.Attempts(ctx, "sjti/talento", s["ok"].ID); err != nil || len(as) != 1 || as[0].Status != mailing.StatusSent {
+			t.Fatalf("ok's attempts %+v %v", as, err)
+		}
+		if _, err := e.m.Attempts(ctx, "enap/eventos", s["ok"].ID); !errors.Is(err, mailing.ErrNotFound) {
+			t.Fatalf("another account's recipient: %v", err)
 		}
 		verify(t, e.m)
 	})

@@ -376,3 +376,35 @@ func decodeData(s *string) (map[string]any, error) {
 	}
 	return d, nil
 }
+
+// Attempt is one delivery attempt of a recipient.
+type Attempt struct {
+	At         time.Time
+	RemoteHost string
+	Reply      string // the full reply, or what went wrong
+	Status     Status // what the attempt made of the recipient: sent, deferred, bounced or failed
+}
+
+// Attempts returns every delivery attempt of recipient id, oldest first.
+// A non-empty account restricts it to that account's recipients (another
+// account's is ErrNotFound).
+func (m *Mailer) Attempts(ctx context.Context, account string, recipientID int64) ([]Attempt, error) {
+	q := m.db.NewSelect().TableExpr("mail_recipients AS r").ColumnExpr("r.id").Where("r.id = ?", recipientID)
+	if account != "" {
+		q = q.Join("JOIN quota_accounts AS a ON a.id = r.account_id").Where("a.name = ?", account)
+	}
+	if n, err := q.Count(ctx); err != nil {
+		return nil, fmt.Errorf("mailing: read recipient: %w", err)
+	} else if n == 0 {
+		return nil, fmt.Errorf("%w: no recipient %d", ErrNotFound, recipientID)
+	}
+	var rows []attemptRow
+	if err := m.db.NewSelect().Model(&rows).Where("recipient_id = ?", recipientID).Order("id").Scan(ctx); err != nil {
+		return nil, fmt.Errorf("mailing: read attempts: %w", err)
+	}
+	out := make([]Attempt, len(rows))
+	for i, r := range rows {
+		out[i] = Attempt{At: r.At.UTC(), RemoteHost: r.RemoteHost, Reply: r.Reply, Status: r.Status}
+	}
+	return out, nil
+}
