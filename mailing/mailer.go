@@ -368,3 +368,6 @@ func (m *Mailer) MaySend(ctx context.Context, account, addr string) error {
 	}
 	return nil
 }
+
+// Ping checks that the database answers.
+func (m *Mailer) Ping(ctx context.Context) error { return m.db.PingContext(ctx) }

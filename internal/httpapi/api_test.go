@@ -1,0 +1,255 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/servir-pe/envios/internal/apitoken"
+	"github.com/servir-pe/envios/internal/httpapi"
+	"github.com/servir-pe/envios/internal/storetest"
+	"github.com/servir-pe/envios/mailing"
+	"github.com/servir-pe/envios/quota"
+)
+
+type fixture struct {
+	srv              *httptest.Server
+	m                *mailing.Mailer
+	talento, eventos string // account tokens
+	admin            string
+	client           *http.Client
+}
+
+func newFixture(t *testing.T, db *bun.DB) *fixture {
+	t.Helper()
+	ctx := context.Background()
+	m, err := mailing.New(mailing.Config{DB: db, MessageIDDomain: "envios.servir.gob.pe", UnsignedDomains: []string{"servir.gob.pe"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	now := time.Now()
+	plan := quota.Plan{Pool: quota.PoolSpec{Name: "p", Total: 1000, StartsAt: now.AddDate(0, -1, 0), EndsAt: now.AddDate(1, 0, 0)},
+		Accounts: []quota.AccountSpec{{Name: "sjti/talento", Allocation: 10}, {Name: "enap/eventos", Allocation: 100}}}
+	if _, err := m.Ledger().Init(ctx, plan, "test"); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []string{"sjti/talento", "enap/eventos"} {
+		if _, err := m.AddSender(ctx, a, "@servir.gob.pe", "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tokens := apitoken.NewStore(db, nil)
+	f := &fixture{m: m}
+	for _, x := range []struct {
+		account string
+		dst     *string
+	}{{"sjti/talento", &f.talento}, {"enap/eventos", &f.eventos}, {"", &f.admin}} {
+		if _, *x.dst, err = tokens.Add(ctx, x.account, "test", "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	api, err := httpapi.New(httpapi.Config{Mailer: m, Tokens: tokens, MaxBody: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.srv = httptest.NewTLSServer(api.Handler())
+	t.Cleanup(f.srv.Close)
+	f.client = f.srv.Client()
+	return f
+}
+
+// call sends a request and decodes the JSON answer.
+func (f *fixture) call(t *testing.T, method, path, token string, body any, header ...string) (int, map[string]any) {
+	t.Helper()
+	var r io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		r = strings.NewReader(b)
+	default:
+		j, _ := json.Marshal(b)
+		r = bytes.NewReader(j)
+	}
+	req, _ := http.NewRequest(method, f.srv.URL+path, r)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := f.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatalf("%s %s: answer is not JSON: %v", method, path, err)
+	}
+	return resp.StatusCode, out
+}
+
+func code(out map[string]any) string {
+	e, _ := out["error"].(map[string]any)
+	c, _ := e["code"].(string)
+	return c
+}
+
+func msg(to ...string) map[string]any {
+	return map[string]any{"from": "avisos@servir.gob.pe", "to": to, "subject": "Hola", "text": "Prueba"}
+}
+
+func TestAPI(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		f := newFixture(t, db)
+		ctx := context.Background()
+
+		// Accepted: 202 after the commit, with the recipients' ids.
+		st, out := f.call(t, "POST", "/v1/messages", f.talento, msg("ana@example.org", "luis@example.org"))
+		if st != 202 || out["status"] != "queued" {
+			t.Fatalf("send: %d %v", st, out)
+		}
+		id := out["id"].(string)
+		rs := out["recipients"].([]any)
+		if len(rs) != 2 || rs[0].(map[string]any)["id"].(float64) <= 0 {
+			t.Fatalf("recipients %v", rs)
+		}
+		// Idempotent retry: the same message, nothing charged twice.
+		body := msg("pedro@example.org")
+		st1, o1 := f.call(t, "POST", "/v1/messages", f.talento, body, "Idempotency-Key", "pedido-42")
+		st2, o2 := f.call(t, "POST", "/v1/messages", f.talento, body, "Idempotency-Key", "pedido-42")
+		if st1 != 202 || st2 != 202 || o1["id"] != o2["id"] || o2["duplicate"] != true {
+			t.Fatalf("idempotent retry: %d %v / %d %v", st1, o1, st2, o2)
+		}
+		if a, _ := f.m.Ledger().Account(ctx, "sjti/talento"); a.Used != 3 {
+			t.Fatalf("used %d, want 3", a.Used)
+		}
+		// Scoping: another account's token sees nothing of it.
+		for _, c := range []struct{ method, path string }{
+			{"GET", "/v1/messages/" + id}, {"DELETE", "/v1/messages/" + id},
+			{"GET", "/v1/messages/" + id + "/recipients/1/attempts"},
+		} {
+			if st, out := f.call(t, c.method, c.path, f.eventos, nil); st != 404 || code(out) != "not_found" {
+				t.Errorf("%s %s with another account's token: %d %v", c.method, c.path, st, out)
+			}
+		}
+		other := msg("x@example.org")
+		other["account"] = "sjti/talento"
+		if st, out := f.call(t, "POST", "/v1/messages", f.eventos, other); st != 404 {
+			t.Errorf("sending as another account: %d %v", st, out)
+		}
+		// The owner and an admin see it.
+		if st, out := f.call(t, "GET", "/v1/messages/"+id, f.talento, nil); st != 200 || out["recipient_count"].(float64) != 2 {
+			t.Fatalf("get: %d %v", st, out)
+		}
+		if st, _ := f.call(t, "GET", "/v1/messages/"+id, f.admin, nil); st != 200 {
+			t.Fatalf("admin get: %d", st)
+		}
+		// An admin must name the account.
+		if st, out := f.call(t, "POST", "/v1/messages", f.admin, msg("a@example.org")); st != 422 || out["error"].(map[string]any)["fields"] == nil {
+			t.Fatalf("admin without account: %d %v", st, out)
+		}
+		// Pool exhausted: 409 with what remains (10 - 3 = 7 left).
+		many := []string{}
+		for _, a := range "abcdefgh" {
+			many = append(many, string(a)+"@example.org")
+		}
+		st, out = f.call(t, "POST", "/v1/messages", f.talento, msg(many...))
+		if e := out["error"].(map[string]any); st != 409 || e["code"] != "pool_exhausted" || e["remaining"].(float64) != 7 {
+			t.Fatalf("exhausted: %d %v", st, out)
+		}
+		// Invalid input: 422 naming the field.
+		st, out = f.call(t, "POST", "/v1/messages", f.talento, msg("not an address"))
+		if fields, _ := out["error"].(map[string]any)["fields"].(map[string]any); st != 422 || fields["to"] == nil {
+			t.Fatalf("bad address: %d %v", st, out)
+		}
+		st, out = f.call(t, "POST", "/v1/messages", f.talento, map[string]any{"from": "jefe@otro.pe", "to": []string{"a@example.org"}, "subject": "s", "text": "t"})
+		if fields, _ := out["error"].(map[string]any)["fields"].(map[string]any); st != 422 || fields["from"] == nil {
+			t.Fatalf("sender not allowed: %d %v", st, out)
+		}
+		// Malformed, unknown fields, too big, wrong type, no token, bad token.
+		for _, c := range []struct {
+			body, token string
+			status      int
+			code        string
+		}{
+			{`{"from": `, f.talento, 400, "malformed_json"},
+			{`{"form": "x"}`, f.talento, 400, "malformed_json"},
+			{`{"to": "not-a-list"}`, f.talento, 400, "malformed_json"},
+			{`{} {}`, f.talento, 400, "malformed_json"},
+			{`{"text": "` + strings.Repeat("x", 70<<10) + `"}`, f.talento, 413, "body_too_large"},
+			{`{}`, "", 401, "unauthorized"},
+			{`{}`, "envios_nope", 401, "unauthorized"},
+			{`{}`, "Basic abc", 401, "unauthorized"},
+		} {
+			st, out := f.call(t, "POST", "/v1/messages", c.token, c.body)
+			if st != c.status || code(out) != c.code {
+				t.Errorf("%.30q: %d %v, want %d %s", c.body, st, out, c.status, c.code)
+			}
+		}
+		// A batch with per-recipient data.
+		st, out = f.call(t, "POST", "/v1/messages", f.eventos, map[string]any{"from": "eventos@servir.gob.pe", "subject": "Hola {{.nombre}}",
+			"text": "Te esperamos, {{.nombre}}.", "recipients": []map[string]any{{"address": "a@example.org", "data": map[string]any{"nombre": "Ana"}},
+				{"address": "b@example.org", "data": map[string]any{"nombre": "Beto"}}, {"address": "bad", "data": map[string]any{"nombre": "X"}}}})
+		if st != 202 || out["accepted"].(float64) != 2 || out["rejected_count"].(float64) != 1 {
+			t.Fatalf("batch: %d %v", st, out)
+		}
+		// Cancel: the never-attempted recipients go back to the account.
+		st, out = f.call(t, "DELETE", "/v1/messages/"+id, f.talento, nil)
+		if st != 200 || out["cancelled"].(float64) != 2 || out["released"].(float64) != 2 {
+			t.Fatalf("cancel: %d %v", st, out)
+		}
+		// Quota: the account's own, or the whole pool for an admin.
+		if st, out := f.call(t, "GET", "/v1/quota", f.talento, nil); st != 200 || out["account"].(map[string]any)["used"].(float64) != 1 {
+			t.Fatalf("quota: %d %v", st, out)
+		}
+		if st, out := f.call(t, "GET", "/v1/quota", f.admin, nil); st != 200 || len(out["accounts"].([]any)) != 2 {
+			t.Fatalf("admin quota: %d %v", st, out)
+		}
+		if st, out := f.call(t, "GET", "/healthz", "", nil); st != 200 || out["status"] != "ok" {
+			t.Fatalf("healthz: %d %v", st, out)
+		}
+		if st, out := f.call(t, "GET", "/v1/nothing", f.admin, nil); st != 404 || code(out) != "not_found" {
+			t.Fatalf("unknown route: %d %v", st, out)
+		}
+	})
+}
+
+// Every route the API serves is in its OpenAPI document, with its method.
+func TestOpenAPIDescribesEveryRoute(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		f := newFixture(t, db)
+		st, doc := f.call(t, "GET", "/v1/openapi.json", "", nil)
+		if st != 200 || !strings.HasPrefix(doc["openapi"].(string), "3.") {
+			t.Fatalf("%d %v", st, doc["openapi"])
+		}
+		paths := doc["paths"].(map[string]any)
+		for _, r := range httpapi.Routes() {
+			p, ok := paths[r.Path].(map[string]any)
+			if !ok || p[strings.ToLower(r.Method)] == nil {
+				t.Errorf("%s %s is not described", r.Method, r.Path)
+			}
+		}
+		if len(paths) != len(uniquePaths()) {
+			t.Errorf("the document describes %d paths, the API serves %d", len(paths), len(uniquePaths()))
+		}
+	})
+}
+
+func uniquePaths() map[string]bool {
+	u := map[string]bool{}
+	for _, r := range httpapi.Routes() {
+		u[r.Path] = true
+	}
+	return u
+}
