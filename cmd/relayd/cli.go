@@ -15,6 +15,7 @@ import (
 
 	"github.com/uptrace/bun"
 
+	"github.com/servir-pe/envios/internal/apitoken"
 	"github.com/servir-pe/envios/internal/credential"
 	"github.com/servir-pe/envios/internal/dkimkey"
 	"github.com/servir-pe/envios/internal/store"
@@ -51,8 +52,8 @@ type command struct {
 
 func commands() []command {
 	return []command{
-		{"serve", "[--config FILE] [--smtp ADDR|off] [--smtps ADDR|off] [--tls-cert FILE --tls-key FILE] [--hostname NAME] [--smarthost HOST:PORT | --direct] --sending-domain D [--smarthost-user U] [--smarthost-ca FILE] [--smarthost-plaintext] [--dns-server ADDR] [--mx-port P] [--hello-name NAME] [--unsigned-domains D,…] [--workers N]",
-			"run the daemon: migrate the database, accept submissions (SMTP relay on 587 and 465), deliver queued mail (smarthost or direct MX), until SIGINT or SIGTERM; SIGHUP reloads the TLS certificate", runServe},
+		{"serve", "[--config FILE] [--smtp ADDR|off] [--smtps ADDR|off] [--https ADDR|off] [--http ADDR] [--tls-cert FILE --tls-key FILE] [--hostname NAME] [--smarthost HOST:PORT | --direct] --sending-domain D [--smarthost-user U] [--smarthost-ca FILE] [--smarthost-plaintext] [--dns-server ADDR] [--mx-port P] [--hello-name NAME] [--unsigned-domains D,…] [--workers N]",
+			"run the daemon: migrate the database, accept submissions (SMTP relay on 587 and 465, HTTPS API on 8443), deliver queued mail (smarthost or direct MX), until SIGINT or SIGTERM; SIGHUP reloads the TLS certificate", runServe},
 		{"db migrate", "", "apply pending schema migrations", runDBMigrate},
 		{"db status", "", "list pending schema migrations", runDBStatus},
 		{"quota init", "--from FILE", "create the pool and accounts of a pool file (again: no change)", runQuotaInit},
@@ -72,6 +73,9 @@ func commands() []command {
 		{"credential add", "ACCOUNT [--name LABEL] [--json]", "create an SMTP credential for an account and print its password (once)", runCredentialAdd},
 		{"credential list", "[ACCOUNT] [--json]", "SMTP credentials, with when they were created and revoked", runCredentialList},
 		{"credential revoke", "USERNAME", "withdraw an SMTP credential; its open sessions are refused from their next command", runCredentialRevoke},
+		{"token add", "ACCOUNT | --admin [--name LABEL] [--json]", "create an HTTPS API bearer token for an account (or every account) and print it (once)", runTokenAdd},
+		{"token list", "[--json]", "API tokens with their account, label, creation and revocation times", runTokenList},
+		{"token revoke", "ID", "withdraw an API token", runTokenRevoke},
 		{"domain add", "DOMAIN [--selector S] [--key rsa2048|ed25519]", "generate a DKIM key for a From domain and print its DNS record", runDomainAdd},
 		{"domain list", "", "the DKIM keys, by domain", runDomainList},
 		{"domain rotate", "DOMAIN", "new keys (new selectors) for each key type in use; they sign from now on", runDomainRotate},
@@ -165,7 +169,7 @@ func printHelp(w io.Writer, group string) {
 // prefixes the CLI drops from error texts: the sentinel names add nothing a
 // reader needs on one line.
 var sentinelPrefixes = []error{quota.ErrInvalid, quota.ErrNotFound, quota.ErrExists, mailing.ErrAddress, dkimkey.ErrExists,
-	credential.ErrNotFound, credential.ErrInvalid}
+	credential.ErrNotFound, credential.ErrInvalid, apitoken.ErrNotFound, apitoken.ErrInvalid}
 
 // describe renders an error as the one line relayd prints.
 func describe(err error) string {
@@ -188,6 +192,7 @@ func describe(err error) string {
 	msg = strings.ReplaceAll(msg, "mailing: ", "")
 	msg = strings.ReplaceAll(msg, "dkimkey: ", "")
 	msg = strings.ReplaceAll(msg, "credential: ", "")
+	msg = strings.ReplaceAll(msg, "apitoken: ", "")
 	return strings.Join(strings.Fields(msg), " ")
 }
 

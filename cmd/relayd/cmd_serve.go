@@ -40,6 +40,8 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	smtpsAddr := fs.String("smtps", envOr(e, "RELAYD_SMTPS", ":465"), "submission over implicit TLS: listen address, or off (env RELAYD_SMTPS)")
 	certFile := fs.String("tls-cert", e.getenv("RELAYD_TLS_CERT"), "PEM certificate (chain) for the relay; default: a self-signed one in the data directory (env RELAYD_TLS_CERT)")
 	keyFile := fs.String("tls-key", e.getenv("RELAYD_TLS_KEY"), "PEM private key of --tls-cert (env RELAYD_TLS_KEY)")
+	httpsAddr := fs.String("https", envOr(e, "RELAYD_HTTPS", ":8443"), "the HTTPS API: listen address, or off (env RELAYD_HTTPS)")
+	httpAddr := fs.String("http", envOr(e, "RELAYD_HTTP", "off"), "the API without TLS, only for a trusted reverse proxy: listen address, or off (env RELAYD_HTTP)")
 	hostname := fs.String("hostname", e.getenv("RELAYD_HOSTNAME"), "the relay's name in its greeting and self-signed certificate (default: this host's name)")
 	if _, err := parse(fs, &g, args, 0, 0); err != nil {
 		return helpOr(err, fs, e)
@@ -88,6 +90,12 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		}
 		if !set["smtps"] && e.getenv("RELAYD_SMTPS") == "" && r.SMTPS != "" {
 			*smtpsAddr = r.SMTPS
+		}
+		if !set["https"] && e.getenv("RELAYD_HTTPS") == "" && file.API.HTTPS != "" {
+			*httpsAddr = file.API.HTTPS
+		}
+		if !set["http"] && e.getenv("RELAYD_HTTP") == "" && file.API.HTTP != "" {
+			*httpAddr = file.API.HTTP
 		}
 	}
 	if (*certFile == "") != (*keyFile == "") {
@@ -170,8 +178,8 @@ func runServe(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 	}
-	srv, listeners, err := startRelay(ctx, e, &g, log, m, db, relayOptions{smtp: *smtpAddr, smtps: *smtpsAddr,
-		cert: *certFile, key: *keyFile, hostname: *hostname, limits: file.Relay.Limits.relay()})
+	srv, api, listeners, err := startRelay(ctx, e, &g, log, m, db, relayOptions{smtp: *smtpAddr, smtps: *smtpsAddr,
+		https: *httpsAddr, http: *httpAddr, cert: *certFile, key: *keyFile, hostname: *hostname, limits: file.Relay.Limits.relay()})
 	if err != nil {
 		return err
 	}
@@ -187,14 +195,19 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	}
 	<-ctx.Done()
 	log.Info("relayd stopping: finishing sessions and deliveries in flight")
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	if srv != nil {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		if err := srv.Shutdown(sctx); err != nil {
 			log.Warn("relay shutdown", "err", err)
 		}
-		cancel()
-		listeners.Wait()
 	}
+	if api != nil {
+		if err := api.Shutdown(sctx); err != nil {
+			log.Warn("API shutdown", "err", err)
+		}
+	}
+	cancel()
+	listeners.Wait()
 	wg.Wait()
 	if err := m.Close(); err != nil {
 		log.Warn("mailer close", "err", err)

@@ -22,6 +22,10 @@ type fileConfig struct {
 	SendingDomain string         `yaml:"sending_domain"`
 	Delivery      deliveryConfig `yaml:"delivery"`
 	Relay         relayConfig    `yaml:"relay"`
+	API           struct {
+		HTTPS string `yaml:"https"` // listen address of the HTTPS API, or off
+		HTTP  string `yaml:"http"`  // plain HTTP, only behind a trusted reverse proxy; default off
+	} `yaml:"api"`
 }
 
 // relayConfig is the submission relay's part of the file.

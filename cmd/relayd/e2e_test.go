@@ -79,7 +79,7 @@ func TestServeOnEmbeddedDefault(t *testing.T) {
 	}
 	cmd := exec.Command(binary(t), "serve")
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "RELAYD_DB=", "RELAYD_DATA_DIR=", "RELAYD_SMTP=127.0.0.1:0", "RELAYD_SMTPS=127.0.0.1:0")
+	cmd.Env = append(os.Environ(), "RELAYD_DB=", "RELAYD_DATA_DIR=", "RELAYD_SMTP=127.0.0.1:0", "RELAYD_SMTPS=127.0.0.1:0", "RELAYD_HTTPS=127.0.0.1:0")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -342,7 +342,7 @@ func setUpAdmin(t *testing.T, allocation int, key string) (dir string, env []str
 	t.Helper()
 	dir = t.TempDir()
 	dbPath := filepath.Join(dir, "relayd.db")
-	env = []string{"RELAYD_DB=" + dbPath, "RELAYD_SMTP=127.0.0.1:0", "RELAYD_SMTPS=127.0.0.1:0"}
+	env = []string{"RELAYD_DB=" + dbPath, "RELAYD_SMTP=127.0.0.1:0", "RELAYD_SMTPS=127.0.0.1:0", "RELAYD_HTTPS=127.0.0.1:0"}
 	pool := filepath.Join(dir, "pool.yaml")
 	today := time.Now().UTC().Format("2006-01-02")
 	if err := os.WriteFile(pool, []byte(fmt.Sprintf("pool:\n  name: e2e\n  total: %d\n  starts: %s\n  days: 2\n  timezone: UTC\n"+

@@ -35,6 +35,7 @@ import (
 type server struct {
 	cmd         *exec.Cmd
 	smtp, smtps string // the bound addresses, read from the log
+	https       string
 	mu          sync.Mutex
 	logs        bytes.Buffer
 }
@@ -45,7 +46,7 @@ func (s *server) logged() string {
 	return s.logs.String()
 }
 
-var listening = regexp.MustCompile(`msg=listening proto=(smtps?) addr=(\S+)`)
+var listening = regexp.MustCompile(`msg=listening proto=(smtps?|https) addr=(\S+)`)
 
 // startServe starts relayd serve and waits for its two listening lines and
 // its ready line.
@@ -70,10 +71,13 @@ func startServe(t *testing.T, dir string, env []string, args ...string) *server 
 			s.mu.Lock()
 			s.logs.WriteString(line + "\n")
 			if m := listening.FindStringSubmatch(line); m != nil {
-				if m[1] == "smtp" {
+				switch m[1] {
+				case "smtp":
 					s.smtp = m[2]
-				} else {
+				case "smtps":
 					s.smtps = m[2]
+				case "https":
+					s.https = m[2]
 				}
 			}
 			s.mu.Unlock()
@@ -89,7 +93,7 @@ func startServe(t *testing.T, dir string, env []string, args ...string) *server 
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.smtp == "" || s.smtps == "" {
+	if s.smtp == "" || s.smtps == "" || s.https == "" {
 		t.Fatalf("no listening lines; logged:\n%s", s.logs.String())
 	}
 	return s
@@ -501,4 +505,69 @@ func pemDER(t *testing.T, p []byte) []byte {
 		t.Fatal("no PEM block")
 	}
 	return b.Bytes
+}
+
+// The HTTPS API of the real binary, driven with curl: a token prints once,
+// a message posted is committed (202) and charged, another account's token
+// and a bad token see nothing.
+func TestAPIEndToEndWithCurl(t *testing.T) {
+	curl := requireClient(t, "curl")
+	dir, env, m := setUpAdmin(t, 1000, "ed25519")
+	if out, code := relayd(t, dir, env, "account", "add", "enap/eventos", "--allocation", "0"); code != 0 {
+		t.Fatalf("account add: %s", out)
+	}
+	token := func(args ...string) string {
+		out, code := relayd(t, dir, env, append([]string{"token", "add", "--json"}, args...)...)
+		var tk struct{ Token string }
+		if code != 0 || json.Unmarshal([]byte(out), &tk) != nil || !strings.HasPrefix(tk.Token, "envios_") {
+			t.Fatalf("token add %v: %s", args, out)
+		}
+		return tk.Token
+	}
+	talento, eventos := token("sjti/talento"), token("enap/eventos")
+	s := startServe(t, dir, env)
+	_, certFile := relayTLS(t, dir)
+	do := func(tok, method, path, body string) (int, map[string]any) {
+		args := []string{"-sS", "--cacert", certFile, "-X", method, "-w", "\n%{http_code}", "-H", "Content-Type: application/json"}
+		if tok != "" {
+			args = append(args, "-H", "Authorization: Bearer "+tok)
+		}
+		if body != "" {
+			args = append(args, "--data-binary", body)
+		}
+		out, err := exec.Command(curl, append(args, "https://"+s.https+path)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("curl %s %s: %v\n%s", method, path, err, out)
+		}
+		i := bytes.LastIndexByte(out, '\n')
+		var code int
+		fmt.Sscan(string(out[i+1:]), &code)
+		var v map[string]any
+		if err := json.Unmarshal(out[:i], &v); err != nil {
+			t.Fatalf("curl %s %s: not JSON: %s", method, path, out)
+		}
+		return code, v
+	}
+	code, v := do(talento, "POST", "/v1/messages", `{"from":"avisos@servir.gob.pe","to":["ana@example.org"],"subject":"Hola","text":"desde curl","campaign":"api"}`)
+	if code != 202 {
+		t.Fatalf("POST: %d %v", code, v)
+	}
+	id := v["id"].(string)
+	if code, v := do(talento, "GET", "/v1/messages/"+id, ""); code != 200 || v["campaign"] != "api" {
+		t.Fatalf("GET: %d %v", code, v)
+	}
+	if code, _ := do(eventos, "GET", "/v1/messages/"+id, ""); code != 404 {
+		t.Fatalf("another account's token: %d", code)
+	}
+	if code, _ := do("envios_forged", "GET", "/v1/messages/"+id, ""); code != 401 {
+		t.Fatalf("a bad token: %d", code)
+	}
+	if a, err := m.Ledger().Account(context.Background(), "sjti/talento"); err != nil || a.Used != 1 {
+		t.Fatalf("used %d (%v), want 1", a.Used, err)
+	}
+	// Plain HTTP is not served on the TLS port.
+	if out, err := exec.Command(curl, "-sS", "http://"+s.https+"/healthz").CombinedOutput(); err == nil && strings.Contains(string(out), `"ok"`) {
+		t.Fatalf("the API answered plain HTTP: %s", out)
+	}
+	s.stop(t)
 }
