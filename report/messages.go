@@ -205,7 +205,7 @@ func (r *Reporter) fill(ctx context.Context, ms []Message) error {
 		N         int64
 	}
 	err := r.db.NewSelect().TableExpr("mail_recipients").ColumnExpr("message_id, status, count(*) AS n").
-		Where("message_id IN (?)", bun.In(ids)).GroupExpr("message_id, status").Scan(ctx, &counts)
+		Where("message_id IN (?)", bun.List(ids)).GroupExpr("message_id, status").Scan(ctx, &counts)
 	if err != nil {
 		return fmt.Errorf("report: count recipients: %w", err)
 	}
@@ -217,7 +217,7 @@ func (r *Reporter) fill(ctx context.Context, ms []Message) error {
 		Tag       string
 	}
 	err = r.db.NewSelect().TableExpr("mail_tags").ColumnExpr("message_id, tag").
-		Where("message_id IN (?)", bun.In(ids)).OrderExpr("message_id, tag").Scan(ctx, &tags)
+		Where("message_id IN (?)", bun.List(ids)).OrderExpr("message_id, tag").Scan(ctx, &tags)
 	if err != nil {
 		return fmt.Errorf("report: read tags: %w", err)
 	}
