@@ -1,8 +1,67 @@
-// Package report will answer per-recipient, per-message, per-campaign and
-// per-account questions about what was sent, keep totals by account,
-// origin and day, stream exports and a live event feed.
+// Package report answers what happened to the mail envios accepted: every
+// recipient row to an address, of a message, of a campaign, of an account
+// in a period; totals by status per account, origin and day or month; and
+// exports of any size as CSV or JSON Lines.
 //
-// Not yet implemented: this package holds no code until the report issue
-// lands. Usage totals by day, account and origin are already available
-// from the ledger: quota.Ledger.Usage and `relayd quota usage`.
+// # What it reads
+//
+// Everything comes from the tables package mailing writes and never
+// prunes: mail_recipients (one row per recipient: the queue and the
+// permanent log — status, time of acceptance, attempts, time of the last
+// attempt and of the final outcome, remote server and its reply),
+// mail_messages (subject, campaign), mail_tags and quota_accounts. The
+// package only reads; it never changes a row.
+//
+// # Scoping
+//
+// Every question takes a [Filter]. A non-empty Filter.Account restricts
+// every query to that account's rows: a message, campaign or address of
+// another account is answered exactly as one that does not exist
+// ([ErrNotFound], or no rows). An empty Account is the administrator's
+// view of all accounts.
+//
+// # Addresses
+//
+// Lookups by address ignore case: the stored address and the one asked
+// for are compared lowercased (mailing.ParseAddress already lowercases
+// the domain and converts it to its A-label form, RFC 5891; the local part
+// is kept as sent, RFC 5321 §2.4). The index mail_recipients_address_lower_idx
+// on (lower(address), id) serves the lookup and its keyset paging.
+//
+// # Pages and streams
+//
+// List queries return a [Page] of at most [MaxPage] rows in recipient id
+// order, with the id to continue after (keyset pagination: the cost of a
+// page does not grow with how far into the result it is). [Reporter.All]
+// and [Reporter.Export] stream every matching row from one query whose
+// rows are read as they arrive, so memory stays flat however many rows
+// match; on PostgreSQL the export is one consistent snapshot.
+//
+// # Totals
+//
+// [Reporter.Totals] counts recipients by status per account × origin ×
+// day, month or year of acceptance. It is a query-time aggregate: a GROUP
+// BY over the recipient rows of the period, run when asked, so its cost
+// grows with the rows in the period. Hourly buckets are summed into
+// calendar periods of [Config.Location], so days are exact in any zone
+// whose offset is constant within each hour (every zone in use today).
+//
+// # Exports
+//
+// [Reporter.Export] writes CSV (RFC 4180: a header row, quoting by
+// encoding/csv) or JSON Lines (one object per line). A CSV cell that a
+// spreadsheet would run as a formula — starting with '=', '+', '-', '@',
+// a tab or a carriage return — is written with a leading single quote
+// (CSV injection, OWASP). Times are RFC 3339, to the second, in
+// Config.Location.
+//
+// # Time
+//
+// Times are stored in UTC and returned in Config.Location, America/Lima
+// by default.
+//
+// # Lifecycle
+//
+// A Reporter is a thin handle on a *bun.DB: create it with [New], share it
+// between goroutines, close the database when done.
 package report

@@ -82,6 +82,11 @@ func commands() []command {
 		{"domain retire", "DOMAIN SELECTOR", "stop a DKIM key from signing (after a rotation)", runDomainRetire},
 		{"domain check", "DOMAIN [--sending-domain D] [--dns-server ADDR]", "resolve the published records and say what is missing or wrong; exit 1 if anything is", runDomainCheck},
 		{"domain dns", "--sending-domain D [--ip IP] [--mx HOST] [--dmarc-report ADDR]", "every DNS record to publish: DKIM, and SPF, DMARC and MX for the sending domain", runDomainDNS},
+		{"report recipient", "ADDRESS [--account A] [--json]", "every message to an address (any case): status, attempts, times, the remote server's reply", runReportRecipient},
+		{"report message", "ID [--account A] [--json]", "one message: its recipients by status, and each recipient's row", runReportMessage},
+		{"report campaign", "NAME [--account A] [--json]", "a campaign per account and origin: messages, recipients by status; its latest messages", runReportCampaign},
+		{"report totals", "[--account A] [--origin O] [--from DATE] [--to DATE] [--by day|month|year] [--json]", "recipients by status per day (or month, year) of acceptance, account and origin, counted at query time", runReportTotals},
+		{"report export", "[--format csv|jsonl] [--account A] [--campaign C] [--message ID] [--address A] [--from DATE] [--to DATE] [-o FILE]", "every matching recipient row as CSV (default) or JSON Lines, streamed", runReportExport},
 	}
 }
 

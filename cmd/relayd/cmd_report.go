@@ -1,0 +1,369 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/uptrace/bun"
+
+	"github.com/servir-pe/envios/quota"
+	"github.com/servir-pe/envios/report"
+)
+
+// parseAndOpenReporter is parseAndOpen with a Reporter showing times in
+// --timezone; the caller closes db.
+func (e *env) parseAndOpenReporter(ctx context.Context, fs *flag.FlagSet, g *globals, args []string, min, max int) ([]string, *bun.DB, *report.Reporter, error) {
+	pos, db, _, err := e.parseAndOpen(ctx, fs, g, args, min, max)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return pos, db, report.New(db, report.Config{Location: g.loc, Now: e.now}), nil
+}
+
+// reportError drops the report package's prefixes from an error for the
+// one line relayd prints, keeping the error chain.
+type reportError struct{ err error }
+
+func (r *reportError) Error() string {
+	msg := r.err.Error()
+	for _, p := range []string{report.ErrNotFound.Error() + ": ", report.ErrInvalid.Error() + ": ", "report: "} {
+		msg = strings.ReplaceAll(msg, p, "")
+	}
+	return msg
+}
+
+func (r *reportError) Unwrap() error { return r.err }
+
+func reportErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &reportError{err}
+}
+
+const stampLayout = "2006-01-02 15:04:05"
+
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.Format(stampLayout)
+}
+
+// clip shortens s to n runes for a table cell.
+func clip(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	return string([]rune(s)[:n-1]) + "…"
+}
+
+// rowsTable renders recipient rows; times in loc.
+func rowsTable(rows []report.Row, loc *time.Location) *table {
+	t := &table{head: []string{">ID", "ACCEPTED (" + loc.String() + ")", "ACCOUNT", "ORIGIN", "MESSAGE", "CAMPAIGN", "SUBJECT",
+		"ADDRESS", "STATUS", ">ATTEMPTS", "LAST ATTEMPT", "FINAL", "REMOTE", "REPLY"}}
+	for _, r := range rows {
+		t.add(fmt.Sprint(r.ID), stamp(r.AcceptedAt), r.Account, string(r.Origin), r.MessageID, clip(r.Campaign, 24), clip(r.Subject, 40),
+			r.Address, string(r.Status), fmt.Sprint(r.Attempts), stamp(r.LastAttemptAt), stamp(r.FinalAt), r.RemoteHost, clip(r.Reply, 60))
+	}
+	return t
+}
+
+func runReportRecipient(ctx context.Context, e *env, args []string) error {
+	var g globals
+	fs := e.flagSet("report recipient", &g)
+	account := fs.String("account", "", "only this account's messages")
+	asJSON := fs.Bool("json", false, "print JSON")
+	pos, db, rep, err := e.parseAndOpenReporter(ctx, fs, &g, args, 1, 1)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	f := report.Filter{Account: *account, Address: pos[0], Limit: report.MaxPage}
+	rows := []report.Row{}
+	for {
+		p, err := rep.Recipient(ctx, f)
+		if err != nil {
+			return reportErr(err)
+		}
+		rows = append(rows, p.Rows...)
+		if f.After = p.Next; f.After == 0 {
+			break
+		}
+	}
+	if *asJSON {
+		return writeJSON(e.stdout, rows)
+	}
+	if len(rows) == 0 {
+		fmt.Fprintf(e.stdout, "no messages to %s\n", report.NormalizeAddress(pos[0]))
+		return nil
+	}
+	rowsTable(rows, g.loc).write(e.stdout)
+	return nil
+}
+
+func runReportMessage(ctx context.Context, e *env, args []string) error {
+	var g globals
+	fs := e.flagSet("report message", &g)
+	account := fs.String("account", "", "only if the message is this account's")
+	asJSON := fs.Bool("json", false, "print JSON")
+	pos, db, rep, err := e.parseAndOpenReporter(ctx, fs, &g, args, 1, 1)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	m, err := rep.Message(ctx, *account, pos[0])
+	if err != nil {
+		return reportErr(err)
+	}
+	p, err := rep.Rows(ctx, report.Filter{Account: *account, MessageID: m.ID, Limit: report.DefaultPage})
+	if err != nil {
+		return reportErr(err)
+	}
+	if *asJSON {
+		rows := p.Rows
+		if rows == nil {
+			rows = []report.Row{}
+		}
+		return writeJSON(e.stdout, struct {
+			report.Message
+			Recipients []report.Row `json:"recipients"`
+			More       bool         `json:"more_recipients"` // more than shown: use relayd report export --message
+		}{m, rows, p.Next != 0})
+	}
+	w := e.stdout
+	fmt.Fprintf(w, "Message %s\n", m.ID)
+	field := func(name, value string) {
+		if value != "" {
+			fmt.Fprintf(w, "  %-11s %s\n", name, value)
+		}
+	}
+	field("account", fmt.Sprintf("%s (%s)", m.Account, m.Origin))
+	field("kind", m.Kind)
+	field("campaign", m.Campaign)
+	field("tags", strings.Join(m.Tags, ", "))
+	field("from", m.From)
+	field("subject", m.Subject)
+	field("accepted", fmt.Sprintf("%s (%s)", stamp(m.AcceptedAt), g.loc))
+	field("send at", stamp(m.SendAt))
+	field("cancelled", stamp(m.CancelledAt))
+	field("recipients", countsLine(m.Counts))
+	fmt.Fprintln(w)
+	rowsTable(p.Rows, g.loc).write(w)
+	if p.Next != 0 {
+		fmt.Fprintf(w, "(first %s recipients shown: relayd report export --message %s lists them all)\n", group(int64(len(p.Rows))), m.ID)
+	}
+	return nil
+}
+
+// countsLine renders counts as "5 accepted: 3 sent, 1 bounced, 1 deferred".
+func countsLine(c report.Counts) string {
+	var parts []string
+	for _, x := range []struct {
+		n    int64
+		name string
+	}{{c.Queued, "queued"}, {c.Scheduled, "scheduled"}, {c.Sending, "sending"}, {c.Deferred, "deferred"}, {c.Sent, "sent"},
+		{c.Bounced, "bounced"}, {c.Failed, "failed"}, {c.Suppressed, "suppressed"}, {c.Cancelled, "cancelled"}} {
+		if x.n > 0 {
+			parts = append(parts, group(x.n)+" "+x.name)
+		}
+	}
+	if len(parts) == 0 {
+		return group(c.Accepted) + " accepted"
+	}
+	return group(c.Accepted) + " accepted: " + strings.Join(parts, ", ")
+}
+
+// countsHead and countsCells are the status columns of the totals tables.
+var countsHead = []string{">ACCEPTED", ">QUEUED", ">SCHEDULED", ">SENDING", ">DEFERRED", ">SENT", ">BOUNCED", ">FAILED", ">SUPPRESSED", ">CANCELLED"}
+
+func countsCells(c report.Counts) []string {
+	return []string{group(c.Accepted), group(c.Queued), group(c.Scheduled), group(c.Sending), group(c.Deferred), group(c.Sent),
+		group(c.Bounced), group(c.Failed), group(c.Suppressed), group(c.Cancelled)}
+}
+
+func runReportCampaign(ctx context.Context, e *env, args []string) error {
+	var g globals
+	fs := e.flagSet("report campaign", &g)
+	account := fs.String("account", "", "only this account's messages")
+	asJSON := fs.Bool("json", false, "print JSON")
+	pos, db, rep, err := e.parseAndOpenReporter(ctx, fs, &g, args, 1, 1)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	const latest = 20
+	f := report.Filter{Account: *account, Campaign: pos[0]}
+	parts, err := rep.Campaign(ctx, f)
+	if err != nil {
+		return reportErr(err)
+	}
+	f.Limit = latest
+	ms, err := rep.Messages(ctx, f)
+	if err != nil {
+		return reportErr(err)
+	}
+	if *asJSON {
+		return writeJSON(e.stdout, struct {
+			Campaign string                `json:"campaign"`
+			Parts    []report.CampaignPart `json:"parts"`
+			Latest   []report.Message      `json:"latest_messages"`
+		}{pos[0], parts, ms})
+	}
+	fmt.Fprintf(e.stdout, "Campaign %s\n\n", pos[0])
+	t := &table{head: append([]string{"ACCOUNT", "ORIGIN", ">MESSAGES", "FIRST (" + g.loc.String() + ")", "LAST"}, countsHead...)}
+	var sum report.Counts
+	var msgs int64
+	for _, p := range parts {
+		t.add(append([]string{p.Account, string(p.Origin), group(p.Messages), stamp(p.FirstAcceptedAt), stamp(p.LastAcceptedAt)}, countsCells(p.Counts)...)...)
+		sum, msgs = sum.Plus(p.Counts), msgs+p.Messages
+	}
+	if len(parts) > 1 {
+		t.add(append([]string{"TOTAL", "", group(msgs), "", ""}, countsCells(sum)...)...)
+	}
+	t.write(e.stdout)
+	fmt.Fprintf(e.stdout, "\nLatest messages:\n")
+	mt := &table{head: []string{"MESSAGE", "ACCEPTED", "ACCOUNT", "SUBJECT", "RECIPIENTS"}}
+	for _, m := range ms {
+		mt.add(m.ID, stamp(m.AcceptedAt), m.Account, clip(m.Subject, 40), countsLine(m.Counts))
+	}
+	mt.write(e.stdout)
+	if msgs > int64(len(ms)) {
+		fmt.Fprintf(e.stdout, "(%d of %s shown)\n", len(ms), group(msgs))
+	}
+	return nil
+}
+
+func runReportTotals(ctx context.Context, e *env, args []string) error {
+	var g globals
+	fs := e.flagSet("report totals", &g)
+	account := fs.String("account", "", "only this account")
+	origin := fs.String("origin", "", "only this origin: library, smtp, http, campaign or cli")
+	from := fs.String("from", "", "first day (YYYY-MM-DD)")
+	to := fs.String("to", "", "last day, inclusive (YYYY-MM-DD)")
+	by := fs.String("by", "day", "day, month or year")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if _, err := parse(fs, &g, args, 0, 0); err != nil {
+		return helpOr(err, fs, e)
+	}
+	f := report.TotalsFilter{Account: *account, Origin: quota.Origin(*origin), By: report.Period(*by)}
+	layout := map[report.Period]string{report.Day: time.DateOnly, report.Month: "2006-01", report.Year: "2006"}[f.By]
+	if layout == "" {
+		return usagef("--by must be day, month or year, not %q", *by)
+	}
+	var err error
+	if f.From, f.To, err = dayRange(*from, *to, g.loc); err != nil {
+		return err
+	}
+	db, _, err := e.openMigrated(ctx, &g)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	ts, err := report.New(db, report.Config{Location: g.loc, Now: e.now}).Totals(ctx, f)
+	if err != nil {
+		return reportErr(err)
+	}
+	if *asJSON {
+		type totalJSON struct {
+			Period  string       `json:"period"`
+			Account string       `json:"account"`
+			Origin  quota.Origin `json:"origin"`
+			report.Counts
+		}
+		out := []totalJSON{}
+		for _, x := range ts {
+			out = append(out, totalJSON{x.Period.Format(layout), x.Account, x.Origin, x.Counts})
+		}
+		return writeJSON(e.stdout, out)
+	}
+	if len(ts) == 0 {
+		fmt.Fprintln(e.stdout, "no recipients accepted in that period")
+		return nil
+	}
+	t := &table{head: append([]string{strings.ToUpper(*by), "ACCOUNT", "ORIGIN"}, countsHead...)}
+	var sum report.Counts
+	for _, x := range ts {
+		t.add(append([]string{x.Period.Format(layout), x.Account, string(x.Origin)}, countsCells(x.Counts)...)...)
+		sum = sum.Plus(x.Counts)
+	}
+	t.add(append([]string{"TOTAL", "", ""}, countsCells(sum)...)...)
+	t.write(e.stdout)
+	fmt.Fprintf(e.stdout, "(recipients by %s of acceptance in %s and their status now, counted from the recipient rows at query time)\n", *by, g.loc)
+	return nil
+}
+
+func runReportExport(ctx context.Context, e *env, args []string) error {
+	var g globals
+	fs := e.flagSet("report export", &g)
+	format := fs.String("format", "csv", "csv or jsonl")
+	account := fs.String("account", "", "only this account")
+	campaign := fs.String("campaign", "", "only this campaign")
+	message := fs.String("message", "", "only this message")
+	address := fs.String("address", "", "only this recipient address")
+	from := fs.String("from", "", "first day (YYYY-MM-DD)")
+	to := fs.String("to", "", "last day, inclusive (YYYY-MM-DD)")
+	out := fs.String("o", "", "write to FILE (default standard output)")
+	if _, err := parse(fs, &g, args, 0, 0); err != nil {
+		return helpOr(err, fs, e)
+	}
+	if *format != string(report.CSV) && *format != string(report.JSONLines) {
+		return usagef("--format must be csv or jsonl, not %q", *format)
+	}
+	f := report.Filter{Account: *account, Campaign: *campaign, MessageID: *message, Address: *address}
+	var err error
+	if f.From, f.To, err = dayRange(*from, *to, g.loc); err != nil {
+		return err
+	}
+	db, _, err := e.openMigrated(ctx, &g)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	rep := report.New(db, report.Config{Location: g.loc, Now: e.now})
+	if *out == "" {
+		_, err := rep.Export(ctx, e.stdout, report.Format(*format), f)
+		return reportErr(err)
+	}
+	n, err := exportFile(ctx, rep, *out, report.Format(*format), f)
+	if err != nil {
+		return reportErr(err)
+	}
+	fmt.Fprintf(e.stdout, "exported %s %s to %s\n", group(n), plural(int(n), "recipient", "recipients"), *out)
+	return nil
+}
+
+// exportFile writes the export beside path and renames it into place when
+// it is complete, so a failed export never leaves a partial file.
+func exportFile(ctx context.Context, rep *report.Reporter, path string, format report.Format, f report.Filter) (int64, error) {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.partial")
+	if err != nil {
+		return 0, fmt.Errorf("export: %w", err)
+	}
+	n, err := rep.Export(ctx, tmp, format, f)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			return 0, fmt.Errorf("export to %s: %w", path, pe.Err)
+		}
+		return 0, err
+	}
+	return n, nil
+}
