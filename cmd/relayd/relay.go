@@ -22,6 +22,7 @@ import (
 	"github.com/servir-pe/envios/internal/tlscert"
 	"github.com/servir-pe/envios/mailing"
 	"github.com/servir-pe/envios/relay"
+	"github.com/servir-pe/envios/report"
 )
 
 type relayOptions struct {
@@ -78,7 +79,8 @@ func startRelay(ctx context.Context, e *env, g *globals, log *slog.Logger, m *ma
 	}
 	var hs *http.Server
 	if !apiOff {
-		api, err := httpapi.New(httpapi.Config{Mailer: m, Tokens: apitoken.NewStore(db, e.now), Logger: log})
+		api, err := httpapi.New(httpapi.Config{Mailer: m, Tokens: apitoken.NewStore(db, e.now),
+			Reports: report.New(db, report.Config{Location: g.loc, Now: e.now}), Location: g.loc, Logger: log})
 		if err != nil {
 			return nil, nil, nil, err
 		}

@@ -19,12 +19,17 @@ import (
 	"github.com/servir-pe/envios/internal/apitoken"
 	"github.com/servir-pe/envios/mailing"
 	"github.com/servir-pe/envios/quota"
+	"github.com/servir-pe/envios/report"
 )
 
-// Config configures the API. Mailer and Tokens are required.
+// Config configures the API. Mailer, Tokens and Reports are required.
 type Config struct {
-	Mailer *mailing.Mailer
-	Tokens *apitoken.Store
+	Mailer  *mailing.Mailer
+	Tokens  *apitoken.Store
+	Reports *report.Reporter
+	// Location is the zone of YYYY-MM-DD dates in queries. Default
+	// America/Lima.
+	Location *time.Location
 	// MaxBody bounds a request body, in bytes. Default 32 MB (a message of
 	// 25 MB with its JSON encoding).
 	MaxBody int64
@@ -53,12 +58,22 @@ var routes = []route{
 	{"DELETE", "/v1/messages/{id}", (*API).deleteMessage, false},
 	{"GET", "/v1/messages/{id}/recipients/{rid}/attempts", (*API).getAttempts, false},
 	{"GET", "/v1/quota", (*API).getQuota, false},
+	{"GET", "/v1/recipients", (*API).getRecipients, false},
+	{"GET", "/v1/reports/totals", (*API).getTotals, false},
+	{"GET", "/v1/export", (*API).getExport, false},
 }
 
 // New returns the API.
 func New(cfg Config) (*API, error) {
-	if cfg.Mailer == nil || cfg.Tokens == nil {
-		return nil, errors.New("httpapi: Config.Mailer and Tokens are required")
+	if cfg.Mailer == nil || cfg.Tokens == nil || cfg.Reports == nil {
+		return nil, errors.New("httpapi: Config.Mailer, Tokens and Reports are required")
+	}
+	if cfg.Location == nil {
+		loc, err := time.LoadLocation("America/Lima")
+		if err != nil {
+			loc = time.FixedZone("-05", -5*3600)
+		}
+		cfg.Location = loc
 	}
 	if cfg.MaxBody <= 0 {
 		cfg.MaxBody = 32 << 20

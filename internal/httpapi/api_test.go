@@ -18,6 +18,7 @@ import (
 	"github.com/servir-pe/envios/internal/storetest"
 	"github.com/servir-pe/envios/mailing"
 	"github.com/servir-pe/envios/quota"
+	"github.com/servir-pe/envios/report"
 )
 
 type fixture struct {
@@ -57,7 +58,7 @@ func newFixture(t *testing.T, db *bun.DB) *fixture {
 			t.Fatal(err)
 		}
 	}
-	api, err := httpapi.New(httpapi.Config{Mailer: m, Tokens: tokens, MaxBody: 64 << 10})
+	api, err := httpapi.New(httpapi.Config{Mailer: m, Tokens: tokens, Reports: report.New(db, report.Config{}), MaxBody: 64 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,4 +253,55 @@ func uniquePaths() map[string]bool {
 		u[r.Path] = true
 	}
 	return u
+}
+
+// The report routes, scoped like the rest: recipients by address, totals
+// and a streamed export see only the token's account.
+func TestAPIReports(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		f := newFixture(t, db)
+		for _, c := range []struct{ token, from, to string }{
+			{f.talento, "avisos@servir.gob.pe", "ana@example.org"},
+			{f.eventos, "eventos@servir.gob.pe", "Ana@Example.org"},
+			{f.eventos, "eventos@servir.gob.pe", "=cmd@example.org"},
+		} {
+			m := msg(c.to)
+			m["from"] = c.from
+			if st, out := f.call(t, "POST", "/v1/messages", c.token, m); st != 202 {
+				t.Fatalf("send: %d %v", st, out)
+			}
+		}
+		st, out := f.call(t, "GET", "/v1/recipients?address=ANA@example.org", f.talento, nil)
+		if rs := out["recipients"].([]any); st != 200 || len(rs) != 1 || rs[0].(map[string]any)["account"] != "sjti/talento" {
+			t.Fatalf("talento's recipients: %d %v", st, out)
+		}
+		if st, out := f.call(t, "GET", "/v1/recipients?address=ana@example.org", f.admin, nil); st != 200 || len(out["recipients"].([]any)) != 2 {
+			t.Fatalf("admin's recipients: %d %v", st, out)
+		}
+		if st, out := f.call(t, "GET", "/v1/recipients", f.talento, nil); st != 422 {
+			t.Fatalf("no address: %d %v", st, out)
+		}
+		if st, out := f.call(t, "GET", "/v1/reports/totals?from=2000-01-01&by=month", f.eventos, nil); st != 200 || len(out["totals"].([]any)) != 1 {
+			t.Fatalf("totals: %d %v", st, out)
+		}
+		if st, out := f.call(t, "GET", "/v1/reports/totals?from=yesterday", f.eventos, nil); st != 422 {
+			t.Fatalf("bad date: %d %v", st, out)
+		}
+		req, _ := http.NewRequest("GET", f.srv.URL+"/v1/export?format=csv", nil)
+		req.Header.Set("Authorization", "Bearer "+f.eventos)
+		resp, err := f.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		lines := strings.Split(strings.TrimSpace(string(body)), "\n")
+		if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/csv") || len(lines) != 3 ||
+			strings.Contains(string(body), "sjti/talento") || !strings.Contains(string(body), "'=cmd@example.org") {
+			t.Fatalf("export: %d %s\n%s", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+		}
+		if st, out := f.call(t, "GET", "/v1/export?format=xml", f.eventos, nil); st != 422 {
+			t.Fatalf("bad format: %d %v", st, out)
+		}
+	})
 }
