@@ -427,6 +427,11 @@ func (s *batchState) commitOnce(ctx context.Context, chunk []recipientRow, useCo
 		if _, err := tx.NewRaw("UPDATE mail_messages SET recipients = recipients + ? WHERE id = ?", n, id).Exec(ctx); err != nil {
 			return fmt.Errorf("mailing: count recipients: %w", err)
 		}
+		accepted := counts{}
+		accepted.add(s.acct.ID, c.origin, now, kindAccepted, n)
+		if err := accepted.write(ctx, tx); err != nil {
+			return err
+		}
 		_, err := m.ledger.Charge(ctx, tx, quota.Charge{Account: c.account, Amount: n, Origin: c.origin,
 			Reference: id, Actor: c.actor})
 		return err

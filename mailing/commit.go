@@ -216,6 +216,13 @@ func (m *Mailer) commitIn(ctx context.Context, tx bun.Tx, group []*pending) erro
 	if _, err := tx.NewInsert().Model(&rows).Exec(ctx); err != nil {
 		return fmt.Errorf("mailing: store recipients: %w", err)
 	}
+	accepted := counts{}
+	for _, r := range rows {
+		accepted.add(r.AccountID, r.Origin, r.AcceptedAt, kindAccepted, 1)
+	}
+	if err := accepted.write(ctx, tx); err != nil {
+		return err
+	}
 	var tags []tagRow
 	var atts []attachmentRow
 	for _, p := range stored {

@@ -253,6 +253,8 @@ type claimed struct {
 	Attempts     int
 	AcceptedAt   time.Time
 	Priority     int16
+	AccountID    int64
+	Origin       quota.Origin
 }
 
 // RunOnce claims up to Batch due recipients (transactional first, then by
@@ -409,7 +411,7 @@ func (e *Engine) claim(ctx context.Context) ([]claimed, error) {
 	err := db.NewRaw("UPDATE mail_recipients SET status = 'sending', lease_until = ?, lease_owner = ? "+
 		"WHERE id IN (SELECT id FROM mail_recipients WHERE status IN ('queued', 'scheduled', 'deferred') AND due_at <= ? "+
 		"ORDER BY priority, due_at LIMIT ?"+lock+") "+
-		"RETURNING id, message_id, address, name, data, rfc_message_id, attempts, accepted_at, priority",
+		"RETURNING id, message_id, address, name, data, rfc_message_id, attempts, accepted_at, priority, account_id, origin",
 		now.Add(e.cfg.Lease), e.cfg.Owner, now, e.cfg.Batch).Scan(ctx, &items)
 	if err != nil {
 		return nil, fmt.Errorf("mailing: claim: %w", err)
@@ -733,17 +735,22 @@ func (e *Engine) recordMany(ctx context.Context, tx bun.Tx, batch []outcome, now
 	for _, id := range updated {
 		recorded[id] = true
 	}
-	// The attempts, each kept (mail_attempts), of the recipients recorded.
-	var attempts []attemptRow
+	// The events and counters of the recipients recorded.
+	var events []eventRow
+	c := counts{}
 	for _, o := range batch {
-		if r, ok := rows[o.it.ID]; ok && o.attempted && recorded[o.it.ID] {
-			attempts = append(attempts, attemptRow{RecipientID: o.it.ID, At: now, RemoteHost: r.host, Reply: r.reply, Status: r.status})
+		if r, ok := rows[o.it.ID]; ok && recorded[o.it.ID] {
+			if ev, ok := e.event(o, r, now); ok {
+				events = append(events, ev)
+				c.add(o.it.AccountID, o.it.Origin, now, string(ev.Type), 1)
+			}
 		}
 	}
-	if len(attempts) > 0 {
-		if _, err := tx.NewInsert().Model(&attempts).Exec(ctx); err != nil {
-			return fmt.Errorf("mailing: record attempts: %w", err)
-		}
+	if err := insertEvents(ctx, tx, events); err != nil {
+		return err
+	}
+	if err := c.write(ctx, tx); err != nil {
+		return err
 	}
 	for _, o := range batch {
 		if r, ok := rows[o.it.ID]; ok && r.status == StatusFailed && r.attempts == 0 && recorded[o.it.ID] {
@@ -763,7 +770,20 @@ func (e *Engine) recordOne(ctx context.Context, tx bun.IDB, o outcome, now time.
 		if err != nil {
 			return err
 		}
-		if n, _ := res.RowsAffected(); n == 1 && it.Attempts == 0 {
+		if n, _ := res.RowsAffected(); n != 1 {
+			return nil
+		}
+		ev := eventRow{RecipientID: it.ID, MessageID: it.MessageID, AccountID: it.AccountID, Origin: it.Origin, At: now,
+			Type: StatusFailed, Reply: truncate(o.failed, 2000)}
+		if err := insertEvents(ctx, tx, []eventRow{ev}); err != nil {
+			return err
+		}
+		c := counts{}
+		c.add(it.AccountID, it.Origin, now, string(StatusFailed), 1)
+		if err := c.write(ctx, tx); err != nil {
+			return err
+		}
+		if it.Attempts == 0 {
 			return e.release(ctx, tx, it, "message could not be built")
 		}
 		return nil
@@ -779,6 +799,16 @@ func (e *Engine) recordOne(ctx context.Context, tx bun.IDB, o outcome, now time.
 	if n, _ := res.RowsAffected(); n != 1 {
 		e.m.cfg.Logger.Warn("recipient no longer leased to this engine; outcome not recorded", "recipient", it.ID, "reply", r.Reply())
 		return nil
+	}
+	if ev, ok := e.event(o, row, now); ok {
+		if err := insertEvents(ctx, tx, []eventRow{ev}); err != nil {
+			return err
+		}
+		c := counts{}
+		c.add(it.AccountID, it.Origin, now, string(ev.Type), 1)
+		if err := c.write(ctx, tx); err != nil {
+			return err
+		}
 	}
 	status, attempts := row.status, row.attempts
 	if status == StatusFailed && attempts == 0 {
@@ -808,13 +838,13 @@ func truncate(s string, n int) string {
 	return s[:n]
 }
 
-// attemptRow is one delivery attempt of one recipient (mail_attempts).
-type attemptRow struct {
-	bun.BaseModel `bun:"table:mail_attempts"`
-	ID            int64 `bun:",pk,autoincrement"`
-	RecipientID   int64
-	At            time.Time
-	RemoteHost    string
-	Reply         string
-	Status        Status
+// event is what an outcome adds to mail_events: every attempt, and a final
+// change without one (failing at MaxAge while waiting for a destination's
+// limits). Waiting alone is no event.
+func (e *Engine) event(o outcome, r outcomeRow, now time.Time) (eventRow, bool) {
+	if !o.attempted && r.status == StatusDeferred {
+		return eventRow{}, false
+	}
+	return eventRow{RecipientID: o.it.ID, MessageID: o.it.MessageID, AccountID: o.it.AccountID, Origin: o.it.Origin, At: now,
+		Type: r.status, Attempt: o.attempted, RemoteHost: r.host, Reply: r.reply}, true
 }

@@ -212,19 +212,34 @@ func (m *Mailer) Cancel(ctx context.Context, account, id, actor string) (CancelR
 		if _, err := tx.NewRaw("UPDATE mail_messages SET cancelled_at = ? WHERE id = ? AND cancelled_at IS NULL", now, id).Exec(ctx); err != nil {
 			return fmt.Errorf("mailing: cancel: %w", err)
 		}
-		r, err := tx.NewRaw("UPDATE mail_recipients SET status = 'cancelled', final_at = ? "+
-			"WHERE message_id = ? AND status IN ('queued', 'scheduled') AND attempts = 0", now, id).Exec(ctx)
-		if err != nil {
+		type changed struct {
+			ID        int64
+			AccountID int64
+			Origin    quota.Origin
+		}
+		var first, second []changed
+		if err := tx.NewRaw("UPDATE mail_recipients SET status = 'cancelled', final_at = ? "+
+			"WHERE message_id = ? AND status IN ('queued', 'scheduled') AND attempts = 0 RETURNING id, account_id, origin", now, id).Scan(ctx, &first); err != nil {
 			return fmt.Errorf("mailing: cancel: %w", err)
 		}
-		never, _ := r.RowsAffected()
-		r, err = tx.NewRaw("UPDATE mail_recipients SET status = 'cancelled', final_at = ? "+
-			"WHERE message_id = ? AND status IN ('queued', 'scheduled', 'deferred')", now, id).Exec(ctx)
-		if err != nil {
+		if err := tx.NewRaw("UPDATE mail_recipients SET status = 'cancelled', final_at = ? "+
+			"WHERE message_id = ? AND status IN ('queued', 'scheduled', 'deferred') RETURNING id, account_id, origin", now, id).Scan(ctx, &second); err != nil {
 			return fmt.Errorf("mailing: cancel: %w", err)
 		}
-		tried, _ := r.RowsAffected()
+		never, tried := int64(len(first)), int64(len(second))
 		res = CancelResult{Cancelled: int(never + tried), Released: int(never)}
+		events := make([]eventRow, 0, never+tried)
+		c := counts{}
+		for _, x := range append(first, second...) {
+			events = append(events, eventRow{RecipientID: x.ID, MessageID: id, AccountID: x.AccountID, Origin: x.Origin, At: now, Type: StatusCancelled})
+			c.add(x.AccountID, x.Origin, now, string(StatusCancelled), 1)
+		}
+		if err := insertEvents(ctx, tx, events); err != nil {
+			return err
+		}
+		if err := c.write(ctx, tx); err != nil {
+			return err
+		}
 		if never == 0 {
 			return nil
 		}
@@ -398,13 +413,13 @@ func (m *Mailer) Attempts(ctx context.Context, account string, recipientID int64
 	} else if n == 0 {
 		return nil, fmt.Errorf("%w: no recipient %d", ErrNotFound, recipientID)
 	}
-	var rows []attemptRow
-	if err := m.db.NewSelect().Model(&rows).Where("recipient_id = ?", recipientID).Order("id").Scan(ctx); err != nil {
+	var rows []eventRow
+	if err := m.db.NewSelect().Model(&rows).Where("recipient_id = ? AND attempt", recipientID).Order("id").Scan(ctx); err != nil {
 		return nil, fmt.Errorf("mailing: read attempts: %w", err)
 	}
 	out := make([]Attempt, len(rows))
 	for i, r := range rows {
-		out[i] = Attempt{At: r.At.UTC(), RemoteHost: r.RemoteHost, Reply: r.Reply, Status: r.Status}
+		out[i] = Attempt{At: r.At.UTC(), RemoteHost: r.RemoteHost, Reply: r.Reply, Status: r.Type}
 	}
 	return out, nil
 }

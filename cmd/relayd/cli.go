@@ -85,7 +85,9 @@ func commands() []command {
 		{"report recipient", "ADDRESS [--account A] [--json]", "every message to an address (any case): status, attempts, times, the remote server's reply", runReportRecipient},
 		{"report message", "ID [--account A] [--json]", "one message: its recipients by status, and each recipient's row", runReportMessage},
 		{"report campaign", "NAME [--account A] [--json]", "a campaign per account and origin: messages, recipients by status; its latest messages", runReportCampaign},
-		{"report totals", "[--account A] [--origin O] [--from DATE] [--to DATE] [--by day|month|year] [--json]", "recipients by status per day (or month, year) of acceptance, account and origin, counted at query time", runReportTotals},
+		{"report totals", "[--account A] [--origin O] [--from DATE] [--to DATE] [--by day|month|year|account|origin] [--json]", "what happened per day (or month, year; or per account or origin over the range): accepted, sent, deferred, bounced, failed, cancelled", runReportTotals},
+		{"report verify", "", "recount every report counter from the recipients and events; exit 1 if one differs", runReportVerify},
+		{"report log", "[--account A] [--after ID] [--follow] [--json]", "the events (accepted, sent, deferred, bounced, failed, cancelled) in order; --follow keeps printing them live", runReportLog},
 		{"report export", "[--format csv|jsonl] [--account A] [--campaign C] [--message ID] [--address A] [--from DATE] [--to DATE] [-o FILE]", "every matching recipient row as CSV (default) or JSON Lines, streamed", runReportExport},
 	}
 }

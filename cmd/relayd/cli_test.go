@@ -98,6 +98,8 @@ var transcript = []string{
 	`report totals --by week`,
 	`report totals --account enap/nadie`,
 	`report totals --from 2026-12-01 --to 2026-11-01`,
+	`report verify`,
+	`report log --after x`,
 	`report recipient "Ana <Ana@Example.com>"`,
 	`report recipient ana@example.com --json`,
 	`report recipient`,

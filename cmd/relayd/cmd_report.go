@@ -248,15 +248,15 @@ func runReportTotals(ctx context.Context, e *env, args []string) error {
 	origin := fs.String("origin", "", "only this origin: library, smtp, http, campaign or cli")
 	from := fs.String("from", "", "first day (YYYY-MM-DD)")
 	to := fs.String("to", "", "last day, inclusive (YYYY-MM-DD)")
-	by := fs.String("by", "day", "day, month or year")
+	by := fs.String("by", "day", "day, month, year, account or origin")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if _, err := parse(fs, &g, args, 0, 0); err != nil {
 		return helpOr(err, fs, e)
 	}
-	f := report.TotalsFilter{Account: *account, Origin: quota.Origin(*origin), By: report.Period(*by)}
-	layout := map[report.Period]string{report.Day: time.DateOnly, report.Month: "2006-01", report.Year: "2006"}[f.By]
-	if layout == "" {
-		return usagef("--by must be day, month or year, not %q", *by)
+	f := report.ActivityFilter{Account: *account, Origin: quota.Origin(*origin), By: report.Period(*by)}
+	layout, ok := map[string]string{"day": time.DateOnly, "month": "2006-01", "year": "2006", "account": "", "origin": ""}[*by]
+	if !ok {
+		return usagef("--by must be day, month, year, account or origin, not %q", *by)
 	}
 	var err error
 	if f.From, f.To, err = dayRange(*from, *to, g.loc); err != nil {
@@ -267,37 +267,130 @@ func runReportTotals(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer db.Close()
-	ts, err := report.New(db, report.Config{Location: g.loc, Now: e.now}).Totals(ctx, f)
+	as, err := report.New(db, report.Config{Location: g.loc, Now: e.now}).Activity(ctx, f)
 	if err != nil {
 		return reportErr(err)
 	}
+	period := func(a report.Activity) string {
+		if layout == "" {
+			return ""
+		}
+		return a.Period.Format(layout)
+	}
 	if *asJSON {
 		type totalJSON struct {
-			Period  string       `json:"period"`
-			Account string       `json:"account"`
-			Origin  quota.Origin `json:"origin"`
-			report.Counts
+			Period string `json:"period,omitempty"`
+			report.Activity
 		}
 		out := []totalJSON{}
-		for _, x := range ts {
-			out = append(out, totalJSON{x.Period.Format(layout), x.Account, x.Origin, x.Counts})
+		for _, x := range as {
+			out = append(out, totalJSON{period(x), x})
 		}
 		return writeJSON(e.stdout, out)
 	}
-	if len(ts) == 0 {
-		fmt.Fprintln(e.stdout, "no recipients accepted in that period")
+	if len(as) == 0 {
+		fmt.Fprintln(e.stdout, "nothing happened in that period")
 		return nil
 	}
-	t := &table{head: append([]string{strings.ToUpper(*by), "ACCOUNT", "ORIGIN"}, countsHead...)}
-	var sum report.Counts
-	for _, x := range ts {
-		t.add(append([]string{x.Period.Format(layout), x.Account, string(x.Origin)}, countsCells(x.Counts)...)...)
-		sum = sum.Plus(x.Counts)
+	head := []string{strings.ToUpper(*by), "ACCOUNT", "ORIGIN"}
+	if layout == "" {
+		head = []string{"ACCOUNT", "ORIGIN"}
 	}
-	t.add(append([]string{"TOTAL", "", ""}, countsCells(sum)...)...)
+	t := &table{head: append(head, ">ACCEPTED", ">SENT", ">DEFERRED", ">BOUNCED", ">FAILED", ">CANCELLED")}
+	var sum report.Activity
+	for _, x := range as {
+		row := []string{x.Account, string(x.Origin)}
+		if layout != "" {
+			row = append([]string{period(x)}, row...)
+		}
+		t.add(append(row, group(x.Accepted), group(x.Sent), group(x.Deferred), group(x.Bounced), group(x.Failed), group(x.Cancelled))...)
+		sum.Accepted, sum.Sent, sum.Deferred = sum.Accepted+x.Accepted, sum.Sent+x.Sent, sum.Deferred+x.Deferred
+		sum.Bounced, sum.Failed, sum.Cancelled = sum.Bounced+x.Bounced, sum.Failed+x.Failed, sum.Cancelled+x.Cancelled
+	}
+	total := []string{"TOTAL", ""}
+	if layout != "" {
+		total = append(total, "")
+	}
+	t.add(append(total, group(sum.Accepted), group(sum.Sent), group(sum.Deferred), group(sum.Bounced), group(sum.Failed), group(sum.Cancelled))...)
 	t.write(e.stdout)
-	fmt.Fprintf(e.stdout, "(recipients by %s of acceptance in %s and their status now, counted from the recipient rows at query time)\n", *by, g.loc)
+	fmt.Fprintf(e.stdout, "(what happened in each period, in %s: recipients accepted, sent, deferring attempts, bounced, failed, cancelled; from the counters kept with each change)\n", g.loc)
 	return nil
+}
+
+func runReportVerify(ctx context.Context, e *env, args []string) error {
+	var g globals
+	fs := e.flagSet("report verify", &g)
+	_, db, _, err := e.parseAndOpen(ctx, fs, &g, args, 0, 0)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	problems, err := report.New(db, report.Config{Location: g.loc, Now: e.now}).Verify(ctx)
+	if err != nil {
+		return err
+	}
+	if len(problems) > 0 {
+		for _, p := range problems {
+			fmt.Fprintln(e.stdout, "PROBLEM", p)
+		}
+		return errProblems
+	}
+	fmt.Fprintln(e.stdout, "report counters verified: every counter equals its recount from the recipients and events")
+	return nil
+}
+
+func runReportLog(ctx context.Context, e *env, args []string) error {
+	var g globals
+	fs := e.flagSet("report log", &g)
+	account := fs.String("account", "", "only this account")
+	follow := fs.Bool("follow", false, "keep printing events as they happen, until interrupted")
+	after := fs.String("after", "", "start after this event id (R.E, printed with each event); default: the beginning")
+	asJSON := fs.Bool("json", false, "print one JSON object per event")
+	_, db, _, err := e.parseAndOpen(ctx, fs, &g, args, 0, 0)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	cur, err := report.ParseCursor(*after)
+	if err != nil {
+		return usagef("report log: --after %q must be an event id R.E", *after)
+	}
+	rep := report.New(db, report.Config{Location: g.loc, Now: e.now})
+	lag := time.Duration(-1) // without --follow: everything committed
+	if *follow {
+		lag = 0 // the default: a few seconds behind, so no slow transaction is skipped
+	}
+	for {
+		evs, next, err := rep.Events(ctx, report.EventsFilter{Account: *account, After: cur, Lag: lag})
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return reportErr(err)
+		}
+		for _, ev := range evs {
+			if *asJSON {
+				if err := writeJSONLine(e.stdout, ev); err != nil {
+					return err
+				}
+				continue
+			}
+			fmt.Fprintf(e.stdout, "%s  %-9s  %s  %s  %s  %s %s\n", ev.At.Format("2006-01-02 15:04:05"), ev.Type, ev.Account, ev.Address,
+				ev.MessageID, ev.Reply, "["+ev.ID+"]")
+		}
+		cur = next
+		if len(evs) > 0 {
+			continue
+		}
+		if !*follow {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 func runReportExport(ctx context.Context, e *env, args []string) error {
