@@ -33,6 +33,12 @@ type Config struct {
 	// MaxBody bounds a request body, in bytes. Default 32 MB (a message of
 	// 25 MB with its JSON encoding).
 	MaxBody int64
+	// EventPoll is how often the event stream looks for new events.
+	// Default 1 second.
+	EventPoll time.Duration
+	// EventLag is how far behind the commits the event stream stays
+	// (report.EventsFilter.Lag). Default 2 seconds.
+	EventLag time.Duration
 	// Logger receives what errors hide. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -61,6 +67,7 @@ var routes = []route{
 	{"GET", "/v1/recipients", (*API).getRecipients, false},
 	{"GET", "/v1/reports/totals", (*API).getTotals, false},
 	{"GET", "/v1/export", (*API).getExport, false},
+	{"GET", "/v1/events", (*API).getEvents, false},
 }
 
 // New returns the API.
@@ -74,6 +81,9 @@ func New(cfg Config) (*API, error) {
 			loc = time.FixedZone("-05", -5*3600)
 		}
 		cfg.Location = loc
+	}
+	if cfg.EventPoll <= 0 {
+		cfg.EventPoll = time.Second
 	}
 	if cfg.MaxBody <= 0 {
 		cfg.MaxBody = 32 << 20

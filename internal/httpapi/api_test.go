@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -58,7 +59,8 @@ func newFixture(t *testing.T, db *bun.DB) *fixture {
 			t.Fatal(err)
 		}
 	}
-	api, err := httpapi.New(httpapi.Config{Mailer: m, Tokens: tokens, Reports: report.New(db, report.Config{}), MaxBody: 64 << 10})
+	api, err := httpapi.New(httpapi.Config{Mailer: m, Tokens: tokens, Reports: report.New(db, report.Config{}), MaxBody: 64 << 10,
+		EventPoll: 50 * time.Millisecond, EventLag: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,6 +304,62 @@ func TestAPIReports(t *testing.T) {
 		}
 		if st, out := f.call(t, "GET", "/v1/export?format=xml", f.eventos, nil); st != 422 {
 			t.Fatalf("bad format: %d %v", st, out)
+		}
+	})
+}
+
+// The event stream over SSE: the events of a send arrive with ids, and a
+// client that reconnects with Last-Event-ID gets only what came after.
+func TestAPIEventStreamResumes(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		f := newFixture(t, db)
+		for _, to := range []string{"a@example.org", "b@example.org", "c@example.org"} {
+			if st, out := f.call(t, "POST", "/v1/messages", f.talento, msg(to)); st != 202 {
+				t.Fatalf("send: %d %v", st, out)
+			}
+		}
+		if st, _ := f.call(t, "POST", "/v1/messages", f.eventos, map[string]any{"from": "e@servir.gob.pe", "to": []string{"z@example.org"}, "subject": "s", "text": "t"}); st != 202 {
+			t.Fatal("eventos send")
+		}
+		// read opens the stream and returns the first n events' ids and data.
+		read := func(lastID string, n int) (ids, data []string) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, "GET", f.srv.URL+"/v1/events", nil)
+			req.Header.Set("Authorization", "Bearer "+f.talento)
+			if lastID != "" {
+				req.Header.Set("Last-Event-ID", lastID)
+			}
+			resp, err := f.client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+				t.Fatalf("events: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+			}
+			sc := bufio.NewScanner(resp.Body)
+			for len(data) < n && sc.Scan() {
+				line := sc.Text()
+				if v, ok := strings.CutPrefix(line, "id: "); ok {
+					ids = append(ids, v)
+				}
+				if v, ok := strings.CutPrefix(line, "data: "); ok {
+					data = append(data, v)
+				}
+			}
+			return ids, data
+		}
+		ids, data := read("", 2)
+		if len(ids) != 2 || !strings.Contains(data[0], `"type":"accepted"`) || !strings.Contains(data[0], "a@example.org") {
+			t.Fatalf("first two: %v %v", ids, data)
+		}
+		more, data := read(ids[1], 1)
+		if len(more) != 1 || !strings.Contains(data[0], "c@example.org") || strings.Contains(strings.Join(data, ""), "z@example.org") {
+			t.Fatalf("after %s: %v %v", ids[1], more, data)
+		}
+		if st, out := f.call(t, "GET", "/v1/events?after=nonsense", f.talento, nil); st != 422 {
+			t.Fatalf("bad id: %d %v", st, out)
 		}
 	})
 }

@@ -109,8 +109,10 @@ func (a *API) getRecipients(w http.ResponseWriter, r *http.Request, tok apitoken
 	writeJSON(w, http.StatusOK, map[string]any{"recipients": rows, "next": p.Next})
 }
 
+// getTotals reads the counters: what happened per period (day, month,
+// year) or per account or origin over the range.
 func (a *API) getTotals(w http.ResponseWriter, r *http.Request, tok apitoken.Token) {
-	f := report.TotalsFilter{Account: readScope(tok, r), Origin: quota.Origin(r.URL.Query().Get("origin")), By: report.Period(r.URL.Query().Get("by"))}
+	f := report.ActivityFilter{Account: readScope(tok, r), Origin: quota.Origin(r.URL.Query().Get("origin")), By: report.Period(r.URL.Query().Get("by"))}
 	var err error
 	if f.From, err = a.dateParam(r, "from", false); err == nil {
 		f.To, err = a.dateParam(r, "to", true)
@@ -119,13 +121,13 @@ func (a *API) getTotals(w http.ResponseWriter, r *http.Request, tok apitoken.Tok
 		writeError(w, a.cfg.Logger, err)
 		return
 	}
-	ts, err := a.cfg.Reports.Totals(r.Context(), f)
+	ts, err := a.cfg.Reports.Activity(r.Context(), f)
 	if err != nil {
 		writeError(w, a.cfg.Logger, reportErr(err))
 		return
 	}
 	if ts == nil {
-		ts = []report.Total{}
+		ts = []report.Activity{}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"totals": ts})
 }
