@@ -114,6 +114,7 @@ type Engine struct {
 	cache    map[string]*source
 	keyCache map[string]cachedKeys
 	limits   *limiter
+	stats    engineStats
 }
 
 // NewEngine returns an Engine delivering m's queue.
@@ -740,6 +741,7 @@ func (e *Engine) recordMany(ctx context.Context, tx bun.Tx, batch []outcome, now
 	c := counts{}
 	for _, o := range batch {
 		if r, ok := rows[o.it.ID]; ok && recorded[o.it.ID] {
+			e.stats.record(r.status, o.it.AcceptedAt, now)
 			if ev, ok := e.event(o, r, now); ok {
 				events = append(events, ev)
 				c.add(o.it.AccountID, o.it.Origin, now, string(ev.Type), 1)

@@ -92,6 +92,7 @@ func (s *Server) authenticate(ss *session, identity, username, password string) 
 		return errAuthThrottle
 	}
 	fail := func(why string, r error) error {
+		s.authFailures.Add(1)
 		ss.log.Warn("login failed", "user", username, "why", why)
 		if err := s.thr.fail(ctx, ipKey, userKey); err != nil {
 			return reply(ss.log, atAuth, err)

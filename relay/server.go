@@ -110,6 +110,24 @@ type Server struct {
 	mu    sync.Mutex
 	conns int
 	perIP map[string]int
+
+	accepted, refused, authFailures atomic.Int64
+}
+
+// Stats are the relay's counters since it started.
+type Stats struct {
+	Connections  int64 // accepted connections, in all
+	Refused      int64 // connections refused over a connection limit
+	Active       int64 // connections open now
+	AuthFailures int64 // failed AUTH attempts
+}
+
+// Stats returns the relay's counters.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	active := int64(s.conns)
+	s.mu.Unlock()
+	return Stats{Connections: s.accepted.Load(), Refused: s.refused.Load(), Active: active, AuthFailures: s.authFailures.Load()}
 }
 
 // New returns a Server.
@@ -255,12 +273,14 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		}
 		s.mu.Unlock()
 		if over != "" {
+			s.refused.Add(1)
 			_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 			_, _ = c.Write([]byte(over))
 			_ = c.Close()
 			s.cfg.Logger.Warn("connection refused", "remote", c.RemoteAddr().String(), "reason", over[10:len(over)-2])
 			continue
 		}
+		s.accepted.Add(1)
 		tc := &trackedConn{Conn: c, s: s, ip: ip}
 		tc.deadline = time.AfterFunc(s.cfg.Limits.SessionTimeout, func() { _ = tc.Close() })
 		return tc, nil

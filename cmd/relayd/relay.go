@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -29,6 +30,7 @@ type relayOptions struct {
 	smtp, smtps, cert, key, hostname string
 	https, http                      string // the API's listen addresses, or off
 	limits                           relay.Limits
+	engine                           *mailing.Engine // for /metrics; nil without delivery
 }
 
 func envOr(e *env, name, def string) string {
@@ -80,7 +82,8 @@ func startRelay(ctx context.Context, e *env, g *globals, log *slog.Logger, m *ma
 	var hs *http.Server
 	if !apiOff {
 		api, err := httpapi.New(httpapi.Config{Mailer: m, Tokens: apitoken.NewStore(db, e.now),
-			Reports: report.New(db, report.Config{Location: g.loc, Now: e.now}), Location: g.loc, Logger: log})
+			Reports: report.New(db, report.Config{Location: g.loc, Now: e.now}), Location: g.loc, Logger: log,
+			Metrics: func(w io.Writer) { processMetrics(w, srv, o.engine) }})
 		if err != nil {
 			return nil, nil, nil, err
 		}
@@ -146,4 +149,41 @@ func startRelay(ctx context.Context, e *env, g *globals, log *slog.Logger, m *ma
 		}
 	})
 	return srv, hs, &wg, nil
+}
+
+// processMetrics writes this process's metrics (Prometheus text format):
+// the relay's connections and failed logins, the engine's outcomes and
+// delivery latency.
+func processMetrics(w io.Writer, srv *relay.Server, eng *mailing.Engine) {
+	if srv != nil {
+		st := srv.Stats()
+		fmt.Fprintln(w, "# HELP envios_smtp_connections_total SMTP connections accepted by this relay.")
+		fmt.Fprintln(w, "# TYPE envios_smtp_connections_total counter")
+		fmt.Fprintf(w, "envios_smtp_connections_total %d\n", st.Connections)
+		fmt.Fprintln(w, "# HELP envios_smtp_connections_refused_total SMTP connections refused over a connection limit.")
+		fmt.Fprintln(w, "# TYPE envios_smtp_connections_refused_total counter")
+		fmt.Fprintf(w, "envios_smtp_connections_refused_total %d\n", st.Refused)
+		fmt.Fprintln(w, "# HELP envios_smtp_sessions SMTP connections open now.")
+		fmt.Fprintln(w, "# TYPE envios_smtp_sessions gauge")
+		fmt.Fprintf(w, "envios_smtp_sessions %d\n", st.Active)
+		fmt.Fprintln(w, "# HELP envios_smtp_auth_failures_total Failed SMTP AUTH attempts.")
+		fmt.Fprintln(w, "# TYPE envios_smtp_auth_failures_total counter")
+		fmt.Fprintf(w, "envios_smtp_auth_failures_total %d\n", st.AuthFailures)
+	}
+	if eng != nil {
+		st := eng.Stats()
+		fmt.Fprintln(w, "# HELP envios_delivery_outcomes_total Recipients this engine recorded, by the status they got.")
+		fmt.Fprintln(w, "# TYPE envios_delivery_outcomes_total counter")
+		for _, s := range []mailing.Status{mailing.StatusSent, mailing.StatusDeferred, mailing.StatusBounced, mailing.StatusFailed} {
+			fmt.Fprintf(w, "envios_delivery_outcomes_total{status=%q} %d\n", s, st.Outcomes[s])
+		}
+		fmt.Fprintln(w, "# HELP envios_delivery_latency_seconds From acceptance to the 2xx reply, for the recipients this engine sent.")
+		fmt.Fprintln(w, "# TYPE envios_delivery_latency_seconds histogram")
+		for i, b := range mailing.LatencyBuckets {
+			fmt.Fprintf(w, "envios_delivery_latency_seconds_bucket{le=\"%g\"} %d\n", b, st.Buckets[i])
+		}
+		fmt.Fprintf(w, "envios_delivery_latency_seconds_bucket{le=\"+Inf\"} %d\n", st.Count)
+		fmt.Fprintf(w, "envios_delivery_latency_seconds_sum %.3f\n", st.SumSeconds)
+		fmt.Fprintf(w, "envios_delivery_latency_seconds_count %d\n", st.Count)
+	}
 }

@@ -565,6 +565,13 @@ func TestAPIEndToEndWithCurl(t *testing.T) {
 	if a, err := m.Ledger().Account(context.Background(), "sjti/talento"); err != nil || a.Used != 1 {
 		t.Fatalf("used %d (%v), want 1", a.Used, err)
 	}
+	// Metrics for an admin token, with what the process adds.
+	admin := token("--admin")
+	out, err := exec.Command(curl, "-sS", "--cacert", certFile, "-H", "Authorization: Bearer "+admin, "https://"+s.https+"/metrics").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `envios_recipients_total{account="sjti/talento",origin="http",kind="accepted"} 1`) ||
+		!strings.Contains(string(out), "envios_smtp_sessions ") {
+		t.Fatalf("metrics: %v\n%s", err, out)
+	}
 	// Plain HTTP is not served on the TLS port.
 	if out, err := exec.Command(curl, "-sS", "http://"+s.https+"/healthz").CombinedOutput(); err == nil && strings.Contains(string(out), `"ok"`) {
 		t.Fatalf("the API answered plain HTTP: %s", out)

@@ -39,6 +39,9 @@ type Config struct {
 	// EventLag is how far behind the commits the event stream stays
 	// (report.EventsFilter.Lag). Default 2 seconds.
 	EventLag time.Duration
+	// Metrics, when set, writes the serving process's own metrics in the
+	// Prometheus text format after the database's (GET /metrics).
+	Metrics func(w io.Writer)
 	// Logger receives what errors hide. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -68,6 +71,7 @@ var routes = []route{
 	{"GET", "/v1/reports/totals", (*API).getTotals, false},
 	{"GET", "/v1/export", (*API).getExport, false},
 	{"GET", "/v1/events", (*API).getEvents, false},
+	{"GET", "/metrics", (*API).getMetrics, false},
 }
 
 // New returns the API.

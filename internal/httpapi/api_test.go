@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -60,7 +61,7 @@ func newFixture(t *testing.T, db *bun.DB) *fixture {
 		}
 	}
 	api, err := httpapi.New(httpapi.Config{Mailer: m, Tokens: tokens, Reports: report.New(db, report.Config{}), MaxBody: 64 << 10,
-		EventPoll: 50 * time.Millisecond, EventLag: -1})
+		EventPoll: 50 * time.Millisecond, EventLag: -1, Metrics: func(w io.Writer) { fmt.Fprintln(w, "envios_test_process_metric 7") }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -360,6 +361,42 @@ func TestAPIEventStreamResumes(t *testing.T) {
 		}
 		if st, out := f.call(t, "GET", "/v1/events?after=nonsense", f.talento, nil); st != 422 {
 			t.Fatalf("bad id: %d %v", st, out)
+		}
+	})
+}
+
+// /metrics: Prometheus text for admin tokens, with the counters and the
+// queue and what the process adds; an account token gets 404.
+func TestAPIMetrics(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		f := newFixture(t, db)
+		if st, _ := f.call(t, "POST", "/v1/messages", f.talento, msg("a@example.org", "b@example.org")); st != 202 {
+			t.Fatal("send")
+		}
+		get := func(token string) (int, string) {
+			req, _ := http.NewRequest("GET", f.srv.URL+"/metrics", nil)
+			req.Header.Set("Authorization", "Bearer "+token)
+			resp, err := f.client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			return resp.StatusCode, string(b)
+		}
+		st, body := get(f.admin)
+		for _, want := range []string{
+			`envios_recipients_total{account="sjti/talento",origin="http",kind="accepted"} 2`,
+			`envios_queue_recipients{status="queued"} 2`,
+			"# TYPE envios_queue_oldest_due_seconds gauge",
+			"envios_test_process_metric 7",
+		} {
+			if st != 200 || !strings.Contains(body, want) {
+				t.Fatalf("metrics lack %q:\n%s", want, body)
+			}
+		}
+		if st, _ := get(f.talento); st != 404 {
+			t.Fatalf("account token: %d", st)
 		}
 	})
 }

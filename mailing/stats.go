@@ -1,0 +1,63 @@
+package mailing
+
+import (
+	"sync"
+	"time"
+)
+
+// LatencyBuckets are the upper bounds, in seconds, of the delivery latency
+// histogram: from acceptance to the 2xx reply.
+var LatencyBuckets = []float64{1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600}
+
+// EngineStats are an engine's counters since it started.
+type EngineStats struct {
+	Outcomes map[Status]int64 // recipients recorded, by the status they got (sent, deferred, bounced, failed)
+	// Latency of the recipients sent: Buckets[i] counts those sent within
+	// LatencyBuckets[i] seconds of acceptance (cumulative, as Prometheus
+	// histograms are); Count and Sum cover them all.
+	Buckets    []int64
+	Count      int64
+	SumSeconds float64
+}
+
+type engineStats struct {
+	mu sync.Mutex
+	s  EngineStats
+}
+
+func (st *engineStats) record(status Status, accepted, now time.Time) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.s.Outcomes == nil {
+		st.s.Outcomes = map[Status]int64{}
+		st.s.Buckets = make([]int64, len(LatencyBuckets))
+	}
+	st.s.Outcomes[status]++
+	if status != StatusSent {
+		return
+	}
+	d := now.Sub(accepted).Seconds()
+	for i, b := range LatencyBuckets {
+		if d <= b {
+			st.s.Buckets[i]++
+		}
+	}
+	st.s.Count++
+	st.s.SumSeconds += d
+}
+
+// Stats returns the engine's counters.
+func (e *Engine) Stats() EngineStats {
+	e.stats.mu.Lock()
+	defer e.stats.mu.Unlock()
+	out := e.stats.s
+	out.Outcomes = map[Status]int64{}
+	for k, v := range e.stats.s.Outcomes {
+		out.Outcomes[k] = v
+	}
+	out.Buckets = append([]int64(nil), e.stats.s.Buckets...)
+	if out.Buckets == nil {
+		out.Buckets = make([]int64, len(LatencyBuckets))
+	}
+	return out
+}
