@@ -217,8 +217,13 @@ func (m *Mailer) commitIn(ctx context.Context, tx bun.Tx, group []*pending) erro
 		return fmt.Errorf("mailing: store recipients: %w", err)
 	}
 	accepted := counts{}
+	byMessage := map[string][]int64{}
 	for _, r := range rows {
 		accepted.add(r.AccountID, r.Origin, r.AcceptedAt, kindAccepted, 1)
+		byMessage[r.MessageID] = append(byMessage[r.MessageID], r.ID) // ids come back from the insert (RETURNING)
+	}
+	for _, p := range stored {
+		p.receipt.RecipientIDs = byMessage[p.id]
 	}
 	if err := accepted.write(ctx, tx); err != nil {
 		return err

@@ -244,6 +244,9 @@ func TestSendStoresRecipientsAndRenders(t *testing.T) {
 		if rs[1].Address != "luis@xn--mnchen-3ya.de" || rs[2].Kind != "bcc" || !rs[0].AcceptedAt.Equal(start) {
 			t.Fatalf("recipients %+v", rs)
 		}
+		if len(r.RecipientIDs) != 3 || r.RecipientIDs[0] != rs[0].ID || r.RecipientIDs[2] != rs[2].ID {
+			t.Fatalf("receipt ids %v, rows %d %d %d", r.RecipientIDs, rs[0].ID, rs[1].ID, rs[2].ID)
+		}
 		h, _ := e.m.Ledger().History(ctx, quota.HistoryFilter{Kind: quota.KindCharge})
 		if len(h) != 1 || h[0].Amount != 3 || h[0].Reference != r.MessageID || h[0].Origin != quota.OriginLibrary {
 			t.Fatalf("charge entries %+v", h)

@@ -75,6 +75,10 @@ type Receipt struct {
 	Recipients int
 	Status     Status // queued or scheduled
 	Duplicate  bool   // the idempotency key matched an earlier message; nothing new was stored or charged
+
+	// RecipientIDs are the new recipient rows' ids, in the order of To,
+	// Cc, Bcc (duplicates folded); nil for a Duplicate receipt.
+	RecipientIDs []int64
 }
 
 var tagPattern = regexp.MustCompile(`^[a-z0-9._-]{1,64}$`)

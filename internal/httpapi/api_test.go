@@ -124,15 +124,15 @@ func TestAPI(t *testing.T) {
 			t.Fatalf("send: %d %v", st, out)
 		}
 		id := out["id"].(string)
-		rs := out["recipients"].([]any)
-		if len(rs) != 2 || rs[0].(map[string]any)["id"].(float64) <= 0 {
-			t.Fatalf("recipients %v", rs)
+		rs := out["recipient_ids"].([]any)
+		if len(rs) != 2 || rs[0].(float64) <= 0 || out["recipients"].(float64) != 2 {
+			t.Fatalf("recipients %v", out)
 		}
 		// Idempotent retry: the same message, nothing charged twice.
 		body := msg("pedro@example.org")
 		st1, o1 := f.call(t, "POST", "/v1/messages", f.talento, body, "Idempotency-Key", "pedido-42")
 		st2, o2 := f.call(t, "POST", "/v1/messages", f.talento, body, "Idempotency-Key", "pedido-42")
-		if st1 != 202 || st2 != 202 || o1["id"] != o2["id"] || o2["duplicate"] != true {
+		if st1 != 202 || st2 != 202 || o1["id"] != o2["id"] || o2["duplicate"] != true || fmt.Sprint(o1["recipient_ids"]) != fmt.Sprint(o2["recipient_ids"]) {
 			t.Fatalf("idempotent retry: %d %v / %d %v", st1, o1, st2, o2)
 		}
 		if a, _ := f.m.Ledger().Account(ctx, "sjti/talento"); a.Used != 3 {

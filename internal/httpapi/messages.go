@@ -159,7 +159,20 @@ func (a *API) postMessage(w http.ResponseWriter, r *http.Request, tok apitoken.T
 		writeError(w, a.cfg.Logger, err)
 		return
 	}
-	a.receipt(w, r, tok, rc.MessageID, map[string]any{"id": rc.MessageID, "status": rc.Status, "duplicate": rc.Duplicate})
+	ids := rc.RecipientIDs
+	if rc.Duplicate { // the first message's recipients
+		rs, err := a.cfg.Mailer.Recipients(r.Context(), scope(tok), rc.MessageID, -1, 1000)
+		if err != nil {
+			writeError(w, a.cfg.Logger, err)
+			return
+		}
+		for _, x := range rs {
+			ids = append(ids, x.ID)
+		}
+	}
+	w.Header().Set("Location", "/v1/messages/"+rc.MessageID)
+	writeJSON(w, http.StatusAccepted, map[string]any{"id": rc.MessageID, "status": rc.Status, "duplicate": rc.Duplicate,
+		"recipients": rc.Recipients, "recipient_ids": ids})
 }
 
 // receipt answers 202 with the message's recipients (the first 1,000) and
