@@ -72,35 +72,54 @@ func (r *Reporter) Activity(ctx context.Context, f ActivityFilter) ([]Activity, 
 	default:
 		return nil, fmt.Errorf("%w: by %q (day, month, year, account or origin)", ErrInvalid, f.By)
 	}
-	q := r.db.NewSelect().TableExpr("mail_counters AS c").ColumnExpr("c.account_id, c.origin, c.hour, c.kind, c.n")
+	// The database sums the hours into periods (a year of counters is
+	// tens of thousands of rows; their sums by period, account, origin and
+	// kind a few hundred): bucket is a CASE over the periods' first hours,
+	// computed here in the Location's calendar, so months and years are
+	// exact in any zone; days use arithmetic when the zone's offset is the
+	// same all through the range, else the hours come back one by one.
+	var accountID int64
 	if f.Account != "" {
 		id, err := r.accountID(ctx, f.Account)
 		if err != nil {
 			return nil, err
 		}
-		q = q.Where("c.account_id = ?", id)
+		accountID = id
+	}
+	if f.Origin != "" && !f.Origin.Valid() {
+		return nil, fmt.Errorf("%w: unknown origin %q (library, smtp, http, campaign, cli)", ErrInvalid, f.Origin)
+	}
+	lo, hi, err := r.counterRange(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	if lo > hi {
+		return []Activity{}, nil
+	}
+	bucket, starts := r.buckets(by, lo, hi)
+	q := r.db.NewSelect().TableExpr("mail_counters AS c").
+		ColumnExpr("c.account_id, c.origin, c.kind, "+bucket+" AS hour, sum(c.n) AS n").
+		Where("c.hour >= ? AND c.hour <= ?", lo, hi).GroupExpr("c.account_id, c.origin, c.kind, 4")
+	if accountID != 0 {
+		q = q.Where("c.account_id = ?", accountID)
 	}
 	if f.Origin != "" {
-		if !f.Origin.Valid() {
-			return nil, fmt.Errorf("%w: unknown origin %q (library, smtp, http, campaign, cli)", ErrInvalid, f.Origin)
-		}
 		q = q.Where("c.origin = ?", f.Origin)
-	}
-	if !f.From.IsZero() {
-		q = q.Where("c.hour >= ?", mailing.Hour(f.From))
-	}
-	if !f.To.IsZero() {
-		q = q.Where("c.hour < ?", (f.To.Unix()+3599)/3600)
 	}
 	var rows []struct {
 		AccountID int64
 		Origin    quota.Origin
-		Hour      int64
+		Hour      int64 // a bucket's first hour (or an index into starts)
 		Kind      string
 		N         int64
 	}
 	if err := q.Scan(ctx, &rows); err != nil {
 		return nil, fmt.Errorf("report: activity: %w", err)
+	}
+	if starts != nil {
+		for i := range rows {
+			rows[i].Hour = starts[rows[i].Hour]
+		}
 	}
 	names, err := r.accountNames(ctx)
 	if err != nil {
@@ -149,6 +168,90 @@ func (r *Reporter) Activity(ctx context.Context, f ActivityFilter) ([]Activity, 
 		return a.Origin < b.Origin
 	})
 	return out, nil
+}
+
+// counterRange is the span of hours f covers, narrowed to the counters
+// that exist.
+func (r *Reporter) counterRange(ctx context.Context, f ActivityFilter) (lo, hi int64, err error) {
+	var span struct {
+		Lo, Hi *int64
+	}
+	if err := r.db.NewRaw("SELECT min(hour) AS lo, max(hour) AS hi FROM mail_counters").Scan(ctx, &span); err != nil {
+		return 0, 0, fmt.Errorf("report: activity: %w", err)
+	}
+	if span.Lo == nil {
+		return 1, 0, nil
+	}
+	lo, hi = *span.Lo, *span.Hi
+	if !f.From.IsZero() {
+		lo = max(lo, mailing.Hour(f.From))
+	}
+	if !f.To.IsZero() {
+		hi = min(hi, (f.To.Unix()+3599)/3600-1)
+	}
+	return lo, hi, nil
+}
+
+// buckets returns the SQL expression that maps c.hour to its period and,
+// when that expression yields an index, the first hour of each period.
+func (r *Reporter) buckets(by Period, lo, hi int64) (string, []int64) {
+	if by == "account" || by == "origin" {
+		return "0", []int64{lo}
+	}
+	first := func(t time.Time) time.Time {
+		switch by {
+		case Month:
+			return time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, r.loc)
+		case Year:
+			return time.Date(t.Year(), 1, 1, 0, 0, 0, 0, r.loc)
+		}
+		return time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, r.loc)
+	}
+	next := func(t time.Time) time.Time {
+		switch by {
+		case Month:
+			return t.AddDate(0, 1, 0)
+		case Year:
+			return t.AddDate(1, 0, 0)
+		}
+		return t.AddDate(0, 0, 1)
+	}
+	from, to := time.Unix(lo*3600, 0).In(r.loc), time.Unix(hi*3600, 0).In(r.loc)
+	if by == Day {
+		_, off1 := from.Zone()
+		_, off2 := to.Zone()
+		if off1 == off2 && off1%3600 == 0 && !zoneChanges(from, to) {
+			// Days of a fixed whole-hour offset: (hour + offset) / 24.
+			shift := int64(off1 / 3600)
+			return fmt.Sprintf("((c.hour + %d) / 24) * 24 - %d", shift, shift), nil
+		}
+		return "c.hour", nil // each hour; summed into days in Go
+	}
+	var starts []int64
+	var b strings.Builder
+	b.WriteString("CASE")
+	// An hour belongs to the period its first instant falls in: the first
+	// hour of a period starting at s is ceil(s / 3600) (a half-hour zone's
+	// period starts mid-hour).
+	ceil := func(t time.Time) int64 { return (t.Unix() + 3599) / 3600 }
+	for t := first(from); !t.After(to); t = next(t) {
+		fmt.Fprintf(&b, " WHEN c.hour < %d THEN %d", ceil(next(t)), len(starts))
+		starts = append(starts, ceil(t))
+	}
+	fmt.Fprintf(&b, " ELSE %d END", max(len(starts)-1, 0))
+	return b.String(), starts
+}
+
+// zoneChanges reports whether the zone's offset changes between from and
+// to (daylight saving), checked day by day.
+func zoneChanges(from, to time.Time) bool {
+	_, off := from.Zone()
+	for t := from; t.Before(to); t = t.Add(24 * time.Hour) {
+		if _, o := t.Zone(); o != off {
+			return true
+		}
+	}
+	return false
 }
 
 // Verify recounts every counter from the rows it summarises — accepted

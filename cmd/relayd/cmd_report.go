@@ -1,13 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -425,7 +428,7 @@ func runReportExport(ctx context.Context, e *env, args []string) error {
 		_, err := rep.Export(ctx, e.stdout, report.Format(*format), f)
 		return reportErr(err)
 	}
-	n, err := exportFile(ctx, rep, *out, report.Format(*format), f)
+	n, err := exportFile(ctx, rep, *out, report.Format(*format), f, terminal(e.stderr))
 	if err != nil {
 		return reportErr(err)
 	}
@@ -435,12 +438,42 @@ func runReportExport(ctx context.Context, e *env, args []string) error {
 
 // exportFile writes the export beside path and renames it into place when
 // it is complete, so a failed export never leaves a partial file.
-func exportFile(ctx context.Context, rep *report.Reporter, path string, format report.Format, f report.Filter) (int64, error) {
+// On a terminal (progress not nil) it shows the rows and bytes written as
+// it goes.
+func exportFile(ctx context.Context, rep *report.Reporter, path string, format report.Format, f report.Filter, progress io.Writer) (int64, error) {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.partial")
 	if err != nil {
 		return 0, fmt.Errorf("export: %w", err)
 	}
-	n, err := rep.Export(ctx, tmp, format, f)
+	cw := &progressWriter{w: tmp}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if progress == nil {
+			return
+		}
+		start := time.Now()
+		tick := time.NewTicker(250 * time.Millisecond)
+		defer tick.Stop()
+		show := func(end string) {
+			rows, size := cw.rows.Load(), cw.bytes.Load()
+			fmt.Fprintf(progress, "\rexporting to %s: %s rows, %.1f MB, %s rows/s%s", path, group(rows), float64(size)/(1<<20),
+				group(int64(float64(rows)/max(time.Since(start).Seconds(), 0.001))), end)
+		}
+		for {
+			select {
+			case <-tick.C:
+				show("")
+			case <-stop:
+				show("\n")
+				return
+			}
+		}
+	}()
+	n, err := rep.Export(ctx, cw, format, f)
+	close(stop)
+	<-done
 	if err == nil {
 		err = tmp.Sync()
 	}
@@ -459,4 +492,30 @@ func exportFile(ctx context.Context, rep *report.Reporter, path string, format r
 		return 0, err
 	}
 	return n, nil
+}
+
+// progressWriter counts what goes through it: bytes, and lines (rows).
+type progressWriter struct {
+	w           io.Writer
+	rows, bytes atomic.Int64
+}
+
+func (p *progressWriter) Write(b []byte) (int, error) {
+	n, err := p.w.Write(b)
+	p.bytes.Add(int64(n))
+	p.rows.Add(int64(bytes.Count(b[:n], []byte{'\n'})))
+	return n, err
+}
+
+// terminal returns w if it is a terminal, for progress displays; nil
+// otherwise (a pipe or a file gets no progress lines).
+func terminal(w io.Writer) io.Writer {
+	f, ok := w.(*os.File)
+	if !ok {
+		return nil
+	}
+	if fi, err := f.Stat(); err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+		return nil
+	}
+	return w
 }

@@ -181,3 +181,9 @@ func (s *Store) Authenticate(ctx context.Context, secret string) (Token, error) 
 	r.Account = account
 	return r.token(), nil
 }
+
+// Audit records an action an admin token took through the API in the
+// audit log (actor "token:ID").
+func (s *Store) Audit(ctx context.Context, t Token, action, subject, detail string) error {
+	return audit.Record(ctx, s.db, audit.Event{At: s.now().UTC(), Actor: fmt.Sprintf("token:%d", t.ID), Action: action, Subject: subject, Detail: detail})
+}

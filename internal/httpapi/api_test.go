@@ -400,3 +400,30 @@ func TestAPIMetrics(t *testing.T) {
 		}
 	})
 }
+
+// What an admin token does goes to the audit log; an account token's
+// actions (its owner's own) do not.
+func TestAPIAdminActionsAreAudited(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		f := newFixture(t, db)
+		m := msg("a@example.org")
+		m["account"] = "sjti/talento"
+		st, out := f.call(t, "POST", "/v1/messages", f.admin, m)
+		if st != 202 {
+			t.Fatalf("admin send: %d %v", st, out)
+		}
+		if st, _ := f.call(t, "DELETE", "/v1/messages/"+out["id"].(string), f.admin, nil); st != 200 {
+			t.Fatal("admin cancel")
+		}
+		if st, _ := f.call(t, "POST", "/v1/messages", f.talento, msg("b@example.org")); st != 202 {
+			t.Fatal("account send")
+		}
+		var actions []string
+		if err := db.NewRaw("SELECT action || ' ' || subject FROM audit_log WHERE actor LIKE 'token:%' ORDER BY id").Scan(context.Background(), &actions); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Join(actions, ",") != "api.send sjti/talento,api.cancel " {
+			t.Fatalf("audit log %q", actions)
+		}
+	})
+}

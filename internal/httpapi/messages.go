@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -144,6 +145,7 @@ func (a *API) postMessage(w http.ResponseWriter, r *http.Request, tok apitoken.T
 			_, msg := fieldOf(x.Err)
 			rej = append(rej, rejection{x.Index, x.Address, msg})
 		}
+		a.audit(r, tok, "api.send", acct, b.MessageID)
 		body := map[string]any{"id": b.MessageID, "accepted": b.Accepted, "resumed": b.Resumed, "rejected": rej, "rejected_count": b.NRejected}
 		if err != nil { // stopped part-way (the pool ran out): what was stored stays
 			_, msg := fieldOf(err)
@@ -159,6 +161,7 @@ func (a *API) postMessage(w http.ResponseWriter, r *http.Request, tok apitoken.T
 		writeError(w, a.cfg.Logger, err)
 		return
 	}
+	a.audit(r, tok, "api.send", acct, rc.MessageID)
 	ids := rc.RecipientIDs
 	if rc.Duplicate { // the first message's recipients
 		rs, err := a.cfg.Mailer.Recipients(r.Context(), scope(tok), rc.MessageID, -1, 1000)
@@ -237,6 +240,7 @@ func (a *API) deleteMessage(w http.ResponseWriter, r *http.Request, tok apitoken
 		writeError(w, a.cfg.Logger, err)
 		return
 	}
+	a.audit(r, tok, "api.cancel", "", fmt.Sprintf("%s: %d cancelled, %d released", r.PathValue("id"), res.Cancelled, res.Released))
 	writeJSON(w, http.StatusOK, map[string]any{"cancelled": res.Cancelled, "released": res.Released})
 }
 
@@ -307,4 +311,16 @@ func (a *API) getQuota(w http.ResponseWriter, r *http.Request, tok apitoken.Toke
 		accts[i] = accountJSON{x.Name, x.Allocation, x.Used, x.Remaining(), x.Disabled}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"pool": b.Pool.Name, "total": b.Pool.Total, "used": b.Used, "remaining": b.Remaining(), "accounts": accts})
+}
+
+// audit records what an admin token did (account tokens act only on their
+// own account, as their owners). A failure to record is logged: the
+// action itself has committed.
+func (a *API) audit(r *http.Request, tok apitoken.Token, action, subject, detail string) {
+	if !tok.Admin() {
+		return
+	}
+	if err := a.cfg.Tokens.Audit(context.WithoutCancel(r.Context()), tok, action, subject, detail); err != nil {
+		a.cfg.Logger.Error("api: audit log", "action", action, "err", err)
+	}
 }
