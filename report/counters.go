@@ -158,14 +158,7 @@ func (r *Reporter) Activity(ctx context.Context, f ActivityFilter) ([]Activity, 
 		out = append(out, *a)
 	}
 	sort.Slice(out, func(i, j int) bool {
-		a, b := out[i], out[j]
-		if !a.Period.Equal(b.Period) {
-			return a.Period.Before(b.Period)
-		}
-		if a.Account != b.Account {
-			return a.Account < b.Account
-		}
-		return a.Origin < b.Origin
+		return periodLess(out[i].Period, out[i].Account, out[i].Origin, out[j].Period, out[j].Account, out[j].Origin)
 	})
 	return out, nil
 }

@@ -1,6 +1,7 @@
 // Package report answers what happened to the mail envios accepted: every
 // recipient row to an address, of a message, of a campaign, of an account
-// in a period; totals by status per account, origin and day or month; and
+// in a period; totals per account, origin and day, month or year; the event
+// stream; and
 // exports of any size as CSV or JSON Lines.
 //
 // # What it reads
@@ -39,12 +40,23 @@
 //
 // # Totals
 //
-// [Reporter.Totals] counts recipients by status per account × origin ×
-// day, month or year of acceptance. It is a query-time aggregate: a GROUP
-// BY over the recipient rows of the period, run when asked, so its cost
-// grows with the rows in the period. Hourly buckets are summed into
-// calendar periods of [Config.Location], so days are exact in any zone
-// whose offset is constant within each hour (every zone in use today).
+// [Reporter.Activity] answers what happened per day, month or year (or per
+// account or origin) for each account and origin: recipients accepted,
+// sent, deferring attempts, bounced, failed, cancelled. It reads the
+// counters (mail_counters) package mailing updates in the transaction of
+// each change, never scanning the recipients; the database sums their
+// hours into the periods of [Config.Location]. [Reporter.Verify] recounts
+// every counter from the rows it summarises (relayd report verify).
+// [Reporter.Totals] is the query-time alternative: recipients by their
+// status now per period of acceptance, a GROUP BY over the recipient rows.
+//
+// # Events
+//
+// [Reporter.Events] reads the event stream after a [Cursor]: acceptances
+// (the recipient rows by id) and attempts and final changes (mail_events,
+// written with the change), a couple of seconds behind the commits so
+// that no transaction that took lower ids but committed later is skipped.
+// relayd report log --follow and the API's Server-Sent Events use it.
 //
 // # Exports
 //

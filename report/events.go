@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/uptrace/bun"
+
 	"github.com/servir-pe/envios/quota"
 )
 
@@ -132,4 +134,36 @@ func (r *Reporter) Events(ctx context.Context, f EventsFilter) ([]Event, Cursor,
 			Account: names[x.AccountID], Origin: x.Origin, Address: x.Address, RemoteHost: x.RemoteHost, Reply: x.Reply})
 	}
 	return out, cur, nil
+}
+
+// Attempt is one delivery attempt of a recipient.
+type Attempt struct {
+	At         time.Time `json:"at"`
+	RemoteHost string    `json:"remote_host"`
+	Reply      string    `json:"reply"`
+	Result     string    `json:"result"` // sent, deferred, bounced or failed
+}
+
+// Attempts returns every delivery attempt of the given recipients, oldest
+// first, by recipient id (one query).
+func (r *Reporter) Attempts(ctx context.Context, recipientIDs []int64) (map[int64][]Attempt, error) {
+	out := map[int64][]Attempt{}
+	if len(recipientIDs) == 0 {
+		return out, nil
+	}
+	var rows []struct {
+		RecipientID int64
+		At          time.Time
+		RemoteHost  string
+		Reply       string
+		Type        string
+	}
+	if err := r.db.NewSelect().TableExpr("mail_events").ColumnExpr("recipient_id, at, remote_host, reply, type").
+		Where("recipient_id IN (?) AND attempt", bun.List(recipientIDs)).OrderExpr("id").Scan(ctx, &rows); err != nil {
+		return nil, fmt.Errorf("report: attempts: %w", err)
+	}
+	for _, x := range rows {
+		out[x.RecipientID] = append(out[x.RecipientID], Attempt{At: x.At.In(r.loc), RemoteHost: x.RemoteHost, Reply: x.Reply, Result: x.Type})
+	}
+	return out, nil
 }

@@ -131,16 +131,20 @@ func (r *Reporter) Totals(ctx context.Context, f TotalsFilter) ([]Total, error) 
 		out = append(out, *s)
 	}
 	sort.Slice(out, func(i, j int) bool {
-		a, b := out[i], out[j]
-		if !a.Period.Equal(b.Period) {
-			return a.Period.Before(b.Period)
-		}
-		if a.Account != b.Account {
-			return a.Account < b.Account
-		}
-		return a.Origin < b.Origin
+		return periodLess(out[i].Period, out[i].Account, out[i].Origin, out[j].Period, out[j].Account, out[j].Origin)
 	})
 	return out, nil
+}
+
+// periodLess orders rows by period, then account, then origin.
+func periodLess(p1 time.Time, a1 string, o1 quota.Origin, p2 time.Time, a2 string, o2 quota.Origin) bool {
+	if !p1.Equal(p2) {
+		return p1.Before(p2)
+	}
+	if a1 != a2 {
+		return a1 < a2
+	}
+	return o1 < o2
 }
 
 func (r *Reporter) accountNames(ctx context.Context) (map[int64]string, error) {

@@ -101,14 +101,46 @@ func runReportRecipient(ctx context.Context, e *env, args []string) error {
 			break
 		}
 	}
+	ids := make([]int64, len(rows))
+	for i, r := range rows {
+		ids[i] = r.ID
+	}
+	attempts, err := rep.Attempts(ctx, ids)
+	if err != nil {
+		return err
+	}
 	if *asJSON {
-		return writeJSON(e.stdout, rows)
+		type rowJSON struct {
+			report.Row
+			AttemptLog []report.Attempt `json:"attempt_log"`
+		}
+		out := make([]rowJSON, len(rows))
+		for i, r := range rows {
+			out[i] = rowJSON{r, attempts[r.ID]}
+			if out[i].AttemptLog == nil {
+				out[i].AttemptLog = []report.Attempt{}
+			}
+		}
+		return writeJSON(e.stdout, out)
 	}
 	if len(rows) == 0 {
 		fmt.Fprintf(e.stdout, "no messages to %s\n", report.NormalizeAddress(pos[0]))
 		return nil
 	}
 	rowsTable(rows, g.loc).write(e.stdout)
+	// Each attempt, with its time and the server's reply.
+	t := &table{head: []string{"RECIPIENT", "MESSAGE", "ATTEMPT (" + g.loc.String() + ")", "RESULT", "SERVER", "REPLY"}}
+	n := 0
+	for _, r := range rows {
+		for _, a := range attempts[r.ID] {
+			t.add(fmt.Sprint(r.ID), r.MessageID, a.At.In(g.loc).Format("2006-01-02 15:04:05"), a.Result, a.RemoteHost, a.Reply)
+			n++
+		}
+	}
+	if n > 0 {
+		fmt.Fprintln(e.stdout)
+		t.write(e.stdout)
+	}
 	return nil
 }
 

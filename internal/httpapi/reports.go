@@ -102,9 +102,25 @@ func (a *API) getRecipients(w http.ResponseWriter, r *http.Request, tok apitoken
 		writeError(w, a.cfg.Logger, reportErr(err))
 		return
 	}
-	rows := p.Rows
-	if rows == nil {
-		rows = []report.Row{}
+	ids := make([]int64, len(p.Rows))
+	for i, x := range p.Rows {
+		ids[i] = x.ID
+	}
+	attempts, err := a.cfg.Reports.Attempts(r.Context(), ids)
+	if err != nil {
+		writeError(w, a.cfg.Logger, err)
+		return
+	}
+	type rowJSON struct {
+		report.Row
+		AttemptLog []report.Attempt `json:"attempt_log"`
+	}
+	rows := make([]rowJSON, len(p.Rows))
+	for i, x := range p.Rows {
+		rows[i] = rowJSON{x, attempts[x.ID]}
+		if rows[i].AttemptLog == nil {
+			rows[i].AttemptLog = []report.Attempt{}
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"recipients": rows, "next": p.Next})
 }
