@@ -562,6 +562,42 @@ func TestAPIEndToEndWithCurl(t *testing.T) {
 	if code, _ := do("envios_forged", "GET", "/v1/messages/"+id, ""); code != 401 {
 		t.Fatalf("a bad token: %d", code)
 	}
+	// Account B cannot cancel A's message, nor find it by address.
+	if code, _ := do(eventos, "DELETE", "/v1/messages/"+id, ""); code != 404 {
+		t.Fatalf("another account's cancel: %d", code)
+	}
+	if code, v := do(eventos, "GET", "/v1/recipients?address=ANA@example.org", ""); code != 200 || len(v["recipients"].([]any)) != 0 {
+		t.Fatalf("another account's lookup: %d %v", code, v)
+	}
+	if code, v := do(talento, "GET", "/v1/recipients?address=ANA@example.org", ""); code != 200 || len(v["recipients"].([]any)) != 1 {
+		t.Fatalf("own lookup: %d %v", code, v)
+	}
+	// Malformed JSON and a body over the limit.
+	if code, v := do(talento, "POST", "/v1/messages", `{"from": [`); code != 400 || v["error"].(map[string]any)["code"] != "malformed_json" {
+		t.Fatalf("malformed JSON: %d %v", code, v)
+	}
+	big := `{"from":"avisos@servir.gob.pe","to":["a@example.org"],"subject":"s","text":"` + strings.Repeat("x", 33<<20) + `"}`
+	bigFile := filepath.Join(dir, "big.json")
+	if err := os.WriteFile(bigFile, []byte(big), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, v := do(talento, "POST", "/v1/messages", "@"+bigFile); code != 413 {
+		t.Fatalf("oversize body: %d %v", code, v)
+	}
+	// An export with B's token holds none of A's rows; with A's, A's.
+	export := func(tok string) string {
+		out, err := exec.Command(curl, "-sS", "--cacert", certFile, "-H", "Authorization: Bearer "+tok, "https://"+s.https+"/v1/export?format=csv").CombinedOutput()
+		if err != nil {
+			t.Fatalf("export: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	if out := export(eventos); strings.Contains(out, "ana@example.org") || !strings.HasPrefix(out, "id,account") {
+		t.Fatalf("B's export: %s", out)
+	}
+	if out := export(talento); !strings.Contains(out, "ana@example.org") {
+		t.Fatalf("A's export: %s", out)
+	}
 	if a, err := m.Ledger().Account(context.Background(), "sjti/talento"); err != nil || a.Used != 1 {
 		t.Fatalf("used %d (%v), want 1", a.Used, err)
 	}
