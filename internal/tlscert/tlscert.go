@@ -90,7 +90,7 @@ func SelfSigned(dir, hostname string) (certFile, keyFile string, created bool, e
 }
 
 // Generate makes a self-signed ECDSA P-256 certificate for hostname (and
-// 127.0.0.1 and ::1), valid for d.
+// localhost, 127.0.0.1 and ::1), valid for d.
 func Generate(hostname string, d time.Duration) (certPEM, keyPEM []byte, err error) {
 	if hostname == "" {
 		return nil, nil, errors.New("tlscert: a host name is required")
@@ -111,7 +111,7 @@ func Generate(hostname string, d time.Duration) (certPEM, keyPEM []byte, err err
 		NotAfter:     now.Add(d),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{hostname},
+		DNSNames:     dnsNames(hostname),
 		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
 		IsCA:         true, BasicConstraintsValid: true, // so clients can pin it as its own CA
 	}
@@ -125,4 +125,11 @@ func Generate(hostname string, d time.Duration) (certPEM, keyPEM []byte, err err
 		return nil, nil, err
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), nil
+}
+
+func dnsNames(hostname string) []string {
+	if hostname == "localhost" {
+		return []string{hostname}
+	}
+	return []string{hostname, "localhost"}
 }
