@@ -38,10 +38,7 @@ type session struct {
 // withdrawn identity is refused at DATA at the latest.
 const senderCacheTTL = time.Minute
 
-var (
-	_ smtp.Backend     = smtp.BackendFunc(nil)
-	_ smtp.AuthSession = (*session)(nil)
-)
+var _ smtp.AuthSession = (*session)(nil)
 
 func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
 	ctx, cancel := context.WithCancel(s.ctx)

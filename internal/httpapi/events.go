@@ -38,6 +38,9 @@ func (a *API) getEvents(w http.ResponseWriter, r *http.Request, tok apitoken.Tok
 		return
 	}
 	rc := http.NewResponseController(w)
+	// The server's ReadTimeout would end a long stream: a stream reads
+	// nothing more from the client, so it has no read deadline.
+	_ = rc.SetReadDeadline(time.Time{})
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Accel-Buffering", "no")
