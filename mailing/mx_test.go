@@ -1,6 +1,7 @@
 package mailing_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -117,5 +118,87 @@ func TestSmarthostRecoversADroppedIdleConnection(t *testing.T) {
 	}
 	if n := len(sink.Messages()); n != 3 {
 		t.Fatalf("sink got %d messages, want 3", n)
+	}
+}
+
+// A smarthost that offers PIPELINING gets MAIL, the RCPTs and DATA in
+// one write (RFC 2920); one that does not gets one command at a time. A
+// plain-text loopback server notes, for each command, whether more was
+// already waiting behind it.
+func TestSmarthostPipelining(t *testing.T) {
+	for _, offer := range []bool{true, false} {
+		t.Run(fmt.Sprint("offered=", offer), func(t *testing.T) { testPipelining(t, offer) })
+	}
+}
+
+func testPipelining(t *testing.T, offer bool) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	got := make(chan string, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		r := bufio.NewReader(c)
+		var log []string
+		say := func(s string) { fmt.Fprintf(c, "%s\r\n", s) }
+		say("220 plain.test ESMTP")
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				got <- strings.Join(log, "|")
+				return
+			}
+			line = strings.TrimRight(line, "\r\n")
+			if r.Buffered() > 0 && !strings.HasPrefix(line, "DATA") {
+				log = append(log, "PIPELINED")
+			}
+			log = append(log, strings.Fields(line+" x")[0])
+			switch {
+			case strings.HasPrefix(line, "EHLO"):
+				say("250-plain.test")
+				if offer {
+					say("250-PIPELINING")
+				}
+				say("250 8BITMIME")
+			case strings.HasPrefix(line, "RCPT TO:<nobody@"):
+				say("550 5.1.1 no such user")
+			case strings.HasPrefix(line, "DATA"):
+				say("354 go ahead")
+				for {
+					l, err := r.ReadString('\n')
+					if err != nil || l == ".\r\n" {
+						break
+					}
+				}
+				say("250 2.0.0 queued")
+			case strings.HasPrefix(line, "QUIT"):
+				say("221 bye")
+				got <- strings.Join(log, "|")
+				return
+			default:
+				say("250 ok")
+			}
+		}
+	}()
+	sh := &mailing.Smarthost{Addr: l.Addr().String(), AllowPlaintext: true, Timeout: 5 * time.Second}
+	res := sh.Deliver(context.Background(), "b+x@envios.servir.gob.pe", []string{"ana@example.org", "nobody@example.org"},
+		[]byte("From: a@servir.gob.pe\r\nSubject: x\r\n\r\nhola\r\n"))
+	sh.Close()
+	if len(res) != 2 || !res[0].Delivered() || !res[1].Permanent() || res[1].Reply() != "550 5.1.1 no such user" {
+		t.Fatalf("results %+v", res)
+	}
+	log := <-got
+	want := "MAIL|RCPT|RCPT|DATA"
+	if offer {
+		want = "PIPELINED|MAIL|PIPELINED|RCPT|PIPELINED|RCPT|DATA"
+	}
+	if !strings.Contains(log, want) || (!offer && strings.Contains(log, "PIPELINED")) {
+		t.Fatalf("the server saw %s, want %s", log, want)
 	}
 }

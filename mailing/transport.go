@@ -263,6 +263,9 @@ func nothingSent(results []Result) bool {
 // message. healthy: every step got an SMTP reply, so the connection can
 // carry another message.
 func transaction(c *smtp.Client, host, from string, to []string, msg []byte) (results []Result, healthy, clean bool) {
+	if ok, _ := c.Extension("PIPELINING"); ok {
+		return pipelined(c, host, from, to, msg)
+	}
 	if err := c.Mail(from, nil); err != nil {
 		r := resultOf(host, "MAIL FROM", err)
 		return all(to, r), r.Code != 0, r.Code != 0 // refused MAIL leaves no transaction open
@@ -295,6 +298,12 @@ func transaction(c *smtp.Client, host, from string, to []string, msg []byte) (re
 		r := resultOf(host, "DATA", err)
 		return keepFailures(results, r), r.Code != 0, false
 	}
+	return sendData(w, host, results, msg)
+}
+
+// sendData writes the message after a 354 and reads the final reply, which
+// applies to every recipient RCPT accepted.
+func sendData(w *smtp.DataCommand, host string, results []Result, msg []byte) ([]Result, bool, bool) {
 	if _, err := bytes.NewReader(msg).WriteTo(w); err != nil {
 		r := resultOf(host, "DATA", err)
 		r.LostAfterData = r.Code == 0
@@ -307,6 +316,49 @@ func transaction(c *smtp.Client, host, from string, to []string, msg []byte) (re
 		return keepFailures(results, r), r.Code != 0, r.Code != 0
 	}
 	return keepFailures(results, Result{Host: host, Code: 250, Text: resp.StatusText}), true, true
+}
+
+// pipelined is transaction for a server that offers PIPELINING (RFC 2920):
+// MAIL, the RCPTs and DATA go in one write, their replies are read in
+// order, and each keeps its meaning.
+func pipelined(c *smtp.Client, host, from string, to []string, msg []byte) (results []Result, healthy, clean bool) {
+	mailErr, rcptErrs, w, dataErr := c.PipelineMail(from, to)
+	if mailErr != nil {
+		r := resultOf(host, "MAIL FROM", mailErr)
+		return all(to, r), r.Code != 0 && (dataErr == nil || resultOf(host, "", dataErr).Code != 0), false
+	}
+	results = make([]Result, len(to))
+	accepted := 0
+	for i, err := range rcptErrs {
+		if err != nil {
+			r := resultOf(host, "RCPT TO", err)
+			if r.Code == 0 || r.Code == 421 {
+				for j := i; j < len(to); j++ {
+					results[j] = r
+				}
+				return keepFailures(results, r), false, false
+			}
+			results[i] = r
+			continue
+		}
+		results[i] = Result{Host: host, Code: 250}
+		accepted++
+	}
+	if dataErr != nil {
+		r := resultOf(host, "DATA", dataErr)
+		if accepted == 0 { // refused for want of recipients, as it should be
+			return results, r.Code != 0, false
+		}
+		return keepFailures(results, r), r.Code != 0, false
+	}
+	if accepted == 0 {
+		// A server that took DATA without a recipient: end it empty.
+		if err := w.Close(); err != nil {
+			return results, resultOf(host, "end of DATA", err).Code != 0, false
+		}
+		return results, true, true
+	}
+	return sendData(w, host, results, msg)
 }
 
 // connect dials and, when the server offers it, starts TLS. A server

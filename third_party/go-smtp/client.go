@@ -987,3 +987,71 @@ func allASCII(ss []string) bool {
 	}
 	return true
 }
+
+// PipelineMail sends MAIL FROM, one RCPT TO per recipient and DATA in one
+// write, and reads their replies in order (RFC 2920); the server must have
+// offered PIPELINING. mailErr is MAIL's, rcptErrs[i] RCPT i's. When
+// dataErr is nil, the DataCommand takes the message, as Data's does.
+//
+// envios patch: go-smtp's client sends each command and waits for its
+// reply; a mail server's client pipelines.
+func (c *Client) PipelineMail(from string, to []string) (mailErr error, rcptErrs []error, d *DataCommand, dataErr error) {
+	fail := func(err error) (error, []error, *DataCommand, error) {
+		errs := make([]error, len(to))
+		for i := range errs {
+			errs[i] = err
+		}
+		return err, errs, nil, err
+	}
+	for _, a := range append([]string{from}, to...) {
+		if err := validateLine(a); err != nil {
+			return fail(err)
+		}
+	}
+	if err := c.hello(); err != nil {
+		return fail(err)
+	}
+	c.conn.SetDeadline(time.Now().Add(c.CommandTimeout))
+	defer c.conn.SetDeadline(time.Time{})
+	w := c.text.W
+	fmt.Fprintf(w, "MAIL FROM:<%s>", from)
+	if _, ok := c.ext["8BITMIME"]; ok {
+		w.WriteString(" BODY=8BITMIME")
+	}
+	w.WriteString("\r\n")
+	for _, r := range to {
+		fmt.Fprintf(w, "RCPT TO:<%s>\r\n", r)
+	}
+	w.WriteString("DATA\r\n")
+	if err := w.Flush(); err != nil {
+		return fail(err)
+	}
+	_, _, mailErr = c.readResponse(250)
+	if mailErr != nil && !isSMTPErr(mailErr) {
+		return fail(mailErr)
+	}
+	c.rcpts = nil
+	rcptErrs = make([]error, len(to))
+	for i, r := range to {
+		_, _, err := c.readResponse(25)
+		if err != nil && !isSMTPErr(err) {
+			for j := i; j < len(to); j++ {
+				rcptErrs[j] = err
+			}
+			return mailErr, rcptErrs, nil, err
+		}
+		rcptErrs[i] = err
+		if err == nil {
+			c.rcpts = append(c.rcpts, r)
+		}
+	}
+	if _, _, dataErr = c.readResponse(354); dataErr != nil {
+		return mailErr, rcptErrs, nil, dataErr
+	}
+	return mailErr, rcptErrs, &DataCommand{client: c, wc: c.text.DotWriter()}, nil
+}
+
+func isSMTPErr(err error) bool {
+	_, ok := err.(*SMTPError)
+	return ok
+}
