@@ -158,7 +158,7 @@ func testPipelining(t *testing.T, offer bool) {
 			if r.Buffered() > 0 && !strings.HasPrefix(line, "DATA") {
 				log = append(log, "PIPELINED")
 			}
-			log = append(log, strings.Fields(line+" x")[0])
+			log = append(log, strings.Fields(line + " x")[0])
 			switch {
 			case strings.HasPrefix(line, "EHLO"):
 				say("250-plain.test")
