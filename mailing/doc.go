@@ -24,6 +24,24 @@
 // a million recipients enqueue in bounded memory; an idempotency key makes
 // a retried batch resume where it stopped.
 //
+// [Mailer.Submit] takes a message submitted whole, as an SMTP client sends
+// it (the relay's path): it checks and changes it as a submission server
+// does (RFC 6409 §8: one From, Bcc removed, Message-ID and Date added) and
+// reads the X-Envios- directive fields, then stores the exact bytes to
+// deliver.
+//
+// Send and Submit share commits: a validated message is queued, and one
+// caller commits everything queued in one transaction, each message still
+// decided alone (group commit). A call returns only after its message's
+// transaction has committed.
+//
+// # What happened
+//
+// Every delivery attempt and every final change is an event (Mailer.Attempts
+// lists a recipient's attempts), and hourly counters per account, origin
+// and kind are updated in the transaction of each change; package report
+// reads both.
+//
 // # Lifecycle
 //
 // Create a Mailer with [New] on a migrated *bun.DB, or [Open] with a DSN
