@@ -27,8 +27,13 @@ import (
 // that holds its message has committed, so the contract is unchanged: nil
 // means committed, an error means nothing stored or charged.
 
-// maxGroup bounds the messages of one group transaction.
-const maxGroup = 256
+// maxGroup bounds the messages of one group transaction, and
+// maxGroupBytes their size: the statements carry the messages' bytes, so a
+// group of large messages is cut short (one message always goes).
+const (
+	maxGroup      = 256
+	maxGroupBytes = 32 << 20
+)
 
 // pending is one validated message waiting for a group commit.
 type pending struct {
@@ -86,19 +91,23 @@ func (m *Mailer) commit(ctx context.Context, p *pending) (Receipt, error) {
 	return p.receipt, nil
 }
 
-// takeGroup removes up to maxGroup messages from the queue; a message with
+// takeGroup removes up to maxGroup messages (maxGroupBytes) from the queue,
+// in order as far as they fit; a message with
 // the same account and idempotency key as one already taken waits for the
 // next group, so that it finds the first one stored. Called with gmu held.
 func (m *Mailer) takeGroup() []*pending {
 	var group, rest []*pending
 	keys := map[string]bool{}
+	size := 0
 	for _, p := range m.gqueue {
 		k := p.c.account + "\x00" + p.c.key
-		if len(group) == maxGroup || (p.c.key != "" && keys[k]) {
+		full := len(group) == maxGroup || (len(group) > 0 && size+p.c.size > maxGroupBytes)
+		if full || (p.c.key != "" && keys[k]) {
 			rest = append(rest, p)
 			continue
 		}
 		keys[k] = true
+		size += p.c.size
 		group = append(group, p)
 	}
 	m.gqueue = rest
