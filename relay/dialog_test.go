@@ -423,3 +423,34 @@ func TestDroppedDuringDATA(t *testing.T) {
 		}
 	})
 }
+
+// Messages being received share a memory budget: over it a message is
+// refused with 452 4.3.1 (and nothing stored), and the budget comes back.
+func TestDataMemoryBudget(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		f := newFixture(t, db, 10, relay.Limits{DataMemory: 2000})
+		d := f.login(t)
+		big := message() + strings.Repeat(strings.Repeat("x", 70)+"\r\n", 50)
+		for _, s := range dataSteps(big, "452 4.3.1") {
+			if strings.ContainsAny(s.in, "\r\n") {
+				d.raw(s.in)
+			} else {
+				d.send(s.in)
+			}
+			d.expect(s.want)
+		}
+		for range 3 { // the budget was given back each time
+			for _, s := range dataSteps(message(), "250 2.0.0") {
+				if strings.ContainsAny(s.in, "\r\n") {
+					d.raw(s.in)
+				} else {
+					d.send(s.in)
+				}
+				d.expect(s.want)
+			}
+		}
+		if f.count(t, "mail_messages") != 3 || f.used(t) != 3 {
+			t.Fatalf("%d stored, %d charged", f.count(t, "mail_messages"), f.used(t))
+		}
+	})
+}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 	"github.com/uptrace/bun"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/servir-pe/envios/internal/credential"
 	"github.com/servir-pe/envios/mailing"
@@ -59,6 +60,7 @@ type Limits struct {
 	AuthFailures   int           // failures from one IP or for one username before AUTH is refused. Default 10
 	AuthWindow     time.Duration // the window those failures are counted in. Default 15 minutes
 	AuthCache      time.Duration // how long a successful login is remembered (no argon2id on the next). Default 5 minutes; negative: never
+	DataMemory     int64         // bytes of messages being received held in memory at once, all sessions together; over it: 452 4.3.1. Default 512 MiB
 }
 
 func (l *Limits) defaults() {
@@ -88,6 +90,9 @@ func (l *Limits) defaults() {
 	if l.AuthCache == 0 {
 		l.AuthCache = 5 * time.Minute
 	}
+	if l.DataMemory <= 0 {
+		l.DataMemory = 512 << 20
+	}
 }
 
 // Server is the submission server. Its methods are safe for concurrent use.
@@ -97,6 +102,7 @@ type Server struct {
 	thr    *throttle
 	hashes chan struct{} // bounds concurrent password verifications (CPU and 19 MiB each)
 	auths  *authCache
+	memory *semaphore.Weighted // DataMemory
 	// dummyHash is verified against when a username is unknown, so that
 	// it costs what a known one does.
 	dummyHash func() string
@@ -157,6 +163,7 @@ func New(cfg Config) (*Server, error) {
 		return h
 	})
 	s.auths = newAuthCache(cfg.Limits.AuthCache)
+	s.memory = semaphore.NewWeighted(cfg.Limits.DataMemory)
 	s.thr = &throttle{db: cfg.DB, now: cfg.Now, max: cfg.Limits.AuthFailures, window: cfg.Limits.AuthWindow}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.starttls = s.newSMTP(t)

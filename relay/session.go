@@ -133,7 +133,15 @@ func (ss *session) Data(r io.Reader) error {
 		return err
 	}
 	start := time.Now()
-	msg, err := readMessage(r, ss.s.cfg.Limits)
+	var held int64
+	defer func() { ss.s.memory.Release(held) }()
+	msg, err := readMessage(r, ss.s.cfg.Limits, func(n int64) bool {
+		if !ss.s.memory.TryAcquire(n) {
+			return false
+		}
+		held += n
+		return true
+	})
 	if errors.Is(err, smtp.ErrTooLongLine) {
 		// The stream is out of step: answer once and close, before
 		// go-smtp answers the rest of the line as a command.
@@ -169,10 +177,27 @@ func (ss *session) Logout() error {
 // readMessage reads DATA (dot-unstuffed by go-smtp, which stops only at
 // <CR><LF>.<CR><LF>) and refuses bare CR, bare LF and NUL anywhere, and a
 // header block over the limits.
-func readMessage(r io.Reader, l Limits) ([]byte, error) {
+//
+// The bytes held count against the server's memory budget (take): when it
+// is spent, the message is refused with 452 4.3.1, as a server out of
+// storage does, rather than the process running out of memory.
+func readMessage(r io.Reader, l Limits, take func(int64) bool) ([]byte, error) {
 	var buf bytes.Buffer
-	if _, err := buf.ReadFrom(r); err != nil {
-		return nil, err
+	chunk := make([]byte, 64<<10)
+	for {
+		n, err := r.Read(chunk)
+		if n > 0 {
+			if !take(int64(n)) {
+				return nil, errNoMemory
+			}
+			buf.Write(chunk[:n])
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
 	msg := buf.Bytes()
 	fields, inHeader, headerBytes := 0, true, 0

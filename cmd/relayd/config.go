@@ -53,6 +53,7 @@ type relayLimits struct {
 	AuthFailures   int           `yaml:"auth_failures"`
 	AuthWindow     time.Duration `yaml:"auth_window"`
 	AuthCache      time.Duration `yaml:"auth_cache"`
+	DataMemory     int64         `yaml:"data_memory"`
 }
 
 type deliveryConfig struct {
@@ -142,5 +143,5 @@ func (l relayLimits) relay() relay.Limits {
 	return relay.Limits{MaxMessageSize: l.MaxMessageSize, MaxRecipients: l.MaxRecipients, MaxLineLength: l.MaxLineLength,
 		MaxHeaderBytes: l.MaxHeaderBytes, MaxHeaders: l.MaxHeaders, ReadTimeout: l.ReadTimeout, WriteTimeout: l.WriteTimeout,
 		SessionTimeout: l.SessionTimeout, MaxConns: l.MaxConns, MaxConnsPerIP: l.MaxConnsPerIP, AuthDelay: l.AuthDelay,
-		AuthFailures: l.AuthFailures, AuthWindow: l.AuthWindow, AuthCache: l.AuthCache}
+		AuthFailures: l.AuthFailures, AuthWindow: l.AuthWindow, AuthCache: l.AuthCache, DataMemory: l.DataMemory}
 }
