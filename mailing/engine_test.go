@@ -244,7 +244,7 @@ func TestEngineOutcomes(t *testing.T) {
 		}
 		// Every attempt is kept, with its time and reply; the row keeps the last.
 		later := s["later"]
-		as, err := e.m.Attempts(ctx, "", later.ID)
+		as, err := e.m.Attempts(ctx, "", "", later.ID)
 		if err != nil || len(as) != later.Attempts {
 			t.Fatalf("%d attempts kept, the row counts %d (%v)", len(as), later.Attempts, err)
 		}
@@ -263,11 +263,14 @@ func TestEngineOutcomes(t *testing.T) {
 		if !as[len(as)-1].At.Equal(later.LastAttemptAt) {
 			t.Fatalf("last attempt at %v, row says %v", as[len(as)-1].At, later.LastAttemptAt)
 		}
-		if as, err := e.m.Attempts(ctx, "sjti/talento", s["ok"].ID); err != nil || len(as) != 1 || as[0].Status != mailing.StatusSent {
+		if as, err := e.m.Attempts(ctx, "sjti/talento", r.MessageID, s["ok"].ID); err != nil || len(as) != 1 || as[0].Status != mailing.StatusSent {
 			t.Fatalf("ok's attempts %+v %v", as, err)
 		}
-		if _, err := e.m.Attempts(ctx, "enap/eventos", s["ok"].ID); !errors.Is(err, mailing.ErrNotFound) {
+		if _, err := e.m.Attempts(ctx, "enap/eventos", "", s["ok"].ID); !errors.Is(err, mailing.ErrNotFound) {
 			t.Fatalf("another account's recipient: %v", err)
+		}
+		if _, err := e.m.Attempts(ctx, "", "another-message", s["ok"].ID); !errors.Is(err, mailing.ErrNotFound) {
+			t.Fatalf("a recipient under another message's id: %v", err)
 		}
 		verify(t, e.m)
 	})

@@ -401,10 +401,13 @@ type Attempt struct {
 }
 
 // Attempts returns every delivery attempt of recipient id, oldest first.
-// A non-empty account restricts it to that account's recipients (another
-// account's is ErrNotFound).
-func (m *Mailer) Attempts(ctx context.Context, account string, recipientID int64) ([]Attempt, error) {
+// A non-empty account restricts it to that account's recipients, and a
+// non-empty messageID to that message's (anything else is ErrNotFound).
+func (m *Mailer) Attempts(ctx context.Context, account, messageID string, recipientID int64) ([]Attempt, error) {
 	q := m.db.NewSelect().TableExpr("mail_recipients AS r").ColumnExpr("r.id").Where("r.id = ?", recipientID)
+	if messageID != "" {
+		q = q.Where("r.message_id = ?", messageID)
+	}
 	if account != "" {
 		q = q.Join("JOIN quota_accounts AS a ON a.id = r.account_id").Where("a.name = ?", account)
 	}

@@ -251,20 +251,7 @@ func (a *API) getAttempts(w http.ResponseWriter, r *http.Request, tok apitoken.T
 		return
 	}
 	// The recipient must belong to the message named, within the scope.
-	rs, err := a.cfg.Mailer.Recipients(r.Context(), scope(tok), r.PathValue("id"), -1, 1000)
-	if err != nil {
-		writeError(w, a.cfg.Logger, err)
-		return
-	}
-	found := false
-	for _, x := range rs {
-		found = found || x.ID == rid
-	}
-	if !found {
-		writeError(w, a.cfg.Logger, &apiError{status: 404, code: "not_found", message: "not found"})
-		return
-	}
-	as, err := a.cfg.Mailer.Attempts(r.Context(), scope(tok), rid)
+	as, err := a.cfg.Mailer.Attempts(r.Context(), scope(tok), r.PathValue("id"), rid)
 	if err != nil {
 		writeError(w, a.cfg.Logger, err)
 		return
