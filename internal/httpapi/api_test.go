@@ -159,6 +159,13 @@ func TestAPI(t *testing.T) {
 		if st, _ := f.call(t, "GET", "/v1/messages/"+id, f.admin, nil); st != 200 {
 			t.Fatalf("admin get: %d", st)
 		}
+		rid := fmt.Sprint(int64(rs[0].(float64)))
+		if st, out := f.call(t, "GET", "/v1/messages/"+id+"/recipients/"+rid+"/attempts", f.talento, nil); st != 200 || len(out["attempts"].([]any)) != 0 {
+			t.Fatalf("attempts before delivery: %d %v", st, out)
+		}
+		if st, _ := f.call(t, "GET", "/v1/messages/nope/recipients/"+rid+"/attempts", f.talento, nil); st != 404 {
+			t.Fatalf("attempts under another message id: %d", st)
+		}
 		// An admin must name the account.
 		if st, out := f.call(t, "POST", "/v1/messages", f.admin, msg("a@example.org")); st != 422 || out["error"].(map[string]any)["fields"] == nil {
 			t.Fatalf("admin without account: %d %v", st, out)
