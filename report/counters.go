@@ -133,14 +133,9 @@ func (r *Reporter) Activity(ctx context.Context, f ActivityFilter) ([]Activity, 
 	sums := map[key]*Activity{}
 	for _, x := range rows {
 		k := key{account: names[x.AccountID], origin: x.Origin}
-		t := time.Unix(x.Hour*3600, 0).In(r.loc)
 		switch by {
-		case Day:
-			k.period = time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, r.loc)
-		case Month:
-			k.period = time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, r.loc)
-		case Year:
-			k.period = time.Date(t.Year(), 1, 1, 0, 0, 0, 0, r.loc)
+		case Day, Month, Year:
+			k.period = periodStart(time.Unix(x.Hour*3600, 0).In(r.loc), by)
 		case "account":
 			k.origin = ""
 		case "origin":
@@ -191,24 +186,6 @@ func (r *Reporter) buckets(by Period, lo, hi int64) (string, []int64) {
 	if by == "account" || by == "origin" {
 		return "0", []int64{lo}
 	}
-	first := func(t time.Time) time.Time {
-		switch by {
-		case Month:
-			return time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, r.loc)
-		case Year:
-			return time.Date(t.Year(), 1, 1, 0, 0, 0, 0, r.loc)
-		}
-		return time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, r.loc)
-	}
-	next := func(t time.Time) time.Time {
-		switch by {
-		case Month:
-			return t.AddDate(0, 1, 0)
-		case Year:
-			return t.AddDate(1, 0, 0)
-		}
-		return t.AddDate(0, 0, 1)
-	}
 	from, to := time.Unix(lo*3600, 0).In(r.loc), time.Unix(hi*3600, 0).In(r.loc)
 	if by == Day {
 		_, off1 := from.Zone()
@@ -227,8 +204,8 @@ func (r *Reporter) buckets(by Period, lo, hi int64) (string, []int64) {
 	// hour of a period starting at s is ceil(s / 3600) (a half-hour zone's
 	// period starts mid-hour).
 	ceil := func(t time.Time) int64 { return (t.Unix() + 3599) / 3600 }
-	for t := first(from); !t.After(to); t = next(t) {
-		fmt.Fprintf(&b, " WHEN c.hour < %d THEN %d", ceil(next(t)), len(starts))
+	for t := periodStart(from, by); !t.After(to); t = nextPeriod(t, by) {
+		fmt.Fprintf(&b, " WHEN c.hour < %d THEN %d", ceil(nextPeriod(t, by)), len(starts))
 		starts = append(starts, ceil(t))
 	}
 	fmt.Fprintf(&b, " ELSE %d END", max(len(starts)-1, 0))

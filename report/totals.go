@@ -108,16 +108,7 @@ func (r *Reporter) Totals(ctx context.Context, f TotalsFilter) ([]Total, error) 
 	}
 	sums := map[key]*Total{}
 	for _, x := range rows {
-		t := time.Unix(x.Hour*3600-int64(shift), 0).In(r.loc)
-		var p time.Time
-		switch by {
-		case Day:
-			p = time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, r.loc)
-		case Month:
-			p = time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, r.loc)
-		case Year:
-			p = time.Date(t.Year(), 1, 1, 0, 0, 0, 0, r.loc)
-		}
+		p := periodStart(time.Unix(x.Hour*3600-int64(shift), 0).In(r.loc), by)
 		k := key{p, x.AccountID, x.Origin}
 		s := sums[k]
 		if s == nil {
@@ -134,6 +125,29 @@ func (r *Reporter) Totals(ctx context.Context, f TotalsFilter) ([]Total, error) 
 		return periodLess(out[i].Period, out[i].Account, out[i].Origin, out[j].Period, out[j].Account, out[j].Origin)
 	})
 	return out, nil
+}
+
+// periodStart is the first instant of the day, month or year t is in, in
+// t's location.
+func periodStart(t time.Time, by Period) time.Time {
+	switch by {
+	case Month:
+		return time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, t.Location())
+	case Year:
+		return time.Date(t.Year(), 1, 1, 0, 0, 0, 0, t.Location())
+	}
+	return time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, t.Location())
+}
+
+// nextPeriod is the first instant of the period after the one starting at t.
+func nextPeriod(t time.Time, by Period) time.Time {
+	switch by {
+	case Month:
+		return t.AddDate(0, 1, 0)
+	case Year:
+		return t.AddDate(1, 0, 0)
+	}
+	return t.AddDate(0, 0, 1)
 }
 
 // periodLess orders rows by period, then account, then origin.
