@@ -79,10 +79,6 @@ func (r *Reporter) Events(ctx context.Context, f EventsFilter) ([]Event, Cursor,
 		}
 		accountID = id
 	}
-	names, err := r.accountNames(ctx)
-	if err != nil {
-		return nil, f.After, err
-	}
 	until := r.now().Add(-f.Lag).UTC()
 	var acc []struct {
 		ID         int64
@@ -122,6 +118,13 @@ func (r *Reporter) Events(ctx context.Context, f EventsFilter) ([]Event, Cursor,
 		return nil, f.After, fmt.Errorf("report: events: %w", err)
 	}
 	cur := f.After
+	if len(acc)+len(evs) == 0 { // an idle poll: the common case of a live stream
+		return nil, cur, nil
+	}
+	names, err := r.accountNames(ctx)
+	if err != nil {
+		return nil, f.After, err
+	}
 	out := make([]Event, 0, len(acc)+len(evs))
 	for _, x := range acc {
 		cur.Recipient = x.ID
