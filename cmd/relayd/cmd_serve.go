@@ -178,7 +178,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 	}
-	srv, api, listeners, err := startRelay(ctx, e, &g, log, m, db, relayOptions{smtp: *smtpAddr, smtps: *smtpsAddr,
+	srv, api, listeners, err := startListeners(ctx, e, &g, log, m, db, listenOptions{smtp: *smtpAddr, smtps: *smtpsAddr,
 		https: *httpsAddr, http: *httpAddr, cert: *certFile, key: *keyFile, hostname: *hostname, limits: file.Relay.Limits.relay(), engine: engine})
 	if err != nil {
 		return err

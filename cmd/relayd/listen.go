@@ -26,7 +26,7 @@ import (
 	"github.com/servir-pe/envios/report"
 )
 
-type relayOptions struct {
+type listenOptions struct {
 	smtp, smtps, cert, key, hostname string
 	https, http                      string // the API's listen addresses, or off
 	limits                           relay.Limits
@@ -40,11 +40,13 @@ func envOr(e *env, name, def string) string {
 	return def
 }
 
-// startRelay opens the submission listeners and serves them; it returns a
-// nil server when both are off. It logs one machine-readable line per
-// listener: msg=listening proto=smtp|smtps addr=HOST:PORT. SIGHUP reloads
+// startListeners loads the certificate and serves the SMTP relay (smtp,
+// smtps) and the HTTPS API (https, and http behind a proxy) on the
+// listeners not turned off; a server is nil when all its listeners are
+// off. It logs one machine-readable line per listener:
+// msg=listening proto=smtp|smtps|https|http addr=HOST:PORT. SIGHUP reloads
 // the certificate.
-func startRelay(ctx context.Context, e *env, g *globals, log *slog.Logger, m *mailing.Mailer, db *bun.DB, o relayOptions) (*relay.Server, *http.Server, *sync.WaitGroup, error) {
+func startListeners(ctx context.Context, e *env, g *globals, log *slog.Logger, m *mailing.Mailer, db *bun.DB, o listenOptions) (*relay.Server, *http.Server, *sync.WaitGroup, error) {
 	var wg sync.WaitGroup
 	smtpOff := o.smtp == "off" && o.smtps == "off"
 	apiOff := (o.https == "off" || o.https == "") && (o.http == "off" || o.http == "")
