@@ -156,7 +156,7 @@ func writeError(w http.ResponseWriter, log *slog.Logger, err error) {
 	case errors.As(err, &ins):
 		ae = &apiError{status: 409, code: "pool_exhausted", message: fmt.Sprintf("account %s has %d messages left, %d needed", ins.Account, ins.Remaining, ins.Requested),
 			extra: map[string]any{"account": ins.Account, "remaining": ins.Remaining, "requested": ins.Requested}}
-	case errors.Is(err, mailing.ErrNotFound), errors.Is(err, quota.ErrNotFound):
+	case errors.Is(err, mailing.ErrNotFound), errors.Is(err, quota.ErrNotFound), errors.Is(err, report.ErrNotFound):
 		ae = &apiError{status: 404, code: "not_found", message: "not found"}
 	case errors.Is(err, quota.ErrDisabled):
 		ae = &apiError{status: 403, code: "account_disabled", message: "the account is disabled"}
@@ -164,7 +164,7 @@ func writeError(w http.ResponseWriter, log *slog.Logger, err error) {
 		ae = &apiError{status: 409, code: "pool_outside_period", message: "the message pool is outside its period"}
 	case errors.Is(err, mailing.ErrSenderNotAllowed), errors.Is(err, mailing.ErrNoDKIMKey), errors.Is(err, mailing.ErrAddress),
 		errors.Is(err, mailing.ErrContent), errors.Is(err, mailing.ErrTooBig), errors.Is(err, mailing.ErrTooManyRecipients),
-		errors.Is(err, mailing.ErrNoRecipients), errors.Is(err, quota.ErrInvalid):
+		errors.Is(err, mailing.ErrNoRecipients), errors.Is(err, quota.ErrInvalid), errors.Is(err, report.ErrInvalid):
 		field, msg := fieldOf(err)
 		ae = &apiError{status: 422, code: "invalid", message: msg, fields: map[string]string{field: msg}}
 	case errors.Is(err, mailing.ErrClosed):
@@ -188,13 +188,16 @@ func writeError(w http.ResponseWriter, log *slog.Logger, err error) {
 // fieldOf names the request field a mailing error is about ("to: …" is
 // field "to") and returns the message without package prefixes.
 func fieldOf(err error) (string, string) {
-	msg := strings.NewReplacer("mailing: invalid content: ", "", "mailing: invalid address ", "invalid address ", "mailing: ", "", "quota: ", "").Replace(err.Error())
+	msg := strings.NewReplacer("mailing: invalid content: ", "", "mailing: invalid address ", "invalid address ", "mailing: ", "", "quota: ", "",
+		"report: invalid request: ", "", "report: ", "").Replace(err.Error())
 	field := "message"
 	switch {
 	case errors.Is(err, mailing.ErrSenderNotAllowed), errors.Is(err, mailing.ErrNoDKIMKey):
 		field = "from"
 	case errors.Is(err, mailing.ErrTooManyRecipients), errors.Is(err, mailing.ErrNoRecipients):
 		field = "to"
+	case errors.Is(err, report.ErrInvalid):
+		field = "query"
 	default:
 		if name, _, ok := strings.Cut(msg, ": "); ok && len(name) < 20 && !strings.Contains(name, " ") {
 			field = strings.ReplaceAll(strings.ToLower(name), "-", "_")

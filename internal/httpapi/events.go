@@ -22,14 +22,14 @@ func (a *API) getEvents(w http.ResponseWriter, r *http.Request, tok apitoken.Tok
 	}
 	cur, err := report.ParseCursor(after)
 	if err != nil {
-		writeError(w, a.cfg.Logger, reportErr(err))
+		writeError(w, a.cfg.Logger, err)
 		return
 	}
 	account := readScope(tok, r)
 	// Check the scope once before the stream starts (an unknown account is
 	// a 404 answer, not a broken stream).
 	if _, _, err := a.cfg.Reports.Events(r.Context(), report.EventsFilter{Account: account, After: cur, Limit: 1}); err != nil {
-		writeError(w, a.cfg.Logger, reportErr(err))
+		writeError(w, a.cfg.Logger, err)
 		return
 	}
 	flusher, ok := w.(http.Flusher)

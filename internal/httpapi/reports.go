@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"errors"
 	"net/http"
 	"strconv"
 	"time"
@@ -76,18 +75,6 @@ func (a *API) filter(tok apitoken.Token, r *http.Request) (report.Filter, error)
 	return f, nil
 }
 
-// reportErr maps the report package's errors, then the common ones.
-func reportErr(err error) error {
-	switch {
-	case errors.Is(err, report.ErrNotFound):
-		return &apiError{status: 404, code: "not_found", message: "not found"}
-	case errors.Is(err, report.ErrInvalid):
-		_, msg := fieldOf(err)
-		return &apiError{status: 422, code: "invalid", message: msg, fields: map[string]string{"query": msg}}
-	}
-	return err
-}
-
 func (a *API) getRecipients(w http.ResponseWriter, r *http.Request, tok apitoken.Token) {
 	f, err := a.filter(tok, r)
 	if err == nil && f.Address == "" {
@@ -99,7 +86,7 @@ func (a *API) getRecipients(w http.ResponseWriter, r *http.Request, tok apitoken
 	}
 	p, err := a.cfg.Reports.Recipient(r.Context(), f)
 	if err != nil {
-		writeError(w, a.cfg.Logger, reportErr(err))
+		writeError(w, a.cfg.Logger, err)
 		return
 	}
 	ids := make([]int64, len(p.Rows))
@@ -139,7 +126,7 @@ func (a *API) getTotals(w http.ResponseWriter, r *http.Request, tok apitoken.Tok
 	}
 	ts, err := a.cfg.Reports.Activity(r.Context(), f)
 	if err != nil {
-		writeError(w, a.cfg.Logger, reportErr(err))
+		writeError(w, a.cfg.Logger, err)
 		return
 	}
 	if ts == nil {
