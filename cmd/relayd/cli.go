@@ -21,6 +21,7 @@ import (
 	"github.com/servir-pe/envios/internal/store"
 	"github.com/servir-pe/envios/mailing"
 	"github.com/servir-pe/envios/quota"
+	"github.com/servir-pe/envios/report"
 )
 
 // env is everything a command may touch of the outside world, so tests
@@ -176,7 +177,7 @@ func printHelp(w io.Writer, group string) {
 // prefixes the CLI drops from error texts: the sentinel names add nothing a
 // reader needs on one line.
 var sentinelPrefixes = []error{quota.ErrInvalid, quota.ErrNotFound, quota.ErrExists, mailing.ErrAddress, dkimkey.ErrExists,
-	credential.ErrNotFound, credential.ErrInvalid, apitoken.ErrNotFound, apitoken.ErrInvalid}
+	credential.ErrNotFound, credential.ErrInvalid, apitoken.ErrNotFound, apitoken.ErrInvalid, report.ErrNotFound, report.ErrInvalid}
 
 // describe renders an error as the one line relayd prints.
 func describe(err error) string {
@@ -200,6 +201,7 @@ func describe(err error) string {
 	msg = strings.ReplaceAll(msg, "dkimkey: ", "")
 	msg = strings.ReplaceAll(msg, "credential: ", "")
 	msg = strings.ReplaceAll(msg, "apitoken: ", "")
+	msg = strings.ReplaceAll(msg, "report: ", "")
 	return strings.Join(strings.Fields(msg), " ")
 }
 

@@ -30,27 +30,6 @@ func (e *env) parseAndOpenReporter(ctx context.Context, fs *flag.FlagSet, g *glo
 	return pos, db, report.New(db, report.Config{Location: g.loc, Now: e.now}), nil
 }
 
-// reportError drops the report package's prefixes from an error for the
-// one line relayd prints, keeping the error chain.
-type reportError struct{ err error }
-
-func (r *reportError) Error() string {
-	msg := r.err.Error()
-	for _, p := range []string{report.ErrNotFound.Error() + ": ", report.ErrInvalid.Error() + ": ", "report: "} {
-		msg = strings.ReplaceAll(msg, p, "")
-	}
-	return msg
-}
-
-func (r *reportError) Unwrap() error { return r.err }
-
-func reportErr(err error) error {
-	if err == nil {
-		return nil
-	}
-	return &reportError{err}
-}
-
 const stampLayout = "2006-01-02 15:04:05"
 
 func stamp(t time.Time) string {
@@ -94,7 +73,7 @@ func runReportRecipient(ctx context.Context, e *env, args []string) error {
 	for {
 		p, err := rep.Recipient(ctx, f)
 		if err != nil {
-			return reportErr(err)
+			return err
 		}
 		rows = append(rows, p.Rows...)
 		if f.After = p.Next; f.After == 0 {
@@ -156,11 +135,11 @@ func runReportMessage(ctx context.Context, e *env, args []string) error {
 	defer db.Close()
 	m, err := rep.Message(ctx, *account, pos[0])
 	if err != nil {
-		return reportErr(err)
+		return err
 	}
 	p, err := rep.Rows(ctx, report.Filter{Account: *account, MessageID: m.ID, Limit: report.DefaultPage})
 	if err != nil {
-		return reportErr(err)
+		return err
 	}
 	if *asJSON {
 		rows := p.Rows
@@ -238,12 +217,12 @@ func runReportCampaign(ctx context.Context, e *env, args []string) error {
 	f := report.Filter{Account: *account, Campaign: pos[0]}
 	parts, err := rep.Campaign(ctx, f)
 	if err != nil {
-		return reportErr(err)
+		return err
 	}
 	f.Limit = latest
 	ms, err := rep.Messages(ctx, f)
 	if err != nil {
-		return reportErr(err)
+		return err
 	}
 	if *asJSON {
 		return writeJSON(e.stdout, struct {
@@ -304,7 +283,7 @@ func runReportTotals(ctx context.Context, e *env, args []string) error {
 	defer db.Close()
 	as, err := report.New(db, report.Config{Location: g.loc, Now: e.now}).Activity(ctx, f)
 	if err != nil {
-		return reportErr(err)
+		return err
 	}
 	period := func(a report.Activity) string {
 		if layout == "" {
@@ -401,7 +380,7 @@ func runReportLog(ctx context.Context, e *env, args []string) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return reportErr(err)
+			return err
 		}
 		for _, ev := range evs {
 			if *asJSON {
@@ -458,11 +437,11 @@ func runReportExport(ctx context.Context, e *env, args []string) error {
 	rep := report.New(db, report.Config{Location: g.loc, Now: e.now})
 	if *out == "" {
 		_, err := rep.Export(ctx, e.stdout, report.Format(*format), f)
-		return reportErr(err)
+		return err
 	}
 	n, err := exportFile(ctx, rep, *out, report.Format(*format), f, terminal(e.stderr))
 	if err != nil {
-		return reportErr(err)
+		return err
 	}
 	fmt.Fprintf(e.stdout, "exported %s %s to %s\n", group(n), plural(int(n), "recipient", "recipients"), *out)
 	return nil
