@@ -122,6 +122,12 @@ func (r *dataReader) Read(b []byte) (n int, err error) {
 				r.state = stateEOF
 				continue
 			}
+			// envios patch: in ".<CR>X" the CR is a bare CR; upstream
+			// dropped it with the dot, hiding it from the backend. Keep it
+			// (the dot goes, as dot-unstuffing wants) and read X again.
+			if err := r.r.UnreadByte(); err == nil {
+				c = '\r'
+			}
 			r.state = stateData
 		case stateCR:
 			if c == '\n' {
