@@ -113,7 +113,7 @@ func (s *Server) authenticate(ss *session, identity, username, password string) 
 		return reply(ss.log, atAuth, err)
 	}
 	if !s.auths.hit(username, hash, password) {
-		ok, err := s.verify(ctx, hash, password)
+		ok, err := s.verifyShared(ctx, username, hash, password)
 		if err != nil {
 			return reply(ss.log, atAuth, err)
 		}
@@ -131,6 +131,29 @@ func (s *Server) authenticate(ss *session, identity, username, password string) 
 	return nil
 }
 
+// verifyShared is verify for a login, with identical verifications in
+// flight shared: clients that open many connections at once with the same
+// credential (a legacy application's pool, the load generator) pay one
+// argon2id verification, not one each. The key holds the stored hash and
+// the password's HMAC under the process's cache key, so only the same
+// password against the same hash shares a result.
+func (s *Server) verifyShared(ctx context.Context, username, hash, password string) (bool, error) {
+	key := username + "\x00" + hash + "\x00" + string(s.auths.mac(username, password))
+	ch := s.inflight.DoChan(key, func() (any, error) {
+		// Not the first caller's context: the others share this result.
+		return s.verify(s.ctx, hash, password)
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return false, r.Err
+		}
+		return r.Val.(bool), nil
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+}
+
 // verify checks password against hash, at most GOMAXPROCS at a time.
 func (s *Server) verify(ctx context.Context, hash, password string) (bool, error) {
 	select {
@@ -139,6 +162,7 @@ func (s *Server) verify(ctx context.Context, hash, password string) (bool, error
 		return false, ctx.Err()
 	}
 	defer func() { <-s.hashes }()
+	s.verifications.Add(1)
 	return credential.Verify(hash, password)
 }
 

@@ -411,3 +411,37 @@ func TestDataMemoryBudget(t *testing.T) {
 		}
 	})
 }
+
+// Logins with the same credential that arrive together share one argon2id
+// verification (the cache of recent logins is off here), and a wrong
+// password among them shares nothing: it fails alone.
+func TestConcurrentLoginsShareOneVerification(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		f := newFixture(t, db, 10, relay.Limits{AuthCache: -1, AuthFailures: 100})
+		const n = 8
+		var ds []*dialog
+		for range n + 1 {
+			d, _ := f.secure(t)
+			ds = append(ds, d)
+		}
+		// Every AUTH is written before any reply is read.
+		for i, d := range ds {
+			pass := f.pass
+			if i == n {
+				pass = "wrong-" + f.pass
+			}
+			d.send("AUTH PLAIN " + plain("", f.user, pass))
+		}
+		for _, d := range ds[:n] {
+			d.expect("235 2.0.0")
+		}
+		ds[n].expect("535 5.7.8")
+		st := f.srv.Stats()
+		// The wrong password is verified on its own, so at least two; n
+		// logins that all overlapped need one between them.
+		if st.PasswordChecks < 2 || st.PasswordChecks > n/2 || st.AuthFailures != 1 {
+			t.Fatalf("%d logins and a wrong password ran %d verifications (%d failures), want 2..%d",
+				n, st.PasswordChecks, st.AuthFailures, n/2)
+		}
+	})
+}

@@ -15,6 +15,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"github.com/uptrace/bun"
 	"golang.org/x/sync/semaphore"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/servir-pe/envios/internal/credential"
 	"github.com/servir-pe/envios/mailing"
@@ -97,12 +98,13 @@ func (l *Limits) defaults() {
 
 // Server is the submission server. Its methods are safe for concurrent use.
 type Server struct {
-	cfg    Config
-	creds  *credential.Store
-	thr    *throttle
-	hashes chan struct{} // bounds concurrent password verifications (CPU and 19 MiB each)
-	auths  *authCache
-	memory *semaphore.Weighted // DataMemory
+	cfg      Config
+	creds    *credential.Store
+	thr      *throttle
+	hashes   chan struct{} // bounds concurrent password verifications (CPU and 19 MiB each)
+	auths    *authCache
+	inflight singleflight.Group  // identical password verifications in progress (verifyShared)
+	memory   *semaphore.Weighted // DataMemory
 	// dummyHash is verified against when a username is unknown, so that
 	// it costs what a known one does.
 	dummyHash func() string
@@ -117,7 +119,7 @@ type Server struct {
 	conns int
 	perIP map[string]int
 
-	accepted, refused, authFailures atomic.Int64
+	accepted, refused, authFailures, verifications atomic.Int64
 }
 
 // Stats are the relay's counters since it started.
@@ -126,6 +128,10 @@ type Stats struct {
 	Refused      int64 // connections refused over a connection limit
 	Active       int64 // connections open now
 	AuthFailures int64 // failed AUTH attempts
+	// PasswordChecks counts argon2id verifications run; a login answered
+	// by the cache of recent logins, or by an identical verification
+	// already in progress, runs none.
+	PasswordChecks int64
 }
 
 // Stats returns the relay's counters.
@@ -133,7 +139,8 @@ func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	active := int64(s.conns)
 	s.mu.Unlock()
-	return Stats{Connections: s.accepted.Load(), Refused: s.refused.Load(), Active: active, AuthFailures: s.authFailures.Load()}
+	return Stats{Connections: s.accepted.Load(), Refused: s.refused.Load(), Active: active, AuthFailures: s.authFailures.Load(),
+		PasswordChecks: s.verifications.Load()}
 }
 
 // New returns a Server.

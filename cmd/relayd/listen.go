@@ -171,6 +171,9 @@ func processMetrics(w io.Writer, srv *relay.Server, eng *mailing.Engine) {
 		fmt.Fprintln(w, "# HELP envios_smtp_auth_failures_total Failed SMTP AUTH attempts.")
 		fmt.Fprintln(w, "# TYPE envios_smtp_auth_failures_total counter")
 		fmt.Fprintf(w, "envios_smtp_auth_failures_total %d\n", st.AuthFailures)
+		fmt.Fprintln(w, "# HELP envios_smtp_password_checks_total argon2id password verifications run (cached and shared logins run none).")
+		fmt.Fprintln(w, "# TYPE envios_smtp_password_checks_total counter")
+		fmt.Fprintf(w, "envios_smtp_password_checks_total %d\n", st.PasswordChecks)
 	}
 	if eng != nil {
 		st := eng.Stats()
