@@ -326,24 +326,32 @@ func TestTwoEnginesDeliverEachRecipientOnce(t *testing.T) {
 			Recipients: mailing.List(rs...)}); err != nil {
 			t.Fatal(err)
 		}
+		// Each engine runs as relayd serve runs it (Run: claim rounds that
+		// overlap the deliveries in flight) until every recipient is sent.
+		runCtx, stop := context.WithCancel(ctx)
 		var wg sync.WaitGroup
+		var engines []*mailing.Engine
 		for i := range 2 {
 			eng := engine(t, e, sink, mailing.EngineConfig{Batch: 50, Workers: 8, Owner: fmt.Sprint("engine-", i),
 				Limits: map[string]mailing.Limits{"example.com": {Concurrency: 16, PerSecond: 1e6}}})
+			engines = append(engines, eng)
 			wg.Go(func() {
-				for {
-					n, err := eng.RunOnce(ctx)
-					if err != nil {
-						t.Error(err)
-						return
-					}
-					if n == 0 {
-						return
-					}
+				if err := eng.Run(runCtx); err != nil {
+					t.Error(err)
 				}
 			})
 		}
+		deadline := time.Now().Add(2 * time.Minute)
+		for countStatus(t, db, "sent") < n && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		stop()
 		wg.Wait()
+		// Each engine's Stats count what it committed: together, every
+		// recipient once.
+		if a, b := engines[0].Stats().Outcomes[mailing.StatusSent], engines[1].Stats().Outcomes[mailing.StatusSent]; a+b != int64(n) || a == 0 || b == 0 {
+			t.Fatalf("engines recorded %d + %d sent, want %d, shared", a, b, n)
+		}
 		seen := map[string]int{}
 		for _, m := range sink.Messages() {
 			seen[m.To[0]]++
@@ -453,6 +461,73 @@ func TestLostAfterDataIsDeferred(t *testing.T) {
 		rs, _ = e.m.Recipients(ctx, "", r.MessageID, -1, 0)
 		if rs[0].Status != mailing.StatusSent || rs[0].Attempts != 2 {
 			t.Fatalf("retry: %+v", rs[0])
+		}
+	})
+}
+
+// countStatus counts the recipient rows in status.
+func countStatus(t *testing.T, db *bun.DB, status string) int {
+	t.Helper()
+	var n int
+	if err := db.NewRaw("SELECT count(*) FROM mail_recipients WHERE status = ?", status).Scan(context.Background(), &n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// Run stopped mid-delivery finishes what it started and records it,
+// returns the leases of the rest, and leaves nothing in 'sending': what the
+// sink took is exactly what is recorded sent, once each, and everything
+// else is queued again, never attempted.
+func TestRunDrainsOnShutdown(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		e := setup(t, db, map[string]int64{"enap/eventos": 10_000}, mailing.Config{})
+		addKeys(t, db, "servir.gob.pe")
+		sink := mailtest.NewSink(t)
+		ctx, stop := context.WithCancel(context.Background())
+		defer stop()
+		const n = 1500
+		var taken atomic.Int64
+		sink.DataReply = func([]string) error {
+			time.Sleep(2 * time.Millisecond)
+			if taken.Add(1) == 300 {
+				stop()
+			}
+			return nil
+		}
+		var rs []mailing.Recipient
+		for i := range n {
+			rs = append(rs, mailing.Recipient{Address: fmt.Sprintf("p%d@example.com", i), Data: map[string]string{"N": fmt.Sprint(i)}})
+		}
+		if _, err := e.m.SendBatch(ctx, mailing.Batch{Account: "enap/eventos", From: "avisos@servir.gob.pe", Subject: "{{.N}}", Text: "x",
+			Recipients: mailing.List(rs...)}); err != nil {
+			t.Fatal(err)
+		}
+		eng := engine(t, e, sink, mailing.EngineConfig{Batch: 100, Workers: 8,
+			Limits: map[string]mailing.Limits{"example.com": {Concurrency: 16, PerSecond: 1e6}}})
+		if err := eng.Run(ctx); err != nil {
+			t.Fatal(err)
+		}
+		got := len(sink.Messages())
+		sent, queued := countStatus(t, db, "sent"), countStatus(t, db, "queued")
+		var untouched, events int
+		if err := db.NewRaw("SELECT count(*) FROM mail_recipients WHERE status = 'queued' AND attempts = 0 AND lease_owner = ''").Scan(context.Background(), &untouched); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.NewRaw("SELECT count(*) FROM mail_events WHERE type = 'sent'").Scan(context.Background(), &events); err != nil {
+			t.Fatal(err)
+		}
+		if got < 300 || got == n || sent != got || queued != n-got || untouched != queued || events != sent ||
+			eng.Stats().Outcomes[mailing.StatusSent] != int64(sent) {
+			t.Fatalf("sink took %d of %d; rows: %d sent, %d queued (%d never attempted, unleased), %d sent events, Stats %v",
+				got, n, sent, queued, untouched, events, eng.Stats().Outcomes)
+		}
+		seen := map[string]bool{}
+		for _, m := range sink.Messages() {
+			if seen[m.To[0]] {
+				t.Fatalf("%s delivered twice", m.To[0])
+			}
+			seen[m.To[0]] = true
 		}
 	})
 }
