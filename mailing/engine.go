@@ -274,6 +274,9 @@ func (e *Engine) RunOnce(ctx context.Context) (int, error) {
 	return n, err
 }
 
+// claimTimeout bounds a claim, which a shutdown does not interrupt.
+const claimTimeout = 30 * time.Second
+
 // crew is the workers that deliver transactions and the recorder that
 // writes their outcomes, shared by the claim rounds of one Run.
 type crew struct {
@@ -317,11 +320,17 @@ func (e *Engine) round(ctx context.Context, c *crew) (int, error) {
 	if _, err := e.m.PromoteDue(ctx); err != nil {
 		return 0, err
 	}
-	items, err := e.claim(ctx)
+	// The claim is not cancelled halfway: a claim the database committed
+	// while its caller gave up would leave rows leased until the lease
+	// expires. A shutdown that comes meanwhile returns them below.
+	bg := context.WithoutCancel(ctx)
+	cctx, cancel := context.WithTimeout(bg, claimTimeout)
+	items, err := e.claim(cctx)
+	cancel()
 	if err != nil || len(items) == 0 {
 		return 0, err
 	}
-	groups := e.group(ctx, items)
+	groups := e.group(bg, items)
 	done, started := 0, 0
 feed:
 	for _, g := range groups {
@@ -338,7 +347,7 @@ feed:
 		for _, g := range groups[started:] {
 			rest = append(rest, g...)
 		}
-		e.unclaim(context.WithoutCancel(ctx), rest)
+		e.unclaim(bg, rest)
 	}
 	return done, nil
 }

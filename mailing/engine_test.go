@@ -519,8 +519,13 @@ func TestRunDrainsOnShutdown(t *testing.T) {
 		}
 		if got < 300 || got == n || sent != got || queued != n-got || untouched != queued || events != sent ||
 			eng.Stats().Outcomes[mailing.StatusSent] != int64(sent) {
-			t.Fatalf("sink took %d of %d; rows: %d sent, %d queued (%d never attempted, unleased), %d sent events, Stats %v",
-				got, n, sent, queued, untouched, events, eng.Stats().Outcomes)
+			var by []struct {
+				Status string
+				N      int
+			}
+			_ = db.NewRaw("SELECT status, count(*) AS n FROM mail_recipients GROUP BY status").Scan(context.Background(), &by)
+			t.Fatalf("sink took %d of %d; rows: %d sent, %d queued (%d never attempted, unleased), %d sent events, Stats %v; by status %v",
+				got, n, sent, queued, untouched, events, eng.Stats().Outcomes, by)
 		}
 		seen := map[string]bool{}
 		for _, m := range sink.Messages() {
