@@ -212,8 +212,12 @@ func (m *Mailer) commitIn(ctx context.Context, tx bun.Tx, group []*pending) erro
 	if len(msgs) == 0 {
 		return nil
 	}
-	want := len(msgs) // bun scans what PostgreSQL returns into msgs: a skipped row shortens it
-	res, err := tx.NewInsert().Model(&msgs).On("CONFLICT DO NOTHING").Exec(ctx)
+	// No RETURNING (bun would read back the columns left to their
+	// defaults): a statement without it and without arguments is sent as
+	// is, where a query is scanned again by pgx for placeholders, and the
+	// messages' bytes make it long.
+	want := len(msgs)
+	res, err := tx.NewInsert().Model(&msgs).On("CONFLICT DO NOTHING").Returning("NULL").Exec(ctx)
 	if err != nil {
 		return fmt.Errorf("mailing: store messages: %w", err)
 	}

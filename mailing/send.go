@@ -276,7 +276,7 @@ func (m *Mailer) insertMessage(ctx context.Context, tx bun.IDB, accountID int64,
 	if err != nil {
 		return false, err
 	}
-	res, err := tx.NewInsert().Model(&row).On("CONFLICT DO NOTHING").Exec(ctx)
+	res, err := tx.NewInsert().Model(&row).On("CONFLICT DO NOTHING").Returning("NULL").Exec(ctx)
 	if err != nil {
 		return false, fmt.Errorf("mailing: store message: %w", err)
 	}

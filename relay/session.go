@@ -1,11 +1,11 @@
 package relay
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -182,15 +182,19 @@ func (ss *session) Logout() error {
 // is spent, the message is refused with 452 4.3.1, as a server out of
 // storage does, rather than the process running out of memory.
 func readMessage(r io.Reader, l Limits, take func(int64) bool) ([]byte, error) {
-	var buf bytes.Buffer
-	chunk := make([]byte, 64<<10)
+	// Read straight into the message's own buffer, doubling it as it
+	// fills: a 5 KB message allocates 8 KB, not a 64 KB chunk as well.
+	msg := make([]byte, 0, 8<<10)
 	for {
-		n, err := r.Read(chunk)
+		if len(msg) == cap(msg) {
+			msg = slices.Grow(msg, cap(msg))
+		}
+		n, err := r.Read(msg[len(msg):cap(msg)])
 		if n > 0 {
 			if !take(int64(n)) {
 				return nil, errNoMemory
 			}
-			buf.Write(chunk[:n])
+			msg = msg[:len(msg)+n]
 		}
 		if err == io.EOF {
 			break
@@ -199,7 +203,6 @@ func readMessage(r io.Reader, l Limits, take func(int64) bool) ([]byte, error) {
 			return nil, err
 		}
 	}
-	msg := buf.Bytes()
 	fields, inHeader, headerBytes := 0, true, 0
 	lineStart := 0
 	for i := 0; i < len(msg); i++ {
