@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -442,6 +444,85 @@ func TestConcurrentLoginsShareOneVerification(t *testing.T) {
 		if st.PasswordChecks < 2 || st.PasswordChecks > n/2 || st.AuthFailures != 1 {
 			t.Fatalf("%d logins and a wrong password ran %d verifications (%d failures), want 2..%d",
 				n, st.PasswordChecks, st.AuthFailures, n/2)
+		}
+	})
+}
+
+// Sessions busy at once share their credential checks (stateReader), yet
+// every command written after a revocation committed is refused: a check
+// never reuses a query that was already running when the command came.
+func TestRevocationReachesEveryBusySession(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		f := newFixture(t, db, 10, relay.Limits{})
+		const sessions = 8
+		var ds []*dialog
+		for range sessions {
+			ds = append(ds, f.login(t))
+		}
+		type answer struct {
+			sent time.Time
+			code string
+		}
+		var revokedAt atomic.Int64 // unix nanoseconds once Revoke has returned
+		results := make([][]answer, sessions)
+		errs := make(chan error, sessions)
+		var wg sync.WaitGroup
+		for i, d := range ds {
+			wg.Go(func() {
+				for {
+					sent := time.Now()
+					if _, err := io.WriteString(d.conn, mailFrom+"\r\n"); err != nil {
+						errs <- err
+						return
+					}
+					_ = d.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+					line, err := d.r.ReadString('\n')
+					if err != nil {
+						errs <- err
+						return
+					}
+					results[i] = append(results[i], answer{sent, line[:3]})
+					if line[:3] != "250" {
+						return // revoked: the session is logged out
+					}
+					if _, err := io.WriteString(d.conn, "RSET\r\n"); err != nil {
+						errs <- err
+						return
+					}
+					if _, err := d.r.ReadString('\n'); err != nil {
+						errs <- err
+						return
+					}
+				}
+			})
+		}
+		time.Sleep(200 * time.Millisecond)
+		if ok, err := f.creds.Revoke(context.Background(), f.user, "test"); err != nil || !ok {
+			t.Fatal(ok, err)
+		}
+		revokedAt.Store(time.Now().UnixNano())
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		before := 0
+		for i, rs := range results {
+			last := rs[len(rs)-1]
+			if last.code != "530" {
+				t.Fatalf("session %d: last reply %s, want 530", i, last.code)
+			}
+			for _, a := range rs {
+				if a.sent.UnixNano() > revokedAt.Load() && a.code != "530" {
+					t.Fatalf("session %d: a MAIL sent after the revocation got %s", i, a.code)
+				}
+				if a.code == "250" {
+					before++
+				}
+			}
+		}
+		if before < sessions {
+			t.Fatalf("only %d MAIL commands accepted before the revocation", before)
 		}
 	})
 }

@@ -100,6 +100,7 @@ func (l *Limits) defaults() {
 type Server struct {
 	cfg      Config
 	creds    *credential.Store
+	states   *stateReader // the per-command credential checks, read in shared queries
 	thr      *throttle
 	hashes   chan struct{} // bounds concurrent password verifications (CPU and 19 MiB each)
 	auths    *authCache
@@ -173,6 +174,7 @@ func New(cfg Config) (*Server, error) {
 	s.memory = semaphore.NewWeighted(cfg.Limits.DataMemory)
 	s.thr = &throttle{db: cfg.DB, now: cfg.Now, max: cfg.Limits.AuthFailures, window: cfg.Limits.AuthWindow}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.states = newStateReader(s.ctx, s.creds.States, 30*time.Second)
 	s.starttls = s.newSMTP(t)
 	s.implicit = s.newSMTP(t)
 	return s, nil

@@ -73,7 +73,7 @@ func (ss *session) authorised(at stage) (credential.State, error) {
 	if ss.cred.ID == 0 {
 		return credential.State{}, errAuthRequired
 	}
-	st, err := ss.s.creds.State(ss.ctx, ss.cred.ID)
+	st, err := ss.s.states.State(ss.ctx, ss.cred.ID)
 	if err != nil {
 		return st, reply(ss.log, at, err)
 	}

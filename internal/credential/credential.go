@@ -204,26 +204,44 @@ func (s *Store) Lookup(ctx context.Context, username string) (Credential, string
 	return Credential{ID: r.ID, Account: r.Account, AccountID: r.AccountID, Username: username, CreatedAt: r.CreatedAt.UTC()}, r.Hash, nil
 }
 
-// State is where a credential stands now, read in one query: the relay
-// asks before every transaction command.
+// State is where a credential stands now: the relay asks before every
+// transaction command (States, for many sessions at once).
 type State struct {
 	Active    bool  // not revoked
 	Disabled  bool  // its account is disabled
 	Remaining int64 // what its account may still send (allocation − used)
 }
 
-// State reads credential id and its account.
-func (s *Store) State(ctx context.Context, id int64) (State, error) {
-	var st State
-	var revoked bool
-	err := store.QueryRowCached(ctx, s.db, "SELECT c.revoked_at IS NOT NULL, a.disabled, a.allocation - a.used "+
-		"FROM relay_credentials c JOIN quota_accounts a ON a.id = c.account_id WHERE c.id = ?", id).Scan(&revoked, &st.Disabled, &st.Remaining)
-	if errors.Is(err, sql.ErrNoRows) {
-		return State{}, nil
+// States reads the state of several credentials in one query. An id that
+// does not exist is absent from the result.
+func (s *Store) States(ctx context.Context, ids []int64) (map[int64]State, error) {
+	var rows *sql.Rows
+	var err error
+	const q = "SELECT c.id, c.revoked_at IS NOT NULL, a.disabled, a.allocation - a.used " +
+		"FROM relay_credentials c JOIN quota_accounts a ON a.id = c.account_id WHERE c.id "
+	if store.EngineOfDB(s.db) == store.Postgres {
+		// One statement whatever the number of ids: prepared once per connection.
+		rows, err = store.QueryCached(ctx, s.db, q+"= ANY(?)", ids)
+	} else {
+		rows, err = s.db.QueryContext(ctx, q+"IN (?)", bun.List(ids))
 	}
 	if err != nil {
-		return State{}, fmt.Errorf("credential: check: %w", err)
+		return nil, fmt.Errorf("credential: check: %w", err)
 	}
-	st.Active = !revoked
-	return st, nil
+	defer rows.Close()
+	out := make(map[int64]State, len(ids))
+	for rows.Next() {
+		var id int64
+		var revoked bool
+		var st State
+		if err := rows.Scan(&id, &revoked, &st.Disabled, &st.Remaining); err != nil {
+			return nil, fmt.Errorf("credential: check: %w", err)
+		}
+		st.Active = !revoked
+		out[id] = st
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("credential: check: %w", err)
+	}
+	return out, nil
 }

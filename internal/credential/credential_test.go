@@ -92,14 +92,33 @@ func TestStore(t *testing.T) {
 		if ok, err := credential.Verify(hash, pass); !ok || err != nil {
 			t.Fatalf("stored hash does not verify the printed password: %v", err)
 		}
-		st, err := s.State(ctx, c.ID)
-		if err != nil || !st.Active || st.Disabled || st.Remaining != 40 {
-			t.Fatalf("state %+v %v", st, err)
+		state := func(id int64) credential.State {
+			t.Helper()
+			m, err := s.States(ctx, []int64{id})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return m[id]
+		}
+		// Several at once; an id that does not exist is absent.
+		c2, _, err := s.Add(ctx, "sjti/talento", "otro", "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sts, err := s.States(ctx, []int64{c.ID, c2.ID, c2.ID + 1000})
+		if err != nil || len(sts) != 2 || !sts[c.ID].Active || sts[c.ID].Disabled || sts[c.ID].Remaining != 40 || sts[c2.ID] != sts[c.ID] {
+			t.Fatalf("states %+v %v", sts, err)
+		}
+		if _, err := s.Revoke(ctx, c2.Username, "test"); err != nil {
+			t.Fatal(err)
+		}
+		if st := state(c2.ID); st.Active || st.Remaining != 40 {
+			t.Fatalf("revoked: %+v", st)
 		}
 		if _, err := l.SetDisabled(ctx, "sjti/talento", true, "test"); err != nil {
 			t.Fatal(err)
 		}
-		if st, _ := s.State(ctx, c.ID); !st.Disabled {
+		if st := state(c.ID); !st.Disabled {
 			t.Fatal("a disabled account is not seen")
 		}
 		if changed, err := s.Revoke(ctx, c.Username, "test"); !changed || err != nil {
@@ -114,18 +133,18 @@ func TestStore(t *testing.T) {
 		if _, _, err := s.Lookup(ctx, c.Username); !errors.Is(err, credential.ErrBadCredentials) {
 			t.Errorf("lookup of a revoked credential: %v", err)
 		}
-		if st, _ := s.State(ctx, c.ID); st.Active {
+		if st := state(c.ID); st.Active {
 			t.Error("revoked credential still active")
 		}
 		list, err := s.List(ctx, "")
-		if err != nil || len(list) != 1 || list[0].RevokedAt.IsZero() || list[0].Name != "sistema" {
+		if err != nil || len(list) != 2 || list[0].RevokedAt.IsZero() || list[0].Name != "sistema" || list[1].Name != "otro" {
 			t.Fatalf("list %+v %v", list, err)
 		}
 		var actions []string
 		if err := db.NewRaw("SELECT action FROM audit_log WHERE action LIKE 'credential.%' ORDER BY id").Scan(ctx, &actions); err != nil {
 			t.Fatal(err)
 		}
-		if strings.Join(actions, ",") != "credential.add,credential.revoke" {
+		if strings.Join(actions, ",") != "credential.add,credential.add,credential.revoke,credential.revoke" {
 			t.Errorf("audit log %v", actions)
 		}
 	})

@@ -236,6 +236,19 @@ func QueryRowCached(ctx context.Context, db *bun.DB, query string, args ...any) 
 	if EngineOfDB(db) != Postgres {
 		return db.DB.QueryRowContext(ctx, query, args...)
 	}
+	return db.DB.QueryRowContext(ctx, numbered(query), append([]any{pgx.QueryExecModeCacheStatement}, args...)...)
+}
+
+// QueryCached is QueryRowCached for several rows.
+func QueryCached(ctx context.Context, db *bun.DB, query string, args ...any) (*sql.Rows, error) {
+	if EngineOfDB(db) != Postgres {
+		return db.DB.QueryContext(ctx, query, args...)
+	}
+	return db.DB.QueryContext(ctx, numbered(query), append([]any{pgx.QueryExecModeCacheStatement}, args...)...)
+}
+
+// numbered turns the ? placeholders of query into PostgreSQL's $1, $2, ….
+func numbered(query string) string {
 	var b strings.Builder
 	n := 0
 	for _, r := range query {
@@ -246,5 +259,5 @@ func QueryRowCached(ctx context.Context, db *bun.DB, query string, args ...any) 
 		}
 		b.WriteRune(r)
 	}
-	return db.DB.QueryRowContext(ctx, b.String(), append([]any{pgx.QueryExecModeCacheStatement}, args...)...)
+	return b.String()
 }
