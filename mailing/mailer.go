@@ -50,7 +50,10 @@ type Config struct {
 
 	// GroupCommitters is how many group transactions of Send and Submit
 	// may run at once; each takes every message queued while the others
-	// commit. Default 2 (one commits while the next gathers).
+	// commit. Default 1: the next group gathers while one commits, and
+	// fewer, larger groups cost the database fewer statements (on 2 cores,
+	// 1 against 2: 2,352 against 2,024 sends/s on PostgreSQL, 4,341
+	// against 3,473 on SQLite, whose writers take turns anyway).
 	GroupCommitters int
 
 	// Now is the clock. Default time.Now.
@@ -107,7 +110,7 @@ func New(cfg Config) (*Mailer, error) {
 		cfg.Committers = 2
 	}
 	if cfg.GroupCommitters <= 0 {
-		cfg.GroupCommitters = 2
+		cfg.GroupCommitters = 1
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
