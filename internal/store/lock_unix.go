@@ -16,7 +16,7 @@ import (
 func lockFile(ctx context.Context, path string) (func(), error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("store: migration lock: %w", err)
+		return nil, fmt.Errorf("store: lock file: %w", err)
 	}
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
@@ -30,12 +30,12 @@ func lockFile(ctx context.Context, path string) (func(), error) {
 		}
 		if !errors.Is(err, syscall.EWOULDBLOCK) {
 			f.Close()
-			return nil, fmt.Errorf("store: migration lock %s: %w", path, err)
+			return nil, fmt.Errorf("store: lock file %s: %w", path, err)
 		}
 		select {
 		case <-ctx.Done():
 			f.Close()
-			return nil, fmt.Errorf("store: waiting for migration lock %s: %w", path, ctx.Err())
+			return nil, fmt.Errorf("store: waiting for lock file %s: %w", path, ctx.Err())
 		case <-t.C:
 		}
 	}

@@ -98,7 +98,20 @@ func Open(ctx context.Context, cfg Config) (*bun.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := db.PingContext(ctx); err != nil {
+	release := func() {}
+	if EngineOf(cfg.DSN) == SQLite && !strings.Contains(cfg.DSN, ":memory:") {
+		// The first connection to a new file switches it to WAL, which
+		// needs an exclusive lock that SQLite does not wait for (it
+		// answers SQLITE_BUSY at once, to avoid a deadlock): processes
+		// opening one file at the same moment take turns.
+		if release, err = lockFile(ctx, cfg.DSN+".open-lock"); err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
+	err = db.PingContext(ctx)
+	release()
+	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: connect to %s: %w", Describe(cfg.DSN), err)
 	}
