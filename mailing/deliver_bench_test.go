@@ -53,7 +53,7 @@ func BenchmarkDeliver(b *testing.B) {
 						b.Fatal(err)
 					}
 					var err error
-					if key, err = dkimkey.Add(ctx, db, "servir.gob.pe", "bench", dkimkey.RSA2048, start); err != nil {
+					if key, err = dkimkey.Add(ctx, db, nil, "servir.gob.pe", "bench", dkimkey.RSA2048, start); err != nil {
 						b.Fatal(err)
 					}
 				}

@@ -622,7 +622,7 @@ func (e *Engine) keys(ctx context.Context, domain string) ([]dkimkey.Key, error)
 	if ok && time.Since(c.at) < 30*time.Second {
 		return c.keys, c.err
 	}
-	keys, err := dkimkey.Signing(ctx, e.m.db, domain)
+	keys, err := dkimkey.Signing(ctx, e.m.db, e.m.sealer, domain)
 	if err != nil && !errors.Is(err, dkimkey.ErrNotFound) {
 		return nil, err // a database error is not cached
 	}

@@ -30,7 +30,7 @@ func addKeys(t *testing.T, db *bun.DB, domain string) txtRecords {
 	t.Helper()
 	records := txtRecords{}
 	for _, alg := range []dkimkey.Algorithm{dkimkey.RSA2048, dkimkey.Ed25519} {
-		k, err := dkimkey.Add(context.Background(), db, domain, string(alg)+"-sel", alg, start)
+		k, err := dkimkey.Add(context.Background(), db, nil, domain, string(alg)+"-sel", alg, start)
 		if err != nil {
 			t.Fatal(err)
 		}

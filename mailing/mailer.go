@@ -45,6 +45,13 @@ type Config struct {
 	// is refused with ErrNoDKIMKey, never sent unsigned silently.
 	UnsignedDomains []string
 
+	// DKIMKeyFile is a key file (dkimkey.GenerateKeyFile; relayd domain
+	// keyfile) that seals DKIM private keys in the database: keys added
+	// with it are stored encrypted, and sealed keys are opened with it to
+	// sign. Default none: keys are stored in clear, and a sealed key
+	// cannot sign.
+	DKIMKeyFile string
+
 	// Committers is how many batch chunks may commit at once. Default 2.
 	Committers int
 
@@ -72,6 +79,7 @@ type Config struct {
 // state except through their databases.
 type Mailer struct {
 	cfg    Config
+	sealer *dkimkey.Sealer // nil: DKIM keys in clear
 	db     *bun.DB
 	ledger *quota.Ledger
 	ownDB  bool
@@ -122,6 +130,13 @@ func New(cfg Config) (*Mailer, error) {
 		cfg.Logger = slog.Default()
 	}
 	m := &Mailer{cfg: cfg, db: cfg.DB, ledger: quota.New(cfg.DB, quota.Config{Now: cfg.Now})}
+	if cfg.DKIMKeyFile != "" {
+		s, err := dkimkey.OpenKeyFile(cfg.DKIMKeyFile)
+		if err != nil {
+			return nil, err
+		}
+		m.sealer = s
+	}
 	m.gcond = sync.NewCond(&m.gmu)
 	return m, nil
 }
@@ -206,7 +221,7 @@ var ErrNoDKIMKey = errors.New("mailing: no DKIM key for the From domain")
 // stores it, and returns the DNS TXT record to publish (name and value).
 // The private key never leaves the database.
 func (m *Mailer) AddDomainKey(ctx context.Context, domain, algorithm string) (name, value string, err error) {
-	k, err := dkimkey.Add(ctx, m.db, domain, "", dkimkey.Algorithm(algorithm), m.now())
+	k, err := dkimkey.Add(ctx, m.db, m.sealer, domain, "", dkimkey.Algorithm(algorithm), m.now())
 	if err != nil {
 		return "", "", err
 	}

@@ -3,10 +3,13 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"net"
 	"slices"
 	"strings"
+
+	"github.com/uptrace/bun"
 
 	"github.com/servir-pe/envios/internal/dkimkey"
 	"github.com/servir-pe/envios/mailing"
@@ -17,6 +20,7 @@ func runDomainAdd(ctx context.Context, e *env, args []string) error {
 	fs := e.flagSet("domain add", &g)
 	selector := fs.String("selector", "", "DKIM selector (default e+date, e.g. e20261126)")
 	alg := fs.String("key", "rsa2048", "key type: rsa2048 or ed25519")
+	keyFile := dkimKeyFileFlag(fs, e)
 	pos, err := parse(fs, &g, args, 1, 1)
 	if err != nil {
 		return helpOr(err, fs, e)
@@ -24,12 +28,16 @@ func runDomainAdd(ctx context.Context, e *env, args []string) error {
 	if *alg != string(dkimkey.RSA2048) && *alg != string(dkimkey.Ed25519) {
 		return usagef("--key: %q is not rsa2048 or ed25519", *alg)
 	}
+	sealer, err := openSealer(*keyFile)
+	if err != nil {
+		return err
+	}
 	db, _, err := e.openMigrated(ctx, &g)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	k, err := dkimkey.Add(ctx, db, pos[0], *selector, dkimkey.Algorithm(*alg), e.now())
+	k, err := dkimkey.Add(ctx, db, sealer, pos[0], *selector, dkimkey.Algorithm(*alg), e.now())
 	if err != nil {
 		return err
 	}
@@ -42,12 +50,21 @@ func runDomainAdd(ctx context.Context, e *env, args []string) error {
 func runDomainRotate(ctx context.Context, e *env, args []string) error {
 	var g globals
 	fs := e.flagSet("domain rotate", &g)
-	pos, db, _, err := e.parseAndOpen(ctx, fs, &g, args, 1, 1)
+	keyFile := dkimKeyFileFlag(fs, e)
+	pos, err := parse(fs, &g, args, 1, 1)
+	if err != nil {
+		return helpOr(err, fs, e)
+	}
+	sealer, err := openSealer(*keyFile)
+	if err != nil {
+		return err
+	}
+	db, _, err := e.openMigrated(ctx, &g)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	keys, err := dkimkey.Rotate(ctx, db, pos[0], e.now())
+	keys, err := dkimkey.Rotate(ctx, db, sealer, pos[0], e.now())
 	if err != nil {
 		return err
 	}
@@ -75,13 +92,17 @@ func runDomainList(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintln(e.stdout, "no DKIM keys (relayd domain add DOMAIN)")
 		return nil
 	}
-	t := &table{head: []string{"DOMAIN", "SELECTOR", "KEY", "CREATED (" + g.loc.String() + ")", "STATUS"}}
+	t := &table{head: []string{"DOMAIN", "SELECTOR", "KEY", "CREATED (" + g.loc.String() + ")", "STATUS", "STORED"}}
 	for _, k := range keys {
 		status := "in use"
 		if !k.Retired.IsZero() {
 			status = "retired"
 		}
-		t.add(k.Domain, k.Selector, string(k.Algorithm), k.Created.In(g.loc).Format("2006-01-02 15:04"), status)
+		stored := "clear"
+		if k.Sealed {
+			stored = "sealed"
+		}
+		t.add(k.Domain, k.Selector, string(k.Algorithm), k.Created.In(g.loc).Format("2006-01-02 15:04"), status, stored)
 	}
 	t.write(e.stdout)
 	return nil
@@ -283,5 +304,75 @@ func runDomainRetire(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "DKIM key %s of %s retired: it signs nothing more; remove its DNS record once mail signed with it has been delivered\n", pos[1], pos[0])
+	return nil
+}
+
+// dkimKeyFileFlag is the --dkim-key-file flag of the commands that add,
+// seal or use DKIM private keys.
+func dkimKeyFileFlag(fs *flag.FlagSet, e *env) *string {
+	return fs.String("dkim-key-file", e.getenv("RELAYD_DKIM_KEY_FILE"),
+		"key file that seals DKIM private keys in the database (relayd domain keyfile; env RELAYD_DKIM_KEY_FILE)")
+}
+
+// openSealer opens a key file; none ("") means keys in clear.
+func openSealer(path string) (*dkimkey.Sealer, error) {
+	if path == "" {
+		return nil, nil
+	}
+	return dkimkey.OpenKeyFile(path)
+}
+
+func runDomainKeyfile(ctx context.Context, e *env, args []string) error {
+	var g globals
+	fs := e.flagSet("domain keyfile", &g)
+	pos, err := parse(fs, &g, args, 1, 1)
+	if err != nil {
+		return helpOr(err, fs, e)
+	}
+	if err := dkimkey.GenerateKeyFile(pos[0]); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "wrote a new DKIM key file %s (mode 600). Keep a copy apart from the database backups: the keys sealed with it cannot sign without it.\n"+
+		"Use it with --dkim-key-file (or RELAYD_DKIM_KEY_FILE) on relayd serve, domain add and domain rotate; relayd domain seal seals the keys stored in clear.\n", pos[0])
+	return nil
+}
+
+func runDomainSeal(ctx context.Context, e *env, args []string) error {
+	var g globals
+	fs := e.flagSet("domain seal", &g)
+	keyFile := dkimKeyFileFlag(fs, e)
+	if _, err := parse(fs, &g, args, 0, 0); err != nil {
+		return helpOr(err, fs, e)
+	}
+	if *keyFile == "" {
+		return usagef("domain seal: --dkim-key-file (or RELAYD_DKIM_KEY_FILE) is required")
+	}
+	sealer, err := openSealer(*keyFile)
+	if err != nil {
+		return err
+	}
+	db, _, err := e.openMigrated(ctx, &g)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	var n int
+	err = db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		var err error
+		n, err = dkimkey.Seal(ctx, tx, sealer)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		fmt.Fprintln(e.stdout, "sealed 0 DKIM keys stored in clear")
+		return nil
+	}
+	if err := dkimkey.Scrub(ctx, db); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "sealed %d DKIM %s stored in clear. Backups taken before still hold %s in clear: rotate (relayd domain rotate DOMAIN --dkim-key-file PATH) and retire the old %s.\n",
+		n, plural(n, "key", "keys"), plural(n, "it", "them"), plural(n, "key", "keys"))
 	return nil
 }

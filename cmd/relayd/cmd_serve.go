@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/servir-pe/envios/internal/dkimkey"
 	"github.com/servir-pe/envios/internal/store"
 	"github.com/servir-pe/envios/mailing"
 )
@@ -30,6 +31,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	plaintext := fs.Bool("smarthost-plaintext", false, "deliver even if the smarthost offers no STARTTLS (never with AUTH)")
 	sending := fs.String("sending-domain", e.getenv("RELAYD_SENDING_DOMAIN"), "the dedicated sending domain for return paths and unsubscribe links (env RELAYD_SENDING_DOMAIN)")
 	unsigned := fs.String("unsigned-domains", "", "comma-separated From domains that may be sent without a DKIM key")
+	dkimKeyFile := dkimKeyFileFlag(fs, e)
 	workers := fs.Int("workers", 8, "concurrent deliveries")
 	direct := fs.Bool("direct", false, "deliver to each domain's MX hosts instead of a smarthost")
 	dnsServer := fs.String("dns-server", "", "with --direct: ask this DNS server (host:port) instead of the system's")
@@ -130,7 +132,20 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	if idDomain == "" {
 		idDomain = *hostname
 	}
-	m, err := mailing.New(mailing.Config{DB: db, Now: e.now, Logger: log, MessageIDDomain: idDomain,
+	if *dkimKeyFile == "" {
+		// Sealed keys cannot sign without their key file: say so now,
+		// not with every delivery deferred.
+		keys, err := dkimkey.List(ctx, db)
+		if err != nil {
+			return err
+		}
+		for _, k := range keys {
+			if k.Sealed && k.Retired.IsZero() {
+				return fmt.Errorf("serve: the DKIM key %s of %s is sealed: start with --dkim-key-file (or RELAYD_DKIM_KEY_FILE)", k.Selector, k.Domain)
+			}
+		}
+	}
+	m, err := mailing.New(mailing.Config{DB: db, Now: e.now, Logger: log, MessageIDDomain: idDomain, DKIMKeyFile: *dkimKeyFile,
 		UnsignedDomains: unsignedDomains, MaxMessageSize: file.Relay.Limits.MaxMessageSize, MaxRecipients: file.Relay.Limits.MaxRecipients})
 	if err != nil {
 		return err

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/servir-pe/envios/internal/store"
 	"github.com/servir-pe/envios/internal/storetest"
 	"github.com/servir-pe/envios/mailing"
 	"github.com/servir-pe/envios/mailing/mailtest"
@@ -217,6 +218,14 @@ func testServeDelivers(t *testing.T, direct bool) {
 	}
 	args := []string{"serve", "--smarthost", sink.Addr, "--smarthost-ca", ca, "--sending-domain", "envios.servir.gob.pe"}
 	if direct {
+		// This variant also keeps its DKIM key sealed with a key file.
+		keyFile := filepath.Join(dir, "dkim.key")
+		for _, args := range [][]string{{"domain", "keyfile", keyFile}, {"domain", "seal", "--dkim-key-file", keyFile}} {
+			if out, code := relayd(t, dir, env, args...); code != 0 {
+				t.Fatalf("relayd %v: exit %d\n%s", args, code, out)
+			}
+		}
+		env = append(env, "RELAYD_DKIM_KEY_FILE="+keyFile)
 		_, port, _ := net.SplitHostPort(sink.Addr)
 		dnsAddr := mailtest.NewDNS(t, mailtest.Zone{
 			MX: map[string][]mailtest.MX{"example.test.": {{Pref: 10, Host: "mx.sink.test."}}},
@@ -258,6 +267,98 @@ func testServeDelivers(t *testing.T, direct bool) {
 	if err != nil || info.Counts[mailing.StatusSent] != 2 {
 		t.Fatalf("status %v %v", info.Counts, err)
 	}
+}
+
+// DKIM private keys sealed with a key file: written once, mode 600; keys
+// added with it are sealed, `domain seal` seals those in clear, none is left
+// in clear in the database, and relayd refuses to serve sealed keys
+// without the file, or a file others may read.
+func TestDKIMKeysSealedWithAKeyFile(t *testing.T) {
+	dir, env, _ := setUpAdmin(t, 10, "rsa2048")
+	keyFile := filepath.Join(dir, "dkim.key")
+	steps := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"domain", "keyfile", keyFile}, 0, "wrote a new DKIM key file"},
+		{[]string{"domain", "keyfile", keyFile}, 1, "file exists"},
+		{[]string{"domain", "add", "servir.gob.pe", "--key", "ed25519", "--selector", "ed", "--dkim-key-file", keyFile}, 0, "added ed25519 DKIM key ed"},
+		{[]string{"domain", "list"}, 0, "ed         ed25519"},
+		{[]string{"serve"}, 1, "DKIM key ed of servir.gob.pe is sealed: start with --dkim-key-file"},
+		{[]string{"domain", "seal"}, 2, "--dkim-key-file (or RELAYD_DKIM_KEY_FILE) is required"},
+		{[]string{"domain", "seal", "--dkim-key-file", keyFile}, 0, "sealed 1 DKIM key stored in clear"},
+		{[]string{"domain", "seal", "--dkim-key-file", keyFile}, 0, "sealed 0 DKIM keys stored in clear"},
+	}
+	var clear []string // the PEM bodies stored in clear before the seal
+	for _, s := range steps {
+		if len(s.args) > 1 && s.args[1] == "seal" && s.code == 0 && clear == nil {
+			clear = clearKeys(t, filepath.Join(dir, "relayd.db"))
+		}
+		out, code := relayd(t, dir, env, s.args...)
+		if code != s.code || !strings.Contains(out, s.want) {
+			t.Fatalf("relayd %s: exit %d, want %d with %q; output:\n%s", strings.Join(s.args, " "), code, s.code, s.want, out)
+		}
+	}
+	if len(clear) != 1 {
+		t.Fatalf("%d keys in clear before the seal, want 1", len(clear))
+	}
+	if fi, err := os.Stat(keyFile); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key file mode %v %v", fi.Mode(), err)
+	}
+	out, _ := relayd(t, dir, env, "domain", "list")
+	if strings.Count(out, "sealed") != 2 || strings.Contains(out, "clear") {
+		t.Fatalf("after seal, domain list:\n%s", out)
+	}
+	// Not in the database file, nor in its write-ahead log.
+	for _, name := range []string{"relayd.db", "relayd.db-wal"} {
+		raw, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		if bytes.Contains(raw, []byte("PRIVATE KEY")) {
+			t.Fatalf("a private key is still in clear in %s", name)
+		}
+		for _, body := range clear {
+			for i := 0; i+48 <= len(body); i += 48 { // any line of it
+				if bytes.Contains(raw, []byte(body[i:i+48])) {
+					t.Fatalf("part of a key stored in clear before the seal is still in %s", name)
+				}
+			}
+		}
+	}
+	if err := os.Chmod(keyFile, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := relayd(t, dir, env, "domain", "rotate", "servir.gob.pe", "--dkim-key-file", keyFile); code != 1 || !strings.Contains(out, "may be read by others") {
+		t.Fatalf("rotate with a readable key file: exit %d\n%s", code, out)
+	}
+}
+
+// clearKeys returns the base64 bodies of the PEM private keys stored in
+// clear in a SQLite database, without their line breaks.
+func clearKeys(t *testing.T, path string) []string {
+	t.Helper()
+	db, err := store.Open(context.Background(), store.Config{DSN: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var pems []string
+	if err := db.NewRaw("SELECT private_key FROM dkim_keys WHERE private_key LIKE '-----BEGIN%'").Scan(context.Background(), &pems); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, p := range pems {
+		var body strings.Builder
+		for _, line := range strings.Split(p, "\n") {
+			if !strings.HasPrefix(line, "-----") {
+				body.WriteString(line)
+			}
+		}
+		out = append(out, body.String())
+	}
+	return out
 }
 
 // kill -9 of relayd while deliveries are in flight loses nothing: after a

@@ -1,7 +1,8 @@
 // Package dkimkey generates, stores and loads the DKIM keys envios signs
 // with (RFC 6376 with RSA-SHA256, RFC 8463 with Ed25519), and renders the
 // DNS TXT records that publish them. Private keys live in the database
-// (table dkim_keys, PKCS #8 PEM) and are never printed.
+// (table dkim_keys, PKCS #8 PEM, sealed with a key file when one is given:
+// see Sealer) and are never printed.
 package dkimkey
 
 import (
@@ -48,6 +49,7 @@ type Key struct {
 	Signer    crypto.Signer
 	Created   time.Time
 	Retired   time.Time // zero: in use
+	Sealed    bool      // the private key is stored sealed (see Sealer)
 }
 
 // Record is the DNS name and TXT value that publish k.
@@ -102,17 +104,22 @@ type row struct {
 	RetiredAt     *time.Time
 }
 
-func (r row) key(withPrivate bool) (Key, error) {
+func (r row) key(withPrivate bool, s *Sealer) (Key, error) {
 	pub, err := base64.StdEncoding.DecodeString(r.PublicKey)
 	if err != nil {
 		return Key{}, fmt.Errorf("dkimkey: %s/%s public key: %w", r.Domain, r.Selector, err)
 	}
-	k := Key{Domain: r.Domain, Selector: r.Selector, Algorithm: r.Algorithm, PublicKey: pub, Created: r.CreatedAt.UTC()}
+	k := Key{Domain: r.Domain, Selector: r.Selector, Algorithm: r.Algorithm, PublicKey: pub, Created: r.CreatedAt.UTC(),
+		Sealed: strings.HasPrefix(r.PrivateKey, sealedPrefix)}
 	if r.RetiredAt != nil {
 		k.Retired = r.RetiredAt.UTC()
 	}
 	if withPrivate {
-		block, _ := pem.Decode([]byte(r.PrivateKey))
+		pemText, err := s.load(r.Domain, r.Selector, r.PrivateKey)
+		if err != nil {
+			return Key{}, err
+		}
+		block, _ := pem.Decode(pemText)
 		if block == nil {
 			return Key{}, fmt.Errorf("dkimkey: %s/%s private key is not PEM", r.Domain, r.Selector)
 		}
@@ -120,18 +127,19 @@ func (r row) key(withPrivate bool) (Key, error) {
 		if err != nil {
 			return Key{}, fmt.Errorf("dkimkey: %s/%s private key: %w", r.Domain, r.Selector, err)
 		}
-		s, ok := priv.(crypto.Signer)
+		signer, ok := priv.(crypto.Signer)
 		if !ok {
 			return Key{}, fmt.Errorf("dkimkey: %s/%s private key of type %T cannot sign", r.Domain, r.Selector, priv)
 		}
-		k.Signer = s
+		k.Signer = signer
 	}
 	return k, nil
 }
 
-// Add generates and stores a key for domain. An empty selector becomes
-// "e" + the date ("e20261126"), with a suffix if that is taken.
-func Add(ctx context.Context, idb bun.IDB, domain, selector string, alg Algorithm, now time.Time) (Key, error) {
+// Add generates and stores a key for domain, sealed with s unless s is
+// nil. An empty selector becomes "e" + the date ("e20261126"), with a
+// suffix if that is taken.
+func Add(ctx context.Context, idb bun.IDB, s *Sealer, domain, selector string, alg Algorithm, now time.Time) (Key, error) {
 	d, err := CheckDomain(domain)
 	if err != nil {
 		return Key{}, err
@@ -155,7 +163,7 @@ func Add(ctx context.Context, idb bun.IDB, domain, selector string, alg Algorith
 		return Key{}, err
 	}
 	r := row{Domain: d, Selector: selector, Algorithm: alg,
-		PrivateKey: string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})),
+		PrivateKey: s.store(d, selector, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})),
 		PublicKey:  base64.StdEncoding.EncodeToString(pub), CreatedAt: now.UTC()}
 	if _, err := idb.NewInsert().Model(&r).Exec(ctx); err != nil {
 		if store.IsUniqueViolation(err) {
@@ -163,7 +171,7 @@ func Add(ctx context.Context, idb bun.IDB, domain, selector string, alg Algorith
 		}
 		return Key{}, fmt.Errorf("dkimkey: store key: %w", err)
 	}
-	return Key{Domain: d, Selector: selector, Algorithm: alg, PublicKey: pub, Signer: signer, Created: r.CreatedAt}, nil
+	return Key{Domain: d, Selector: selector, Algorithm: alg, PublicKey: pub, Signer: signer, Created: r.CreatedAt, Sealed: s != nil}, nil
 }
 
 func freeSelector(ctx context.Context, idb bun.IDB, domain string, now time.Time) (string, error) {
@@ -192,7 +200,7 @@ func List(ctx context.Context, idb bun.IDB) ([]Key, error) {
 	}
 	keys := make([]Key, 0, len(rows))
 	for _, r := range rows {
-		k, err := r.key(false)
+		k, err := r.key(false, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -202,8 +210,9 @@ func List(ctx context.Context, idb bun.IDB) ([]Key, error) {
 }
 
 // Signing returns the keys to sign mail from domain with: the newest key
-// in use of each algorithm, RSA first. None is ErrNotFound.
-func Signing(ctx context.Context, idb bun.IDB, domain string) ([]Key, error) {
+// in use of each algorithm, RSA first, opened with s if sealed. None is
+// ErrNotFound; a sealed key without s (or with the wrong one) is ErrSealed.
+func Signing(ctx context.Context, idb bun.IDB, s *Sealer, domain string) ([]Key, error) {
 	var rows []row
 	err := idb.NewSelect().Model(&rows).Where("domain = ? AND retired_at IS NULL", strings.ToLower(domain)).
 		Order("algorithm DESC", "created_at DESC", "id DESC").Scan(ctx)
@@ -217,7 +226,7 @@ func Signing(ctx context.Context, idb bun.IDB, domain string) ([]Key, error) {
 			continue
 		}
 		seen[r.Algorithm] = true
-		k, err := r.key(true)
+		k, err := r.key(true, s)
 		if err != nil {
 			return nil, err
 		}
@@ -230,9 +239,10 @@ func Signing(ctx context.Context, idb bun.IDB, domain string) ([]Key, error) {
 }
 
 // Rotate adds, for each algorithm domain has a key of in use, a new key
-// under a new selector; the new keys sign from then on. The old keys stay
-// (published and in use) until retired, so mail in flight still verifies.
-func Rotate(ctx context.Context, idb bun.IDB, domain string, now time.Time) ([]Key, error) {
+// under a new selector (sealed with s unless nil); the new keys sign from
+// then on. The old keys stay (published and in use) until retired, so mail
+// in flight still verifies.
+func Rotate(ctx context.Context, idb bun.IDB, s *Sealer, domain string, now time.Time) ([]Key, error) {
 	d, err := CheckDomain(domain)
 	if err != nil {
 		return nil, err
@@ -246,7 +256,7 @@ func Rotate(ctx context.Context, idb bun.IDB, domain string, now time.Time) ([]K
 	}
 	var keys []Key
 	for _, alg := range algs {
-		k, err := Add(ctx, idb, d, "", alg, now)
+		k, err := Add(ctx, idb, s, d, "", alg, now)
 		if err != nil {
 			return nil, err
 		}
