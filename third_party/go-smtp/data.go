@@ -2,6 +2,7 @@ package smtp
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 )
@@ -92,6 +93,28 @@ func (r *dataReader) Read(b []byte) (n int, err error) {
 		stateEOF              // reached .\r\n end marker line
 	)
 	for n < len(b) && r.state != stateEOF {
+		// envios patch: in the middle of a line every byte but CR stays
+		// data, so the bytes already buffered up to the next CR are
+		// copied at once rather than one ReadByte each (that loop was a
+		// tenth of the relay's CPU). The state machine below is unchanged.
+		if r.state == stateData {
+			k := r.r.Buffered()
+			if k > len(b)-n {
+				k = len(b) - n
+			}
+			if k > 0 {
+				buf, _ := r.r.Peek(k) // buffered: no read, no error
+				i := bytes.IndexByte(buf, '\r')
+				if i < 0 {
+					i = k
+				}
+				if i > 0 {
+					n += copy(b[n:], buf[:i])
+					_, _ = r.r.Discard(i)
+					continue
+				}
+			}
+		}
 		var c byte
 		c, err = r.r.ReadByte()
 		if err != nil {
