@@ -81,10 +81,10 @@ type recorder struct {
 }
 
 func (r *recorder) NewSession(*smtp.Conn) (smtp.Session, error) { return r, nil }
-func (r *recorder) Mail(string, *smtp.MailOptions) error      { return nil }
-func (r *recorder) Rcpt(string, *smtp.RcptOptions) error      { return nil }
-func (r *recorder) Reset()                                    {}
-func (r *recorder) Logout() error                             { return nil }
+func (r *recorder) Mail(string, *smtp.MailOptions) error        { return nil }
+func (r *recorder) Rcpt(string, *smtp.RcptOptions) error        { return nil }
+func (r *recorder) Reset()                                      {}
+func (r *recorder) Logout() error                               { return nil }
 func (r *recorder) Data(rd io.Reader) error {
 	r.mu.Lock()
 	chunk := r.chunk
