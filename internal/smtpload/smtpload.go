@@ -6,6 +6,7 @@
 package smtpload
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -182,14 +183,53 @@ func send(c *smtp.Client, from, to string, msg []byte) error {
 	if err := c.Rcpt(to); err != nil {
 		return err
 	}
-	w, err := c.Data()
+	// DATA by hand: net/smtp's data writer dot-stuffs a byte at a time,
+	// which made the load generator a tenth of the CPU it measures. The
+	// message is stuffed here and written at once, then ".".
+	id, err := c.Text.Cmd("DATA")
 	if err != nil {
 		return err
 	}
-	if _, err := w.Write(msg); err != nil {
+	c.Text.StartResponse(id)
+	_, _, err = c.Text.ReadResponse(354)
+	c.Text.EndResponse(id)
+	if err != nil {
 		return err
 	}
-	return w.Close()
+	if _, err := c.Text.W.Write(stuff(msg)); err != nil {
+		return err
+	}
+	if _, err := c.Text.W.WriteString(".\r\n"); err != nil {
+		return err
+	}
+	if err := c.Text.W.Flush(); err != nil {
+		return err
+	}
+	_, _, err = c.Text.ReadResponse(250)
+	return err
+}
+
+// stuff returns msg (CRLF lines) ready to follow DATA: every line that
+// starts with a dot gets another (RFC 5321 §4.5.2), and it ends with CRLF.
+func stuff(msg []byte) []byte {
+	out := make([]byte, 0, len(msg)+8)
+	if len(msg) > 0 && msg[0] == '.' {
+		out = append(out, '.')
+	}
+	for {
+		i := bytes.Index(msg, []byte("\r\n."))
+		if i < 0 {
+			break
+		}
+		out = append(out, msg[:i+3]...)
+		out = append(out, '.')
+		msg = msg[i+3:]
+	}
+	out = append(out, msg...)
+	if !bytes.HasSuffix(out, []byte("\r\n")) {
+		out = append(out, "\r\n"...)
+	}
+	return out
 }
 
 func isReply(err error) bool {
