@@ -538,3 +538,64 @@ func TestRunDrainsOnShutdown(t *testing.T) {
 }
 
 func isPostgres(db *bun.DB) bool { return db.Dialect().Name().String() == "pg" }
+
+// A transactional message accepted while Run is delivering a large bulk
+// campaign goes out with the next claim: at most one claim of bulk mail
+// (and what the workers hold) is delivered between its acceptance and its
+// delivery, and it does not wait for the campaign to end.
+func TestTransactionalOvertakesABulkCampaign(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		e := setup(t, db, map[string]int64{"enap/eventos": 10_000, "sjti/talento": 10}, mailing.Config{})
+		addKeys(t, db, "servir.gob.pe")
+		sink := mailtest.NewSink(t)
+		sink.DataReply = func([]string) error {
+			time.Sleep(time.Millisecond) // a campaign that takes a while
+			return nil
+		}
+		ctx, stop := context.WithCancel(context.Background())
+		defer stop()
+		const n, batch, workers = 2000, 100, 8
+		var rs []mailing.Recipient
+		for i := range n {
+			rs = append(rs, mailing.Recipient{Address: fmt.Sprintf("c%d@example.com", i), Data: map[string]string{"N": fmt.Sprint(i)}})
+		}
+		if _, err := e.m.SendBatch(ctx, mailing.Batch{Account: "enap/eventos", From: "avisos@servir.gob.pe", Priority: mailing.Bulk,
+			Subject: "{{.N}}", Text: "x", Recipients: mailing.List(rs...)}); err != nil {
+			t.Fatal(err)
+		}
+		eng := engine(t, e, sink, mailing.EngineConfig{Batch: batch, Workers: workers,
+			Limits: map[string]mailing.Limits{"example.com": {Concurrency: 16, PerSecond: 1e6}}})
+		ran := make(chan error, 1)
+		go func() { ran <- eng.Run(ctx) }()
+		for len(sink.Messages()) < 300 {
+			time.Sleep(time.Millisecond)
+		}
+		reset := basic()
+		reset.To, reset.Subject = []string{"reset@example.com"}, "Restablecer contraseña"
+		if _, err := e.m.Send(ctx, reset); err != nil {
+			t.Fatal(err)
+		}
+		before := len(sink.Messages())
+		var at int
+		for at == 0 {
+			msgs := sink.Messages()
+			for i, m := range msgs[before:] {
+				if m.To[0] == "reset@example.com" {
+					at = before + i
+				}
+			}
+			if len(msgs) >= n+1 {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		stop()
+		if err := <-ran; err != nil {
+			t.Fatal(err)
+		}
+		if at == 0 || at-before > batch+workers {
+			t.Fatalf("the transactional message went out after %d bulk messages delivered since it was accepted (position %d), want at most %d",
+				at-before, at, batch+workers)
+		}
+	})
+}
