@@ -717,10 +717,10 @@ func (e *Engine) backoff(attempts int) time.Duration {
 // only if it is still leased to this engine.
 func (e *Engine) recordBatch(ctx context.Context, batch []outcome) {
 	now := e.m.now()
-	var counted []counted
+	var done []counted
 	err := e.m.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		var err error
-		counted, err = e.recordMany(ctx, tx, batch, now)
+		done, err = e.recordMany(ctx, tx, batch, now)
 		return err
 	})
 	if err != nil {
@@ -728,7 +728,7 @@ func (e *Engine) recordBatch(ctx context.Context, batch []outcome) {
 			"recipients", len(batch), "err", err)
 		return
 	}
-	for _, c := range counted { // only what committed counts
+	for _, c := range done { // only what committed counts
 		e.stats.record(c.status, c.accepted, now)
 	}
 }
