@@ -64,6 +64,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		}
 		d := file.Delivery
 		fill(sending, "sending-domain", file.SendingDomain)
+		fill(dkimKeyFile, "dkim-key-file", file.DKIMKeyFile)
 		if d.Mode == "smarthost" {
 			fill(smarthost, "smarthost", d.Smarthost.Addr)
 		}

@@ -20,6 +20,7 @@ import (
 // Unknown keys are errors. Flags given on the command line win over it.
 type fileConfig struct {
 	SendingDomain string         `yaml:"sending_domain"`
+	DKIMKeyFile   string         `yaml:"dkim_key_file"` // seals the DKIM private keys (relayd domain keyfile)
 	Delivery      deliveryConfig `yaml:"delivery"`
 	Relay         relayConfig    `yaml:"relay"`
 	API           struct {

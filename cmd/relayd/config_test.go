@@ -51,7 +51,7 @@ func TestExampleConfigLoads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.SendingDomain != "envios.servir.gob.pe" || c.Delivery.Retry.MaxAge != 120*time.Hour || c.Delivery.Limits["*"].PerSecond != 50 ||
+	if c.SendingDomain != "envios.servir.gob.pe" || c.DKIMKeyFile != "/etc/relayd/dkim.key" || c.Delivery.Retry.MaxAge != 120*time.Hour || c.Delivery.Limits["*"].PerSecond != 50 ||
 		c.Delivery.MaxRcptPerTx != 100 {
 		t.Fatalf("%+v", c)
 	}

@@ -225,14 +225,13 @@ func testServeDelivers(t *testing.T, direct bool) {
 				t.Fatalf("relayd %v: exit %d\n%s", args, code, out)
 			}
 		}
-		env = append(env, "RELAYD_DKIM_KEY_FILE="+keyFile)
 		_, port, _ := net.SplitHostPort(sink.Addr)
 		dnsAddr := mailtest.NewDNS(t, mailtest.Zone{
 			MX: map[string][]mailtest.MX{"example.test.": {{Pref: 10, Host: "mx.sink.test."}}},
 			A:  map[string]string{"mx.sink.test.": "127.0.0.1"}})
-		// Direct delivery is configured by file, not flags.
+		// Direct delivery (and the key file) is configured by file, not flags.
 		conf := filepath.Join(dir, "relayd.yaml")
-		if err := os.WriteFile(conf, []byte("sending_domain: envios.servir.gob.pe\ndelivery:\n  mode: direct\n"+
+		if err := os.WriteFile(conf, []byte("sending_domain: envios.servir.gob.pe\ndkim_key_file: "+keyFile+"\ndelivery:\n  mode: direct\n"+
 			"  direct:\n    dns_server: "+dnsAddr+"\n    port: \""+port+"\"\n  smarthost:\n    ca_file: "+ca+"\n"+
 			"  workers: 4\n  retry:\n    base: 30s\n    max_age: 48h\n  limits:\n    example.test:\n      concurrency: 2\n      per_second: 100\n"), 0o600); err != nil {
 			t.Fatal(err)
