@@ -171,8 +171,9 @@ func (m *Mailer) secret(ctx context.Context, name string) ([]byte, error) {
 	if _, err := rand.Read(b); err != nil {
 		return nil, err
 	}
+	label := dkimkey.SecretLabel(name)
 	_, err := m.db.NewRaw("INSERT INTO envios_secrets (name, value, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
-		name, hex.EncodeToString(b), m.now()).Exec(ctx)
+		name, m.sealer.Store(label, []byte(hex.EncodeToString(b))), m.now()).Exec(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("mailing: create secret: %w", err)
 	}
@@ -180,7 +181,11 @@ func (m *Mailer) secret(ctx context.Context, name string) ([]byte, error) {
 	if err := m.db.NewRaw("SELECT value FROM envios_secrets WHERE name = ?", name).Scan(ctx, &v); err != nil {
 		return nil, fmt.Errorf("mailing: read secret: %w", err)
 	}
-	return hex.DecodeString(v)
+	h, err := m.sealer.Load(label, v)
+	if err != nil {
+		return nil, err
+	}
+	return hex.DecodeString(string(h))
 }
 
 var tokenEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)

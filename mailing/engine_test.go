@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -596,6 +597,66 @@ func TestTransactionalOvertakesABulkCampaign(t *testing.T) {
 		if at == 0 || at-before > batch+workers {
 			t.Fatalf("the transactional message went out after %d bulk messages delivered since it was accepted (position %d), want at most %d",
 				at-before, at, batch+workers)
+		}
+	})
+}
+
+// With Config.DKIMKeyFile the DKIM keys and the token secret are stored
+// sealed, and the engine opens them: mail goes out signed and its return
+// path token verifies. A Mailer without the key file cannot start an
+// engine on that database.
+func TestSealedKeysSignAndMakeTokens(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		ctx := context.Background()
+		keyFile := filepath.Join(t.TempDir(), "dkim.key")
+		if err := dkimkey.GenerateKeyFile(keyFile); err != nil {
+			t.Fatal(err)
+		}
+		e := setup(t, db, map[string]int64{"enap/eventos": 100}, mailing.Config{DKIMKeyFile: keyFile}) // adds an Ed25519 key
+		sink := mailtest.NewSink(t)
+		eng := engine(t, e, sink, mailing.EngineConfig{})
+		one := basic()
+		one.Account = "enap/eventos"
+		if _, err := e.m.Send(ctx, one); err != nil {
+			t.Fatal(err)
+		}
+		if n := runAll(t, eng); n != 1 {
+			t.Fatalf("delivered %d", n)
+		}
+		var stored []string
+		if err := db.NewRaw("SELECT private_key FROM dkim_keys UNION ALL SELECT value FROM envios_secrets").Scan(ctx, &stored); err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range stored {
+			if !dkimkey.IsSealed(v) {
+				t.Fatalf("stored in clear: %.40q", v)
+			}
+		}
+		keys, err := dkimkey.List(ctx, db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		records := txtRecords{}
+		for _, k := range keys {
+			name, value := k.Record()
+			records[name] = value
+		}
+		msgs := sink.Messages()
+		vs := verifyDKIM(t, msgs[0].Data, records)
+		if len(vs) != 1 || vs[0].Err != nil {
+			t.Fatalf("DKIM: %+v", vs)
+		}
+		local, _, _ := strings.Cut(msgs[0].From, "@")
+		if id, ok := eng.RecipientOfToken(strings.TrimPrefix(local, "b+")); !ok || id == 0 {
+			t.Fatalf("return path %s: token does not verify", msgs[0].From)
+		}
+		m2, err := mailing.New(mailing.Config{DB: db})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m2.Close()
+		if _, err := m2.NewEngine(ctx, mailing.EngineConfig{Transport: &mailing.Smarthost{Addr: sink.Addr}, ReturnPathDomain: "envios.servir.gob.pe"}); !errors.Is(err, dkimkey.ErrSealed) {
+			t.Fatalf("an engine without the key file: %v, want ErrSealed", err)
 		}
 	})
 }

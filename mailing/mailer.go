@@ -45,11 +45,11 @@ type Config struct {
 	// is refused with ErrNoDKIMKey, never sent unsigned silently.
 	UnsignedDomains []string
 
-	// DKIMKeyFile is a key file (dkimkey.GenerateKeyFile; relayd domain
-	// keyfile) that seals DKIM private keys in the database: keys added
-	// with it are stored encrypted, and sealed keys are opened with it to
-	// sign. Default none: keys are stored in clear, and a sealed key
-	// cannot sign.
+	// DKIMKeyFile is a key file (relayd domain keyfile) that seals DKIM
+	// private keys, and the secret of the return-path and unsubscribe
+	// tokens, in the database: what is created with it is stored
+	// encrypted, and what is sealed is opened with it. Default none:
+	// stored in clear, and a sealed key or secret cannot be used.
 	DKIMKeyFile string
 
 	// Committers is how many batch chunks may commit at once. Default 2.

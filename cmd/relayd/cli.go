@@ -82,7 +82,7 @@ func commands() []command {
 		{"domain rotate", "DOMAIN [--dkim-key-file PATH]", "new keys (new selectors) for each key type in use; they sign from now on", runDomainRotate},
 		{"domain retire", "DOMAIN SELECTOR", "stop a DKIM key from signing (after a rotation)", runDomainRetire},
 		{"domain keyfile", "PATH", "write a new key file for sealing DKIM private keys in the database (--dkim-key-file)", runDomainKeyfile},
-		{"domain seal", "--dkim-key-file PATH", "seal with the key file every DKIM private key stored in clear", runDomainSeal},
+		{"domain seal", "--dkim-key-file PATH", "seal with the key file every DKIM private key and token secret stored in clear", runDomainSeal},
 		{"domain check", "DOMAIN [--sending-domain D] [--dns-server ADDR]", "resolve the published records and say what is missing or wrong; exit 1 if anything is", runDomainCheck},
 		{"domain dns", "--sending-domain D [--ip IP] [--mx HOST] [--dmarc-report ADDR]", "every DNS record to publish: DKIM, and SPF, DMARC and MX for the sending domain", runDomainDNS},
 		{"report recipient", "ADDRESS [--account A] [--json]", "every message to an address (any case): status, attempts, times, the remote server's reply", runReportRecipient},

@@ -28,11 +28,7 @@ func runDomainAdd(ctx context.Context, e *env, args []string) error {
 	if *alg != string(dkimkey.RSA2048) && *alg != string(dkimkey.Ed25519) {
 		return usagef("--key: %q is not rsa2048 or ed25519", *alg)
 	}
-	sealer, err := openSealer(*keyFile)
-	if err != nil {
-		return err
-	}
-	db, _, err := e.openMigrated(ctx, &g)
+	db, sealer, err := e.openSealed(ctx, &g, *keyFile)
 	if err != nil {
 		return err
 	}
@@ -55,11 +51,7 @@ func runDomainRotate(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return helpOr(err, fs, e)
 	}
-	sealer, err := openSealer(*keyFile)
-	if err != nil {
-		return err
-	}
-	db, _, err := e.openMigrated(ctx, &g)
+	db, sealer, err := e.openSealed(ctx, &g, *keyFile)
 	if err != nil {
 		return err
 	}
@@ -314,12 +306,21 @@ func dkimKeyFileFlag(fs *flag.FlagSet, e *env) *string {
 		"key file that seals DKIM private keys in the database (relayd domain keyfile; env RELAYD_DKIM_KEY_FILE)")
 }
 
-// openSealer opens a key file; none ("") means keys in clear.
-func openSealer(path string) (*dkimkey.Sealer, error) {
-	if path == "" {
-		return nil, nil
+// openSealed opens the key file at path (none: "", values in clear), then
+// the migrated database; the caller closes db.
+func (e *env) openSealed(ctx context.Context, g *globals, path string) (*bun.DB, *dkimkey.Sealer, error) {
+	var sealer *dkimkey.Sealer
+	if path != "" {
+		var err error
+		if sealer, err = dkimkey.OpenKeyFile(path); err != nil {
+			return nil, nil, err
+		}
 	}
-	return dkimkey.OpenKeyFile(path)
+	db, _, err := e.openMigrated(ctx, g)
+	if err != nil {
+		return nil, nil, err
+	}
+	return db, sealer, nil
 }
 
 func runDomainKeyfile(ctx context.Context, e *env, args []string) error {
@@ -333,7 +334,7 @@ func runDomainKeyfile(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "wrote a new DKIM key file %s (mode 600). Keep a copy apart from the database backups: the keys sealed with it cannot sign without it.\n"+
-		"Use it with --dkim-key-file (or RELAYD_DKIM_KEY_FILE) on relayd serve, domain add and domain rotate; relayd domain seal seals the keys stored in clear.\n", pos[0])
+		"Use it with --dkim-key-file (or RELAYD_DKIM_KEY_FILE) on relayd serve, domain add and domain rotate; relayd domain seal seals what is stored in clear.\n", pos[0])
 	return nil
 }
 
@@ -347,11 +348,7 @@ func runDomainSeal(ctx context.Context, e *env, args []string) error {
 	if *keyFile == "" {
 		return usagef("domain seal: --dkim-key-file (or RELAYD_DKIM_KEY_FILE) is required")
 	}
-	sealer, err := openSealer(*keyFile)
-	if err != nil {
-		return err
-	}
-	db, _, err := e.openMigrated(ctx, &g)
+	db, sealer, err := e.openSealed(ctx, &g, *keyFile)
 	if err != nil {
 		return err
 	}
@@ -366,13 +363,13 @@ func runDomainSeal(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if n == 0 {
-		fmt.Fprintln(e.stdout, "sealed 0 DKIM keys stored in clear")
+		fmt.Fprintln(e.stdout, "sealed 0 values stored in clear (DKIM private keys, token secrets)")
 		return nil
 	}
 	if err := dkimkey.Scrub(ctx, db); err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "sealed %d DKIM %s stored in clear. Backups taken before still hold %s in clear: rotate (relayd domain rotate DOMAIN --dkim-key-file PATH) and retire the old %s.\n",
-		n, plural(n, "key", "keys"), plural(n, "it", "them"), plural(n, "key", "keys"))
+	fmt.Fprintf(e.stdout, "sealed %d %s stored in clear (DKIM private keys, token secrets). Backups taken before still hold them in clear: "+
+		"rotate the DKIM keys (relayd domain rotate DOMAIN --dkim-key-file PATH) and retire the old ones.\n", n, plural(n, "value", "values"))
 	return nil
 }

@@ -286,8 +286,8 @@ func TestDKIMKeysSealedWithAKeyFile(t *testing.T) {
 		{[]string{"domain", "list"}, 0, "ed         ed25519"},
 		{[]string{"serve"}, 1, "DKIM key ed of servir.gob.pe is sealed: start with --dkim-key-file"},
 		{[]string{"domain", "seal"}, 2, "--dkim-key-file (or RELAYD_DKIM_KEY_FILE) is required"},
-		{[]string{"domain", "seal", "--dkim-key-file", keyFile}, 0, "sealed 1 DKIM key stored in clear"},
-		{[]string{"domain", "seal", "--dkim-key-file", keyFile}, 0, "sealed 0 DKIM keys stored in clear"},
+		{[]string{"domain", "seal", "--dkim-key-file", keyFile}, 0, "sealed 1 value stored in clear"},
+		{[]string{"domain", "seal", "--dkim-key-file", keyFile}, 0, "sealed 0 values stored in clear"},
 	}
 	var clear []string // the PEM bodies stored in clear before the seal
 	for _, s := range steps {

@@ -110,12 +110,12 @@ func (r row) key(withPrivate bool, s *Sealer) (Key, error) {
 		return Key{}, fmt.Errorf("dkimkey: %s/%s public key: %w", r.Domain, r.Selector, err)
 	}
 	k := Key{Domain: r.Domain, Selector: r.Selector, Algorithm: r.Algorithm, PublicKey: pub, Created: r.CreatedAt.UTC(),
-		Sealed: strings.HasPrefix(r.PrivateKey, sealedPrefix)}
+		Sealed: IsSealed(r.PrivateKey)}
 	if r.RetiredAt != nil {
 		k.Retired = r.RetiredAt.UTC()
 	}
 	if withPrivate {
-		pemText, err := s.load(r.Domain, r.Selector, r.PrivateKey)
+		pemText, err := s.Load(keyLabel(r.Domain, r.Selector), r.PrivateKey)
 		if err != nil {
 			return Key{}, err
 		}
@@ -163,7 +163,7 @@ func Add(ctx context.Context, idb bun.IDB, s *Sealer, domain, selector string, a
 		return Key{}, err
 	}
 	r := row{Domain: d, Selector: selector, Algorithm: alg,
-		PrivateKey: s.store(d, selector, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})),
+		PrivateKey: s.Store(keyLabel(d, selector), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})),
 		PublicKey:  base64.StdEncoding.EncodeToString(pub), CreatedAt: now.UTC()}
 	if _, err := idb.NewInsert().Model(&r).Exec(ctx); err != nil {
 		if store.IsUniqueViolation(err) {

@@ -147,10 +147,23 @@ func TestSealedKeys(t *testing.T) {
 		if _, err := dkimkey.Signing(ctx, db, s, "enap.gob.pe"); !errors.Is(err, dkimkey.ErrSealed) {
 			t.Fatalf("a sealed key moved to another selector opened: %v", err)
 		}
-		// Seal: the key in clear, and only it; keys in clear still open
-		// with a Sealer, sealed ones too.
-		if n, err := dkimkey.Seal(ctx, db, s); err != nil || n != 1 {
+		// Seal: the key in clear and the token secret in clear, and only
+		// them; keys in clear still open with a Sealer, sealed ones too.
+		if _, err := db.NewRaw("INSERT INTO envios_secrets (name, value, created_at) VALUES ('token', 'c0ffee', ?)", now).Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := dkimkey.Seal(ctx, db, s); err != nil || n != 2 {
 			t.Fatalf("seal %d %v", n, err)
+		}
+		var secret string
+		if err := db.NewRaw("SELECT value FROM envios_secrets WHERE name = 'token'").Scan(ctx, &secret); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := s.Load(dkimkey.SecretLabel("token"), secret); !dkimkey.IsSealed(secret) || err != nil || string(v) != "c0ffee" {
+			t.Fatalf("sealed secret %q opens to %q, %v", secret, v, err)
+		}
+		if _, err := s.Load(dkimkey.SecretLabel("other"), secret); !errors.Is(err, dkimkey.ErrSealed) {
+			t.Fatalf("a sealed secret opened under another name: %v", err)
 		}
 		if n, err := dkimkey.Seal(ctx, db, s); err != nil || n != 0 {
 			t.Fatalf("second seal %d %v", n, err)

@@ -90,44 +90,55 @@ func OpenKeyFile(path string) (*Sealer, error) {
 	return NewSealer(kek)
 }
 
-func aad(domain, selector string) []byte { return []byte(domain + "/" + selector) }
-
-// store returns how private key pemText of domain/selector is stored:
-// sealed with s, or in clear when s is nil.
-func (s *Sealer) store(domain, selector string, pemText []byte) string {
+// Store returns how a secret value is kept in the database: sealed with
+// s, bound to label (what it is, e.g. "servir.gob.pe/e20261126" for a DKIM
+// key), or in clear when s is nil.
+func (s *Sealer) Store(label string, plain []byte) string {
 	if s == nil {
-		return string(pemText)
+		return string(plain)
 	}
 	nonce := make([]byte, s.aead.NonceSize())
 	_, _ = rand.Read(nonce)
-	return sealedPrefix + base64.StdEncoding.EncodeToString(s.aead.Seal(nonce, nonce, pemText, aad(domain, selector)))
+	return sealedPrefix + base64.StdEncoding.EncodeToString(s.aead.Seal(nonce, nonce, plain, []byte(label)))
 }
 
-// load returns the PEM text of a stored private key.
-func (s *Sealer) load(domain, selector, stored string) ([]byte, error) {
+// Load returns the value kept as stored under label: opened with s if it
+// is sealed (ErrSealed if s is nil or another key file's), as it is if not.
+func (s *Sealer) Load(label, stored string) ([]byte, error) {
 	b64, sealed := strings.CutPrefix(stored, sealedPrefix)
 	if !sealed {
 		return []byte(stored), nil
 	}
 	if s == nil {
-		return nil, fmt.Errorf("%w: %s/%s needs the key file it was sealed with (--dkim-key-file)", ErrSealed, domain, selector)
+		return nil, fmt.Errorf("%w: %s needs the key file it was sealed with (--dkim-key-file)", ErrSealed, label)
 	}
 	b, err := base64.StdEncoding.DecodeString(b64)
 	n := s.aead.NonceSize()
 	if err != nil || len(b) < n {
-		return nil, fmt.Errorf("dkimkey: %s/%s sealed private key is damaged", domain, selector)
+		return nil, fmt.Errorf("dkimkey: sealed %s is damaged", label)
 	}
-	out, err := s.aead.Open(nil, b[:n], b[n:], aad(domain, selector))
+	out, err := s.aead.Open(nil, b[:n], b[n:], []byte(label))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s/%s does not open with this key file (another key file, or a damaged row)", ErrSealed, domain, selector)
+		return nil, fmt.Errorf("%w: %s does not open with this key file (another key file, or a damaged row)", ErrSealed, label)
 	}
 	return out, nil
 }
 
-// Seal seals every private key stored in clear, and returns how many it
-// sealed. Keys sealed already are left as they are. On SQLite the old
-// rows are overwritten with zeros (secure_delete); call Scrub after the
-// commit for what the database keeps elsewhere.
+// IsSealed reports whether a stored value is sealed.
+func IsSealed(stored string) bool { return strings.HasPrefix(stored, sealedPrefix) }
+
+func keyLabel(domain, selector string) string { return domain + "/" + selector }
+
+// SecretLabel is the label of the row of envios_secrets (mailing's token
+// keys) named name, which Seal seals with the DKIM keys.
+func SecretLabel(name string) string { return "envios_secrets/" + name }
+
+// Seal seals every private key stored in clear, and the token secrets of
+// envios_secrets (the key of the HMACs in return paths and unsubscribe
+// links), and returns how many values it sealed. Values sealed already are
+// left as they are. On SQLite the old rows are overwritten with zeros
+// (secure_delete); call Scrub after the commit for what the database keeps
+// elsewhere.
 func Seal(ctx context.Context, idb bun.IDB, s *Sealer) (int, error) {
 	if s == nil {
 		return 0, errors.New("dkimkey: sealing needs a key file (--dkim-key-file)")
@@ -143,21 +154,34 @@ func Seal(ctx context.Context, idb bun.IDB, s *Sealer) (int, error) {
 	}
 	for _, r := range rows {
 		if _, err := idb.NewRaw("UPDATE dkim_keys SET private_key = ? WHERE id = ? AND private_key = ?",
-			s.store(r.Domain, r.Selector, []byte(r.PrivateKey)), r.ID, r.PrivateKey).Exec(ctx); err != nil {
+			s.Store(keyLabel(r.Domain, r.Selector), []byte(r.PrivateKey)), r.ID, r.PrivateKey).Exec(ctx); err != nil {
 			return 0, fmt.Errorf("dkimkey: seal: %w", err)
 		}
 	}
-	return len(rows), nil
+	var secrets []struct {
+		Name  string
+		Value string
+	}
+	if err := idb.NewRaw("SELECT name, value FROM envios_secrets WHERE value NOT LIKE ? ORDER BY name", sealedPrefix+"%").Scan(ctx, &secrets); err != nil {
+		return 0, fmt.Errorf("dkimkey: seal: %w", err)
+	}
+	for _, sec := range secrets {
+		if _, err := idb.NewRaw("UPDATE envios_secrets SET value = ? WHERE name = ? AND value = ?",
+			s.Store(SecretLabel(sec.Name), []byte(sec.Value)), sec.Name, sec.Value).Exec(ctx); err != nil {
+			return 0, fmt.Errorf("dkimkey: seal: %w", err)
+		}
+	}
+	return len(rows) + len(secrets), nil
 }
 
-// Scrub removes, after Seal has committed, the copies of the keys in clear
-// that the database still holds: on SQLite the old pages in the
+// Scrub removes, after Seal has committed, the copies of the values in
+// clear that the database still holds: on SQLite the old pages in the
 // write-ahead log (a checkpoint that truncates it); on PostgreSQL the old
-// row versions (VACUUM FULL of dkim_keys, which rewrites that small
-// table). Backups taken before, and blocks the file system has freed, are
+// row versions (VACUUM FULL of dkim_keys and envios_secrets, which
+// rewrites those small tables). Backups taken before, and blocks the file system has freed, are
 // beyond it: rotate the keys that were stored in clear.
 func Scrub(ctx context.Context, db *bun.DB) error {
-	q := "VACUUM FULL dkim_keys"
+	q := "VACUUM FULL dkim_keys, envios_secrets"
 	if db.Dialect().Name() == dialect.SQLite {
 		q = "PRAGMA wal_checkpoint(TRUNCATE)"
 	}
