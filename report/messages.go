@@ -104,38 +104,52 @@ func (r *Reporter) messageQuery(ctx context.Context, f Filter) (*bun.SelectQuery
 	q := r.db.NewSelect().TableExpr("mail_messages AS m").
 		ColumnExpr("m.id, a.name AS account, m.origin, m.kind, m.campaign, m.from_addr, m.from_name, m.subject, m.accepted_at, m.send_at, m.cancelled_at").
 		Join("JOIN quota_accounts AS a ON a.id = m.account_id")
-	return r.messageWhere(ctx, q, f)
+	return r.where(ctx, q, f, onMessages)
 }
 
-// messageWhere adds f's conditions on the messages (alias m) to q.
-func (r *Reporter) messageWhere(ctx context.Context, q *bun.SelectQuery, f Filter) (*bun.SelectQuery, error) {
+// table names the columns a Filter constrains in one table of a query:
+// messages (alias m) or recipient rows (alias r, joined to their message
+// as m).
+type table struct {
+	alias     string // the table's alias: its account_id, origin and accepted_at
+	messageID string // the message id column
+}
+
+var (
+	onMessages = table{alias: "m", messageID: "m.id"}
+	onRows     = table{alias: "r", messageID: "r.message_id"}
+)
+
+// where adds to q the conditions of f that messages and rows share:
+// account, message, campaign, tag, origin and period.
+func (r *Reporter) where(ctx context.Context, q *bun.SelectQuery, f Filter, t table) (*bun.SelectQuery, error) {
 	if f.Account != "" {
 		id, err := r.accountID(ctx, f.Account)
 		if err != nil {
 			return nil, err
 		}
-		q = q.Where("m.account_id = ?", id)
+		q = q.Where(t.alias+".account_id = ?", id)
 	}
 	if f.MessageID != "" {
-		q = q.Where("m.id = ?", f.MessageID)
+		q = q.Where(t.messageID+" = ?", f.MessageID)
 	}
 	if f.Campaign != "" {
 		q = q.Where("m.campaign = ?", f.Campaign)
 	}
 	if f.Tag != "" {
-		q = q.Where("EXISTS (SELECT 1 FROM mail_tags AS t WHERE t.message_id = m.id AND t.tag = ?)", f.Tag)
+		q = q.Where("EXISTS (SELECT 1 FROM mail_tags AS t WHERE t.message_id = "+t.messageID+" AND t.tag = ?)", f.Tag)
 	}
 	if f.Origin != "" {
 		if !f.Origin.Valid() {
 			return nil, fmt.Errorf("%w: unknown origin %q (library, smtp, http, campaign, cli)", ErrInvalid, f.Origin)
 		}
-		q = q.Where("m.origin = ?", f.Origin)
+		q = q.Where(t.alias+".origin = ?", f.Origin)
 	}
 	if !f.From.IsZero() {
-		q = q.Where("m.accepted_at >= ?", f.From.UTC())
+		q = q.Where(t.alias+".accepted_at >= ?", f.From.UTC())
 	}
 	if !f.To.IsZero() {
-		q = q.Where("m.accepted_at < ?", f.To.UTC())
+		q = q.Where(t.alias+".accepted_at < ?", f.To.UTC())
 	}
 	return q, nil
 }
@@ -248,9 +262,9 @@ func (r *Reporter) Campaign(ctx context.Context, f Filter) ([]CampaignPart, erro
 		return nil, fmt.Errorf("%w: no campaign given", ErrInvalid)
 	}
 	mf := Filter{Account: f.Account, Campaign: f.Campaign, From: f.From, To: f.To}
-	q, err := r.messageWhere(ctx, r.db.NewSelect().TableExpr("mail_messages AS m").
+	q, err := r.where(ctx, r.db.NewSelect().TableExpr("mail_messages AS m").
 		ColumnExpr("a.name AS account, m.origin, count(*) AS n, min(m.accepted_at) AS first, max(m.accepted_at) AS last").
-		Join("JOIN quota_accounts AS a ON a.id = m.account_id").GroupExpr("a.name, m.origin"), mf)
+		Join("JOIN quota_accounts AS a ON a.id = m.account_id").GroupExpr("a.name, m.origin"), mf, onMessages)
 	if err != nil {
 		return nil, err
 	}
@@ -277,10 +291,10 @@ func (r *Reporter) Campaign(ctx context.Context, f Filter) ([]CampaignPart, erro
 			FirstAcceptedAt: r.in(m.First.t), LastAcceptedAt: r.in(m.Last.t)}
 		parts[key{m.Account, m.Origin}] = &out[i]
 	}
-	q, err = r.messageWhere(ctx, r.db.NewSelect().TableExpr("mail_recipients AS r").
+	q, err = r.where(ctx, r.db.NewSelect().TableExpr("mail_recipients AS r").
 		ColumnExpr("a.name AS account, m.origin, r.status, count(*) AS n").
 		Join("JOIN mail_messages AS m ON m.id = r.message_id").
-		Join("JOIN quota_accounts AS a ON a.id = m.account_id").GroupExpr("a.name, m.origin, r.status"), mf)
+		Join("JOIN quota_accounts AS a ON a.id = m.account_id").GroupExpr("a.name, m.origin, r.status"), mf, onMessages)
 	if err != nil {
 		return nil, err
 	}

@@ -189,42 +189,18 @@ func (r *Reporter) rowQuery(ctx context.Context, f Filter) (*bun.SelectQuery, er
 		Join("JOIN mail_messages AS m ON m.id = r.message_id").
 		Join("JOIN quota_accounts AS a ON a.id = r.account_id").
 		OrderExpr("r.id")
-	if f.Account != "" {
-		id, err := r.accountID(ctx, f.Account)
-		if err != nil {
-			return nil, err
-		}
-		q = q.Where("r.account_id = ?", id)
+	q, err := r.where(ctx, q, f, onRows)
+	if err != nil {
+		return nil, err
 	}
 	if f.Address != "" {
 		q = q.Where("lower(r.address) = ?", NormalizeAddress(f.Address))
-	}
-	if f.MessageID != "" {
-		q = q.Where("r.message_id = ?", f.MessageID)
-	}
-	if f.Campaign != "" {
-		q = q.Where("m.campaign = ?", f.Campaign)
-	}
-	if f.Tag != "" {
-		q = q.Where("EXISTS (SELECT 1 FROM mail_tags AS t WHERE t.message_id = r.message_id AND t.tag = ?)", f.Tag)
-	}
-	if f.Origin != "" {
-		if !f.Origin.Valid() {
-			return nil, fmt.Errorf("%w: unknown origin %q (library, smtp, http, campaign, cli)", ErrInvalid, f.Origin)
-		}
-		q = q.Where("r.origin = ?", f.Origin)
 	}
 	if f.Status != "" {
 		if !validStatus(f.Status) {
 			return nil, fmt.Errorf("%w: unknown status %q", ErrInvalid, f.Status)
 		}
 		q = q.Where("r.status = ?", f.Status)
-	}
-	if !f.From.IsZero() {
-		q = q.Where("r.accepted_at >= ?", f.From.UTC())
-	}
-	if !f.To.IsZero() {
-		q = q.Where("r.accepted_at < ?", f.To.UTC())
 	}
 	if f.After > 0 {
 		q = q.Where("r.id > ?", f.After)
