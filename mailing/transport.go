@@ -273,22 +273,13 @@ func transaction(c *smtp.Client, host, from string, to []string, msg []byte) (re
 	results = make([]Result, len(to))
 	accepted := 0
 	for i, rcpt := range to {
-		if err := c.Rcpt(rcpt, nil); err != nil {
-			r := resultOf(host, "RCPT TO", err)
-			if r.Code == 0 || r.Code == 421 {
-				// The connection is gone, or closing (RFC 5321 §3.8): the
-				// recipients accepted so far and those not yet tried get
-				// this reply; those refused keep theirs.
-				for j := i; j < len(to); j++ {
-					results[j] = r
-				}
-				return keepFailures(results, r), false, false
-			}
-			results[i] = r
-			continue
+		ok, lost := rcptResult(results, i, host, c.Rcpt(rcpt, nil))
+		if lost {
+			return keepFailures(results, results[i]), false, false
 		}
-		results[i] = Result{Host: host, Code: 250}
-		accepted++
+		if ok {
+			accepted++
+		}
 	}
 	if accepted == 0 {
 		return results, true, false
@@ -299,6 +290,27 @@ func transaction(c *smtp.Client, host, from string, to []string, msg []byte) (re
 		return keepFailures(results, r), r.Code != 0, false
 	}
 	return sendData(w, host, results, msg)
+}
+
+// rcptResult records in results[i] the reply to the i-th RCPT TO (err nil:
+// accepted). lost: the connection is gone, or closing (421, RFC 5321
+// §3.8); then the recipients from i on get that reply too, and the caller
+// gives it to those accepted so far (keepFailures), those refused keeping
+// theirs.
+func rcptResult(results []Result, i int, host string, err error) (accepted, lost bool) {
+	if err == nil {
+		results[i] = Result{Host: host, Code: 250}
+		return true, false
+	}
+	r := resultOf(host, "RCPT TO", err)
+	if r.Code != 0 && r.Code != 421 {
+		results[i] = r
+		return false, false
+	}
+	for j := i; j < len(results); j++ {
+		results[j] = r
+	}
+	return false, true
 }
 
 // sendData writes the message after a 354 and reads the final reply, which
@@ -330,19 +342,13 @@ func pipelined(c *smtp.Client, host, from string, to []string, msg []byte) (resu
 	results = make([]Result, len(to))
 	accepted := 0
 	for i, err := range rcptErrs {
-		if err != nil {
-			r := resultOf(host, "RCPT TO", err)
-			if r.Code == 0 || r.Code == 421 {
-				for j := i; j < len(to); j++ {
-					results[j] = r
-				}
-				return keepFailures(results, r), false, false
-			}
-			results[i] = r
-			continue
+		ok, lost := rcptResult(results, i, host, err)
+		if lost {
+			return keepFailures(results, results[i]), false, false
 		}
-		results[i] = Result{Host: host, Code: 250}
-		accepted++
+		if ok {
+			accepted++
+		}
 	}
 	if dataErr != nil {
 		r := resultOf(host, "DATA", dataErr)
