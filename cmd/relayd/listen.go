@@ -153,27 +153,23 @@ func startListeners(ctx context.Context, e *env, g *globals, log *slog.Logger, m
 	return srv, hs, &wg, nil
 }
 
+// metric writes one Prometheus sample with its HELP and TYPE lines.
+func metric(w io.Writer, name, kind, help string, v int64) {
+	fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %d\n", name, help, name, kind, name, v)
+}
+
 // processMetrics writes this process's metrics (Prometheus text format):
 // the relay's connections and failed logins, the engine's outcomes and
 // delivery latency.
 func processMetrics(w io.Writer, srv *relay.Server, eng *mailing.Engine) {
 	if srv != nil {
 		st := srv.Stats()
-		fmt.Fprintln(w, "# HELP envios_smtp_connections_total SMTP connections accepted by this relay.")
-		fmt.Fprintln(w, "# TYPE envios_smtp_connections_total counter")
-		fmt.Fprintf(w, "envios_smtp_connections_total %d\n", st.Connections)
-		fmt.Fprintln(w, "# HELP envios_smtp_connections_refused_total SMTP connections refused over a connection limit.")
-		fmt.Fprintln(w, "# TYPE envios_smtp_connections_refused_total counter")
-		fmt.Fprintf(w, "envios_smtp_connections_refused_total %d\n", st.Refused)
-		fmt.Fprintln(w, "# HELP envios_smtp_sessions SMTP connections open now.")
-		fmt.Fprintln(w, "# TYPE envios_smtp_sessions gauge")
-		fmt.Fprintf(w, "envios_smtp_sessions %d\n", st.Active)
-		fmt.Fprintln(w, "# HELP envios_smtp_auth_failures_total Failed SMTP AUTH attempts.")
-		fmt.Fprintln(w, "# TYPE envios_smtp_auth_failures_total counter")
-		fmt.Fprintf(w, "envios_smtp_auth_failures_total %d\n", st.AuthFailures)
-		fmt.Fprintln(w, "# HELP envios_smtp_password_checks_total argon2id password verifications run (cached and shared logins run none).")
-		fmt.Fprintln(w, "# TYPE envios_smtp_password_checks_total counter")
-		fmt.Fprintf(w, "envios_smtp_password_checks_total %d\n", st.PasswordChecks)
+		metric(w, "envios_smtp_connections_total", "counter", "SMTP connections accepted by this relay.", st.Connections)
+		metric(w, "envios_smtp_connections_refused_total", "counter", "SMTP connections refused over a connection limit.", st.Refused)
+		metric(w, "envios_smtp_sessions", "gauge", "SMTP connections open now.", st.Active)
+		metric(w, "envios_smtp_auth_failures_total", "counter", "Failed SMTP AUTH attempts.", st.AuthFailures)
+		metric(w, "envios_smtp_password_checks_total", "counter",
+			"argon2id password verifications run (cached and shared logins run none).", st.PasswordChecks)
 	}
 	if eng != nil {
 		st := eng.Stats()

@@ -58,14 +58,18 @@ type recipientJSON struct {
 	Reply         string     `json:"reply"`
 }
 
-func recipientOut(r mailing.RecipientInfo) recipientJSON {
-	out := recipientJSON{ID: r.ID, Address: r.Address, Kind: r.Kind, Status: string(r.Status), AcceptedAt: r.AcceptedAt,
-		DueAt: r.DueAt, Attempts: r.Attempts, RemoteHost: r.RemoteHost, Reply: r.Reply}
-	if !r.LastAttemptAt.IsZero() {
-		out.LastAttemptAt = &r.LastAttemptAt
-	}
-	if !r.FinalAt.IsZero() {
-		out.FinalAt = &r.FinalAt
+// recipientsOut is the JSON form of recipients.
+func recipientsOut(rs []mailing.RecipientInfo) []recipientJSON {
+	out := make([]recipientJSON, len(rs))
+	for i, r := range rs {
+		out[i] = recipientJSON{ID: r.ID, Address: r.Address, Kind: r.Kind, Status: string(r.Status), AcceptedAt: r.AcceptedAt,
+			DueAt: r.DueAt, Attempts: r.Attempts, RemoteHost: r.RemoteHost, Reply: r.Reply}
+		if !r.LastAttemptAt.IsZero() {
+			out[i].LastAttemptAt = &rs[i].LastAttemptAt
+		}
+		if !r.FinalAt.IsZero() {
+			out[i].FinalAt = &rs[i].FinalAt
+		}
 	}
 	return out
 }
@@ -186,11 +190,7 @@ func (a *API) receipt(w http.ResponseWriter, r *http.Request, tok apitoken.Token
 		writeError(w, a.cfg.Logger, err)
 		return
 	}
-	out := make([]recipientJSON, len(rs))
-	for i, x := range rs {
-		out[i] = recipientOut(x)
-	}
-	body["recipients"] = out
+	body["recipients"] = recipientsOut(rs)
 	w.Header().Set("Location", "/v1/messages/"+id)
 	writeJSON(w, http.StatusAccepted, body)
 }
@@ -214,10 +214,7 @@ func (a *API) getMessage(w http.ResponseWriter, r *http.Request, tok apitoken.To
 		writeError(w, a.cfg.Logger, err)
 		return
 	}
-	out := make([]recipientJSON, len(rs))
-	for i, x := range rs {
-		out[i] = recipientOut(x)
-	}
+	out := recipientsOut(rs)
 	counts := map[string]int{}
 	for s, n := range info.Counts {
 		counts[string(s)] = n
