@@ -122,9 +122,7 @@ func (m *Mailer) commitGroup(ctx context.Context, group []*pending) {
 	for _, p := range group {
 		p.err, p.dup, p.receipt = nil, "", Receipt{}
 	}
-	err := m.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		return m.commitIn(ctx, tx, group)
-	})
+	err := m.groupTx(ctx, group)
 	if err != nil && len(group) > 1 && !unreachable(err) {
 		// A key stored concurrently elsewhere, or one message the database
 		// refuses: commit each alone, so that one message cannot fail the
@@ -136,9 +134,7 @@ func (m *Mailer) commitGroup(ctx context.Context, group []*pending) {
 	}
 	if errors.Is(err, errKeyRace) {
 		// Alone, the key's message is now visible: look again once.
-		err = m.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-			return m.commitIn(ctx, tx, group)
-		})
+		err = m.groupTx(ctx, group)
 	}
 	if err != nil {
 		for _, p := range group {
@@ -147,10 +143,32 @@ func (m *Mailer) commitGroup(ctx context.Context, group []*pending) {
 	}
 }
 
-// commitIn decides and writes every message of group inside tx. A message
+// groupTx runs commitIn in one transaction. On PostgreSQL the transaction
+// runs on a connection reserved for it, so that the messages can be
+// written with COPY: their bytes then travel as they are, where an INSERT
+// carries them as hexadecimal text that bun writes and PostgreSQL lexes and
+// decodes again (about half of the relay's allocations, measured).
+func (m *Mailer) groupTx(ctx context.Context, group []*pending) error {
+	if !isPG(m.db) {
+		return m.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			return m.commitIn(ctx, tx, nil, group)
+		})
+	}
+	conn, err := m.db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("mailing: store messages: %w", err)
+	}
+	defer conn.Close()
+	return conn.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		return m.commitIn(ctx, tx, &conn, group)
+	})
+}
+
+// commitIn decides and writes every message of group inside tx, which runs
+// on conn when conn is not nil (PostgreSQL). A message
 // refused on its own merits gets its error in p.err and is not written; a
 // returned error is the database's and fails the whole group.
-func (m *Mailer) commitIn(ctx context.Context, tx bun.Tx, group []*pending) error {
+func (m *Mailer) commitIn(ctx context.Context, tx bun.Tx, conn *bun.Conn, group []*pending) error {
 	chk := newChecker(m, tx)
 	var charged []*pending
 	var charges []quota.Charge
@@ -212,19 +230,8 @@ func (m *Mailer) commitIn(ctx context.Context, tx bun.Tx, group []*pending) erro
 	if len(msgs) == 0 {
 		return nil
 	}
-	// No RETURNING (bun would read back the columns left to their
-	// defaults): a statement without it and without arguments is sent as
-	// is, where a query is scanned again by pgx for placeholders, and the
-	// messages' bytes make it long.
-	want := len(msgs)
-	res, err := tx.NewInsert().Model(&msgs).On("CONFLICT DO NOTHING").Returning("NULL").Exec(ctx)
-	if err != nil {
-		return fmt.Errorf("mailing: store messages: %w", err)
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return fmt.Errorf("mailing: store messages: %w", err)
-	} else if int(n) != want {
-		return errKeyRace
+	if err := insertMessages(ctx, tx, conn, msgs); err != nil {
+		return err
 	}
 	if _, err := tx.NewInsert().Model(&rows).Exec(ctx); err != nil {
 		return fmt.Errorf("mailing: store recipients: %w", err)
@@ -260,6 +267,44 @@ func (m *Mailer) commitIn(ctx context.Context, tx bun.Tx, group []*pending) erro
 		if _, err := tx.NewInsert().Model(&atts).Exec(ctx); err != nil {
 			return fmt.Errorf("mailing: store attachments: %w", err)
 		}
+	}
+	return nil
+}
+
+// insertMessages stores msgs in tx. With conn (PostgreSQL), the messages
+// without an idempotency key go by COPY; a message with a key may meet one
+// stored concurrently by another process, and goes by INSERT … ON CONFLICT
+// DO NOTHING, which tells (errKeyRace) instead of failing the transaction.
+func insertMessages(ctx context.Context, tx bun.Tx, conn *bun.Conn, msgs []messageRow) error {
+	if conn != nil {
+		var plain, keyed []messageRow
+		for _, r := range msgs {
+			if r.IdempotencyKey == nil {
+				plain = append(plain, r)
+			} else {
+				keyed = append(keyed, r)
+			}
+		}
+		if err := copyMessages(ctx, *conn, plain); err != nil {
+			return err
+		}
+		msgs = keyed
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	// No RETURNING (bun would read back the columns left to their
+	// defaults): a statement without it and without arguments is sent as
+	// is, where a query is scanned again by pgx for placeholders, and the
+	// messages' bytes make it long.
+	res, err := tx.NewInsert().Model(&msgs).On("CONFLICT DO NOTHING").Returning("NULL").Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("mailing: store messages: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("mailing: store messages: %w", err)
+	} else if int(n) != len(msgs) {
+		return errKeyRace
 	}
 	return nil
 }

@@ -46,3 +46,39 @@ func copyRecipients(ctx context.Context, conn bun.Conn, rows []recipientRow) (in
 	}
 	return n, nil
 }
+
+// messageColumns are the columns of mail_messages that copyMessages
+// writes (cancelled_at is left NULL).
+var messageColumns = []string{"id", "account_id", "origin", "actor", "kind", "priority", "campaign", "from_addr", "from_name",
+	"reply_to", "subject", "text_body", "html_body", "headers", "idempotency_key", "send_at", "accepted_at", "recipients", "raw"}
+
+// copyMessages stores rows with PostgreSQL's COPY (binary: a submitted
+// message's bytes are sent as they are), inside the transaction open on
+// conn.
+func copyMessages(ctx context.Context, conn bun.Conn, rows []messageRow) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	var n int64
+	err := conn.Raw(func(driverConn any) error {
+		sc, ok := driverConn.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("COPY needs a pgx connection, have %T", driverConn)
+		}
+		var err error
+		n, err = sc.Conn().CopyFrom(ctx, pgx.Identifier{"mail_messages"}, messageColumns,
+			pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
+				r := &rows[i]
+				return []any{r.ID, r.AccountID, string(r.Origin), r.Actor, r.Kind, r.Priority, r.Campaign, r.FromAddr, r.FromName,
+					r.ReplyTo, r.Subject, r.TextBody, r.HTMLBody, r.Headers, r.IdempotencyKey, r.SendAt, r.AcceptedAt, int32(r.Recipients), r.Raw}, nil
+			}))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("mailing: store messages: %w", err)
+	}
+	if n != int64(len(rows)) {
+		return fmt.Errorf("mailing: store messages: COPY stored %d of %d", n, len(rows))
+	}
+	return nil
+}

@@ -75,6 +75,10 @@ func TestSubmitStoresTheMessageAsChanged(t *testing.T) {
 			{"header only", hFrom + hTo + hSubject, hFrom + hTo + hSubject + added},
 			{"empty body", hFrom + hTo + hSubject + "\r\n", hFrom + hTo + hSubject + added + "\r\n"},
 			{"multipart kept", hFrom + hTo + hSubject + hMsgID + hDate + multipart, hFrom + hTo + hSubject + hMsgID + hDate + multipart},
+			// On PostgreSQL the bytes travel by binary COPY: every byte value
+			// (8BITMIME, and octets that are not UTF-8) comes back as sent.
+			{"8-bit body kept byte for byte", hFrom + hTo + hSubject + hMsgID + hDate + "\r\nA\xf1o \xc3\xb1and\xc3\xba \x80\xfe\xff\x01\x7f\r\n",
+				hFrom + hTo + hSubject + hMsgID + hDate + "\r\nA\xf1o \xc3\xb1and\xc3\xba \x80\xfe\xff\x01\x7f\r\n"},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
