@@ -53,15 +53,14 @@ func (r Result) String() string {
 
 // Body returns a message of about size bytes from from to to.
 func Body(from, to string, n, size int) []byte {
-	head := fmt.Sprintf("From: <%s>\r\nTo: <%s>\r\nSubject: carga %d\r\nMessage-ID: <load-%d-%d@smtpload.invalid>\r\n\r\n",
+	b := make([]byte, 0, size+256)
+	b = fmt.Appendf(b, "From: <%s>\r\nTo: <%s>\r\nSubject: carga %d\r\nMessage-ID: <load-%d-%d@smtpload.invalid>\r\n\r\n",
 		from, to, n, n, time.Now().UnixNano())
-	var b strings.Builder
-	b.WriteString(head)
 	const line = "Lorem ipsum dolor sit amet, consectetur adipiscing\r\n"
-	for b.Len()+len(line) <= size {
-		b.WriteString(line)
+	for len(b)+len(line) <= size {
+		b = append(b, line...)
 	}
-	return []byte(b.String())
+	return b
 }
 
 // Run sends cfg.Messages messages over cfg.Conns connections.
@@ -196,10 +195,7 @@ func send(c *smtp.Client, from, to string, msg []byte) error {
 	if err != nil {
 		return err
 	}
-	if _, err := c.Text.W.Write(stuff(msg)); err != nil {
-		return err
-	}
-	if _, err := c.Text.W.WriteString(".\r\n"); err != nil {
+	if _, err := c.Text.W.Write(append(stuff(msg), ".\r\n"...)); err != nil {
 		return err
 	}
 	if err := c.Text.W.Flush(); err != nil {
@@ -211,8 +207,10 @@ func send(c *smtp.Client, from, to string, msg []byte) error {
 
 // stuff returns msg (CRLF lines) ready to follow DATA: every line that
 // starts with a dot gets another (RFC 5321 §4.5.2), and it ends with CRLF.
+// The caller appends the final ".\r\n" and writes it all at once: one TLS
+// record and one write for the message, not a second one for the dot.
 func stuff(msg []byte) []byte {
-	out := make([]byte, 0, len(msg)+8)
+	out := make([]byte, 0, len(msg)+16) // room for the caller's ".\r\n"
 	if len(msg) > 0 && msg[0] == '.' {
 		out = append(out, '.')
 	}
