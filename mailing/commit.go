@@ -334,19 +334,20 @@ func newChecker(m *Mailer, idb bun.IDB) *checker {
 // as c.from and as every address in also, and that c.from's domain has a
 // DKIM key (or may send unsigned).
 func (k *checker) check(ctx context.Context, c common, also []string) (accountRef, error) {
+	addrs := append([]string{c.from.Addr}, also...)
+	domain := c.from.Domain()
 	acct, ok := k.accounts[c.account]
 	if !ok {
 		var err error
-		if acct, err = k.m.accountRef(ctx, k.idb, c.account); err != nil {
+		if acct, err = k.read(ctx, c.account, addrs, domain); err != nil {
 			return acct, err
 		}
-		k.accounts[c.account] = acct
 	}
 	if acct.Disabled {
 		return acct, fmt.Errorf("%w: %s is disabled", quota.ErrDisabled, acct.Name)
 	}
-	for _, addr := range append([]string{c.from.Addr}, also...) {
-		key := fmt.Sprint(acct.ID, "\x00", strings.ToLower(addr))
+	for _, addr := range addrs {
+		key := senderKey(acct.ID, addr)
 		allowed, ok := k.senders[key]
 		if !ok {
 			var err error
@@ -359,7 +360,6 @@ func (k *checker) check(ctx context.Context, c common, also []string) (accountRe
 			return acct, fmt.Errorf("%w: %s may not send as %s (see relayd sender list %s)", ErrSenderNotAllowed, acct.Name, addr, acct.Name)
 		}
 	}
-	domain := c.from.Domain()
 	for _, d := range k.m.cfg.UnsignedDomains {
 		if strings.EqualFold(d, domain) {
 			return acct, nil
@@ -376,6 +376,49 @@ func (k *checker) check(ctx context.Context, c common, also []string) (accountRe
 	}
 	if !has {
 		return acct, fmt.Errorf("%w: %s has no key (relayd domain add %s)", ErrNoDKIMKey, domain, domain)
+	}
+	return acct, nil
+}
+
+func senderKey(account int64, addr string) string {
+	return fmt.Sprint(account, "\x00", strings.ToLower(addr))
+}
+
+// read reads the account named and, in the same query (each is a round
+// trip of a group commit), whether it may send as each of addrs and
+// whether domain has a DKIM key; it keeps all three for the group.
+func (k *checker) read(ctx context.Context, name string, addrs []string, domain string) (accountRef, error) {
+	n, _, err := quota.ParseAccountName(name)
+	if err != nil {
+		return accountRef{}, err
+	}
+	var acct accountRef
+	var keys int
+	allowed := make([]int, len(addrs))
+	dest := []any{&acct.ID, &acct.Name, &acct.Disabled, &keys}
+	var q strings.Builder
+	var args []any
+	q.WriteString("SELECT a.id, a.name, a.disabled, (SELECT count(*) FROM dkim_keys WHERE domain = ? AND retired_at IS NULL)")
+	args = append(args, domain)
+	for i, addr := range addrs {
+		addr = strings.ToLower(addr)
+		q.WriteString(", (SELECT count(*) FROM mail_senders AS s WHERE s.account_id = a.id AND s.pattern IN (?, ?))")
+		args = append(args, addr, addr[strings.LastIndexByte(addr, '@'):])
+		dest = append(dest, &allowed[i])
+	}
+	q.WriteString(" FROM quota_accounts AS a WHERE a.name = ?")
+	args = append(args, n)
+	err = k.idb.NewRaw(q.String(), args...).Scan(ctx, dest...)
+	if errors.Is(err, sql.ErrNoRows) {
+		return accountRef{}, fmt.Errorf("%w: no account %s", quota.ErrNotFound, n)
+	}
+	if err != nil {
+		return accountRef{}, fmt.Errorf("mailing: read account: %w", err)
+	}
+	k.accounts[name] = acct
+	k.keys[domain] = keys > 0
+	for i, addr := range addrs {
+		k.senders[senderKey(acct.ID, addr)] = allowed[i] > 0
 	}
 	return acct, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,7 +19,7 @@ import (
 func TestChargeBatchDecidesEachCharge(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, db *bun.DB) {
 		ctx := ctx(t)
-		l, clk := fixture(t, db, map[string]int64{"a/one": 10, "a/two": 5, "a/off": 5})
+		l, clk := fixture(t, db, map[string]int64{"a/one": 10, "a/two": 5, "a/off": 5, "a/three": 10})
 		if _, err := l.SetDisabled(ctx, "a/off", true, "t"); err != nil {
 			t.Fatal(err)
 		}
@@ -33,8 +34,10 @@ func TestChargeBatchDecidesEachCharge(t *testing.T) {
 			charge("a/two", 1, "m8"),   // 7: two is spent
 			charge("a/one", 0+1, ""),   // 8: no reference
 			{Account: "a/two", Amount: 1, Origin: "fax", Reference: "x", Actor: "t"}, // 9: bad origin
+			charge("a/three", 3, "m10"), // 10, 11: all of a/three fits: charged whole
+			charge("a/three", 7, "m11"),
 		}
-		want := []error{nil, nil, quota.ErrInsufficient, nil, quota.ErrDisabled, quota.ErrNotFound, quota.ErrInvalid, quota.ErrInsufficient, quota.ErrInvalid, quota.ErrInvalid}
+		want := []error{nil, nil, quota.ErrInsufficient, nil, quota.ErrDisabled, quota.ErrNotFound, quota.ErrInvalid, quota.ErrInsufficient, quota.ErrInvalid, quota.ErrInvalid, nil, nil}
 		errs, err := l.ChargeBatch(ctx, db, cs)
 		if err != nil {
 			t.Fatal(err)
@@ -54,9 +57,21 @@ func TestChargeBatchDecidesEachCharge(t *testing.T) {
 		if a := account(t, l, "a/two"); a.Used != 5 {
 			t.Errorf("a/two used %d, want 5", a.Used)
 		}
+		if a := account(t, l, "a/three"); a.Used != 10 {
+			t.Errorf("a/three used %d, want 10", a.Used)
+		}
 		h, _ := l.History(ctx, quota.HistoryFilter{Kind: quota.KindCharge})
-		if len(h) != 3 {
-			t.Errorf("%d charge entries, want 3", len(h))
+		if len(h) != 5 {
+			t.Errorf("%d charge entries, want 5", len(h))
+		}
+		var three []string
+		for _, e := range h {
+			if e.Account == "a/three" {
+				three = append(three, fmt.Sprint(e.Reference, "=", e.Amount))
+			}
+		}
+		if len(three) != 2 || !slices.Contains(three, "m10=3") || !slices.Contains(three, "m11=7") {
+			t.Errorf("a/three's entries %v", three)
 		}
 		mustVerify(t, l)
 
