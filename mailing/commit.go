@@ -233,20 +233,30 @@ func (m *Mailer) commitIn(ctx context.Context, tx bun.Tx, conn *bun.Conn, group 
 	if err := insertMessages(ctx, tx, conn, msgs); err != nil {
 		return err
 	}
-	if _, err := tx.NewInsert().Model(&rows).Exec(ctx); err != nil {
-		return fmt.Errorf("mailing: store recipients: %w", err)
-	}
 	accepted := counts{}
-	byMessage := map[string][]int64{}
 	for _, r := range rows {
 		accepted.add(r.AccountID, r.Origin, r.AcceptedAt, kindAccepted, 1)
+	}
+	insert := tx.NewInsert().Model(&rows)
+	if conn != nil {
+		// PostgreSQL: the counters ride on the same statement, one round
+		// trip fewer.
+		insert = insert.With("counted", accepted.upsert(tx))
+	}
+	if _, err := insert.Exec(ctx); err != nil {
+		return fmt.Errorf("mailing: store recipients: %w", err)
+	}
+	if conn == nil {
+		if err := accepted.write(ctx, tx); err != nil {
+			return err
+		}
+	}
+	byMessage := map[string][]int64{}
+	for _, r := range rows {
 		byMessage[r.MessageID] = append(byMessage[r.MessageID], r.ID) // ids come back from the insert (RETURNING)
 	}
 	for _, p := range stored {
 		p.receipt.RecipientIDs = byMessage[p.id]
-	}
-	if err := accepted.write(ctx, tx); err != nil {
-		return err
 	}
 	var tags []tagRow
 	var atts []attachmentRow

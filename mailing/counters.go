@@ -1,8 +1,11 @@
 package mailing
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -44,18 +47,28 @@ func (c counts) write(ctx context.Context, idb bun.IDB) error {
 	if len(c) == 0 {
 		return nil
 	}
-	values := make([]string, 0, len(c))
-	args := make([]any, 0, 5*len(c))
-	for k, n := range c {
-		values = append(values, "(?, ?, ?, ?, ?)")
-		args = append(args, k.account, k.origin, k.hour, k.kind, n)
-	}
-	_, err := idb.NewRaw("INSERT INTO mail_counters (account_id, origin, hour, kind, n) VALUES "+strings.Join(values, ", ")+
-		" ON CONFLICT (account_id, origin, hour, kind) DO UPDATE SET n = mail_counters.n + excluded.n", args...).Exec(ctx)
-	if err != nil {
+	if _, err := c.upsert(idb).Exec(ctx); err != nil {
 		return fmt.Errorf("mailing: count: %w", err)
 	}
 	return nil
+}
+
+// upsert is the statement that adds the increments (c must not be empty),
+// for write, or to ride as a WITH clause on another statement on
+// PostgreSQL. The rows go in key order, so that two transactions lock the
+// counters they share in the same order.
+func (c counts) upsert(idb bun.IDB) *bun.RawQuery {
+	ks := slices.SortedFunc(maps.Keys(c), func(a, b counterKey) int {
+		return cmp.Or(cmp.Compare(a.account, b.account), cmp.Compare(a.origin, b.origin), cmp.Compare(a.hour, b.hour), cmp.Compare(a.kind, b.kind))
+	})
+	values := make([]string, 0, len(c))
+	args := make([]any, 0, 5*len(c))
+	for _, k := range ks {
+		values = append(values, "(?, ?, ?, ?, ?)")
+		args = append(args, k.account, k.origin, k.hour, k.kind, c[k])
+	}
+	return idb.NewRaw("INSERT INTO mail_counters (account_id, origin, hour, kind, n) VALUES "+strings.Join(values, ", ")+
+		" ON CONFLICT (account_id, origin, hour, kind) DO UPDATE SET n = mail_counters.n + excluded.n", args...)
 }
 
 // eventRow is one event of one recipient (mail_events).
