@@ -1,9 +1,13 @@
 package mailing
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -52,26 +56,25 @@ func copyRecipients(ctx context.Context, conn bun.Conn, rows []recipientRow) (in
 var messageColumns = []string{"id", "account_id", "origin", "actor", "kind", "priority", "campaign", "from_addr", "from_name",
 	"reply_to", "subject", "text_body", "html_body", "headers", "idempotency_key", "send_at", "accepted_at", "recipients", "raw"}
 
-// copyMessages stores rows with PostgreSQL's COPY (binary: a submitted
-// message's bytes are sent as they are), inside the transaction open on
-// conn.
+// copyMessages stores rows with PostgreSQL's COPY, inside the transaction
+// open on conn, in COPY's binary format (a submitted message's bytes are
+// sent as they are). The rows are encoded here, for messageColumns' types,
+// rather than by pgx's CopyFrom, which first asks the server for the
+// columns' types: a round trip per group commit.
 func copyMessages(ctx context.Context, conn bun.Conn, rows []messageRow) error {
 	if len(rows) == 0 {
 		return nil
 	}
+	data := encodeMessages(rows)
 	var n int64
 	err := conn.Raw(func(driverConn any) error {
 		sc, ok := driverConn.(*stdlib.Conn)
 		if !ok {
 			return fmt.Errorf("COPY needs a pgx connection, have %T", driverConn)
 		}
-		var err error
-		n, err = sc.Conn().CopyFrom(ctx, pgx.Identifier{"mail_messages"}, messageColumns,
-			pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
-				r := &rows[i]
-				return []any{r.ID, r.AccountID, string(r.Origin), r.Actor, r.Kind, r.Priority, r.Campaign, r.FromAddr, r.FromName,
-					r.ReplyTo, r.Subject, r.TextBody, r.HTMLBody, r.Headers, r.IdempotencyKey, r.SendAt, r.AcceptedAt, int32(r.Recipients), r.Raw}, nil
-			}))
+		tag, err := sc.Conn().PgConn().CopyFrom(ctx, bytes.NewReader(data),
+			"COPY mail_messages ("+strings.Join(messageColumns, ", ")+") FROM STDIN (FORMAT binary)")
+		n = tag.RowsAffected()
 		return err
 	})
 	if err != nil {
@@ -81,4 +84,78 @@ func copyMessages(ctx context.Context, conn bun.Conn, rows []messageRow) error {
 		return fmt.Errorf("mailing: store messages: COPY stored %d of %d", n, len(rows))
 	}
 	return nil
+}
+
+// pgEpoch is where PostgreSQL's binary timestamps count from.
+var pgEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// encodeMessages is rows in COPY's binary format (PostgreSQL's manual,
+// "COPY", Binary Format): a header, then per row the field count and each
+// field as a 32-bit length (-1 for NULL) and its binary value: text as its
+// bytes, bigint/integer/smallint big-endian, timestamptz as microseconds
+// since 2000-01-01 UTC, bytea as its bytes.
+func encodeMessages(rows []messageRow) []byte {
+	size := 19 + 2
+	for i := range rows {
+		size += 2 + 4*len(messageColumns) + 256 + len(rows[i].Raw) + len(rows[i].Headers)
+	}
+	b := make([]byte, 0, size)
+	b = append(b, "PGCOPY\n\xff\r\n\x00"...)
+	b = binary.BigEndian.AppendUint32(b, 0) // flags
+	b = binary.BigEndian.AppendUint32(b, 0) // header extension
+	field := func(v []byte) {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(v)))
+		b = append(b, v...)
+	}
+	text := func(v string) {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(v)))
+		b = append(b, v...)
+	}
+	null := func() { b = binary.BigEndian.AppendUint32(b, 0xffffffff) }
+	optText := func(v *string) {
+		if v == nil {
+			null()
+		} else {
+			text(*v)
+		}
+	}
+	stamp := func(t time.Time) {
+		b = binary.BigEndian.AppendUint32(b, 8)
+		b = binary.BigEndian.AppendUint64(b, uint64(t.Sub(pgEpoch).Microseconds()))
+	}
+	for i := range rows {
+		r := &rows[i]
+		b = binary.BigEndian.AppendUint16(b, uint16(len(messageColumns)))
+		text(r.ID)
+		b = binary.BigEndian.AppendUint32(b, 8)
+		b = binary.BigEndian.AppendUint64(b, uint64(r.AccountID))
+		text(string(r.Origin))
+		text(r.Actor)
+		text(r.Kind)
+		b = binary.BigEndian.AppendUint32(b, 2)
+		b = binary.BigEndian.AppendUint16(b, uint16(r.Priority))
+		text(r.Campaign)
+		text(r.FromAddr)
+		text(r.FromName)
+		text(r.ReplyTo)
+		text(r.Subject)
+		optText(r.TextBody)
+		optText(r.HTMLBody)
+		text(r.Headers)
+		optText(r.IdempotencyKey)
+		if r.SendAt == nil {
+			null()
+		} else {
+			stamp(*r.SendAt)
+		}
+		stamp(r.AcceptedAt)
+		b = binary.BigEndian.AppendUint32(b, 4)
+		b = binary.BigEndian.AppendUint32(b, uint32(int32(r.Recipients)))
+		if r.Raw == nil {
+			null()
+		} else {
+			field(r.Raw)
+		}
+	}
+	return binary.BigEndian.AppendUint16(b, 0xffff) // trailer
 }

@@ -177,6 +177,7 @@ func TestSubmitRecipientKinds(t *testing.T) {
 func TestSubmitDirectives(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, db *bun.DB) {
 		e := setup(t, db, map[string]int64{"enap/eventos": 100}, mailing.Config{})
+		e.clock.Add(123456 * time.Microsecond) // stored to the microsecond on both engines
 		ctx := context.Background()
 		tests := []struct {
 			name    string
@@ -186,7 +187,8 @@ func TestSubmitDirectives(t *testing.T) {
 			subject string
 		}{
 			{"none", "", mailing.StatusQueued, func(i mailing.MessageInfo) bool {
-				return i.Priority == mailing.Transactional && i.Campaign == "" && len(i.Tags) == 0 && i.SendAt.IsZero()
+				return i.Priority == mailing.Transactional && i.Campaign == "" && len(i.Tags) == 0 && i.SendAt.IsZero() &&
+					i.AcceptedAt.Equal(start.Add(123456*time.Microsecond))
 			}, "Hola"},
 			{"send-at in the future", "X-Envios-Send-At: 2026-11-27T09:00:00-05:00\r\n", mailing.StatusScheduled, func(i mailing.MessageInfo) bool {
 				return i.SendAt.Equal(time.Date(2026, 11, 27, 14, 0, 0, 0, time.UTC))
