@@ -12,6 +12,7 @@ import (
 
 	"github.com/uptrace/bun"
 
+	"github.com/servir-pe/envios/internal/store"
 	"github.com/servir-pe/envios/quota"
 )
 
@@ -237,16 +238,14 @@ func (m *Mailer) commitIn(ctx context.Context, tx bun.Tx, conn *bun.Conn, group 
 	for _, r := range rows {
 		accepted.add(r.AccountID, r.Origin, r.AcceptedAt, kindAccepted, 1)
 	}
-	insert := tx.NewInsert().Model(&rows)
 	if conn != nil {
-		// PostgreSQL: the counters ride on the same statement, one round
-		// trip fewer.
-		insert = insert.With("counted", accepted.upsert(tx))
-	}
-	if _, err := insert.Exec(ctx); err != nil {
-		return fmt.Errorf("mailing: store recipients: %w", err)
-	}
-	if conn == nil {
+		if err := insertRecipientsPG(ctx, tx, rows, accepted); err != nil {
+			return err
+		}
+	} else {
+		if _, err := tx.NewInsert().Model(&rows).Exec(ctx); err != nil {
+			return fmt.Errorf("mailing: store recipients: %w", err)
+		}
 		if err := accepted.write(ctx, tx); err != nil {
 			return err
 		}
@@ -280,6 +279,67 @@ func (m *Mailer) commitIn(ctx context.Context, tx bun.Tx, conn *bun.Conn, group 
 	}
 	return nil
 }
+
+// insertRecipientsPG stores a group's recipient rows and its accepted
+// counters in tx with one prepared statement (PostgreSQL): the rows travel
+// as arrays, the counters ride along as a WITH clause, and the rows' ids
+// come back by (message_id, seq).
+func insertRecipientsPG(ctx context.Context, tx bun.Tx, rows []recipientRow, accepted counts) error {
+	n := len(rows)
+	var (
+		msgIDs, origins, kinds, addrs, names, rfcIDs, statuses = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		seqs, accounts                                         = make([]int64, n), make([]int64, n)
+		data                                                   = make([]*string, n)
+		prios                                                  = make([]int16, n)
+		dues, ats                                              = make([]time.Time, n), make([]time.Time, n)
+	)
+	for i, r := range rows {
+		msgIDs[i], seqs[i], accounts[i], origins[i], kinds[i], addrs[i], names[i] = r.MessageID, int64(r.Seq), r.AccountID, string(r.Origin), r.Kind, r.Address, r.Name
+		data[i], rfcIDs[i], statuses[i], prios[i], dues[i], ats[i] = r.Data, r.RFCMessageID, string(r.Status), r.Priority, r.DueAt, r.AcceptedAt
+	}
+	var cAccounts, cHours, cNs []int64
+	var cOrigins, cKinds []string
+	for _, k := range accepted.keys() {
+		cAccounts, cOrigins, cHours, cKinds, cNs = append(cAccounts, k.account), append(cOrigins, string(k.origin)), append(cHours, k.hour), append(cKinds, k.kind), append(cNs, accepted[k])
+	}
+	res, err := store.QueryIDBCached(ctx, tx, insertRecipientsSQL, cAccounts, cOrigins, cHours, cKinds, cNs,
+		msgIDs, seqs, accounts, origins, kinds, addrs, names, data, rfcIDs, statuses, prios, dues, ats)
+	if err != nil {
+		return fmt.Errorf("mailing: store recipients: %w", err)
+	}
+	defer res.Close()
+	type key struct {
+		msg string
+		seq int
+	}
+	ids := make(map[key]int64, n)
+	for res.Next() {
+		var k key
+		var id int64
+		if err := res.Scan(&k.msg, &k.seq, &id); err != nil {
+			return fmt.Errorf("mailing: store recipients: %w", err)
+		}
+		ids[k] = id
+	}
+	if err := res.Err(); err != nil {
+		return fmt.Errorf("mailing: store recipients: %w", err)
+	}
+	if len(ids) != n {
+		return fmt.Errorf("mailing: store recipients: %d stored of %d", len(ids), n)
+	}
+	for i := range rows {
+		rows[i].ID = ids[key{rows[i].MessageID, rows[i].Seq}]
+	}
+	return nil
+}
+
+const insertRecipientsSQL = `WITH counted AS (INSERT INTO mail_counters (account_id, origin, hour, kind, n)
+	SELECT * FROM unnest(?::bigint[], ?::text[], ?::bigint[], ?::text[], ?::bigint[])
+	ON CONFLICT (account_id, origin, hour, kind) DO UPDATE SET n = mail_counters.n + excluded.n)
+INSERT INTO mail_recipients (message_id, seq, account_id, origin, kind, address, name, data, rfc_message_id, status, priority, due_at, accepted_at)
+SELECT * FROM unnest(?::text[], ?::integer[], ?::bigint[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[],
+	?::smallint[], ?::timestamptz[], ?::timestamptz[])
+RETURNING message_id, seq, id`
 
 // insertMessages stores msgs in tx. With conn (PostgreSQL), the messages
 // without an idempotency key go by COPY; a message with a key may meet one
@@ -418,7 +478,15 @@ func (k *checker) read(ctx context.Context, name string, addrs []string, domain 
 	}
 	q.WriteString(" FROM quota_accounts AS a WHERE a.name = ?")
 	args = append(args, n)
-	err = k.idb.NewRaw(q.String(), args...).Scan(ctx, dest...)
+	if isPG(k.m.db) {
+		// A prepared statement (one per number of addresses).
+		var rows *sql.Rows
+		if rows, err = store.QueryIDBCached(ctx, k.idb, q.String(), args...); err == nil {
+			err = scanOne(rows, dest...)
+		}
+	} else {
+		err = k.idb.NewRaw(q.String(), args...).Scan(ctx, dest...)
+	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return accountRef{}, fmt.Errorf("%w: no account %s", quota.ErrNotFound, n)
 	}
@@ -431,6 +499,22 @@ func (k *checker) read(ctx context.Context, name string, addrs []string, domain 
 		k.senders[senderKey(acct.ID, addr)] = allowed[i] > 0
 	}
 	return acct, nil
+}
+
+// scanOne scans the first of rows into dest, or is sql.ErrNoRows, and
+// closes rows.
+func scanOne(rows *sql.Rows, dest ...any) error {
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		return sql.ErrNoRows
+	}
+	if err := rows.Scan(dest...); err != nil {
+		return err
+	}
+	return rows.Close()
 }
 
 // unreachable reports an error of the connection to the database rather

@@ -53,17 +53,20 @@ func (c counts) write(ctx context.Context, idb bun.IDB) error {
 	return nil
 }
 
-// upsert is the statement that adds the increments (c must not be empty),
-// for write, or to ride as a WITH clause on another statement on
-// PostgreSQL. The rows go in key order, so that two transactions lock the
-// counters they share in the same order.
-func (c counts) upsert(idb bun.IDB) *bun.RawQuery {
-	ks := slices.SortedFunc(maps.Keys(c), func(a, b counterKey) int {
+// keys are c's keys in order: two transactions lock the counters they
+// share in the same order.
+func (c counts) keys() []counterKey {
+	return slices.SortedFunc(maps.Keys(c), func(a, b counterKey) int {
 		return cmp.Or(cmp.Compare(a.account, b.account), cmp.Compare(a.origin, b.origin), cmp.Compare(a.hour, b.hour), cmp.Compare(a.kind, b.kind))
 	})
+}
+
+// upsert is the statement that adds the increments (c must not be empty),
+// rows in key order.
+func (c counts) upsert(idb bun.IDB) *bun.RawQuery {
 	values := make([]string, 0, len(c))
 	args := make([]any, 0, 5*len(c))
-	for _, k := range ks {
+	for _, k := range c.keys() {
 		values = append(values, "(?, ?, ?, ?, ?)")
 		args = append(args, k.account, k.origin, k.hour, k.kind, c[k])
 	}

@@ -4,10 +4,11 @@ import (
 	"context"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/uptrace/bun"
+
+	"github.com/servir-pe/envios/internal/store"
 )
 
 // ChargeBatch charges many messages in one transaction with a handful of
@@ -164,28 +165,43 @@ type lockedAccount struct {
 // (short of pool, disabled, out of their pool's period, unknown) are left
 // untouched for the general way, which decides their charges one by one.
 func chargeWhole(ctx context.Context, tx bun.IDB, cs []Charge, byAccount map[string][]int, now time.Time) (map[string]bool, error) {
-	var totals, charges []string
-	var args []any
+	var names, cNames, origins, actors, refs []string
+	var totals, ords, amounts []int64
 	for _, name := range keys(byAccount) {
 		var sum int64
 		for _, i := range byAccount[name] {
-			sum += cs[i].Amount
-		}
-		totals = append(totals, "(?::text, ?::bigint)")
-		args = append(args, name, sum)
-	}
-	for _, name := range keys(byAccount) {
-		for _, i := range byAccount[name] {
 			c := cs[i]
-			charges = append(charges, "(?::bigint, ?::text, ?::bigint, ?::text, ?::text, ?::text)")
-			args = append(args, i, name, c.Amount, string(c.Origin), c.Actor, c.Reference)
+			sum += c.Amount
+			ords, cNames, amounts = append(ords, int64(i)), append(cNames, name), append(amounts, c.Amount)
+			origins, actors, refs = append(origins, string(c.Origin)), append(actors, c.Actor), append(refs, c.Reference)
 		}
+		names, totals = append(names, name), append(totals, sum)
 	}
 	at, hour := now.UTC(), now.UTC().Truncate(time.Hour)
-	args = append(args, at, at, at, hour)
-	var done []string
-	err := tx.NewRaw(`WITH t (name, total) AS (VALUES `+strings.Join(totals, ", ")+`),
-c (ord, name, amount, origin, actor, reference) AS (VALUES `+strings.Join(charges, ", ")+`),
+	rows, err := store.QueryIDBCached(ctx, tx, chargeWholeSQL, names, totals, ords, cNames, amounts, origins, actors, refs, at, at, at, hour)
+	if err != nil {
+		return nil, fmt.Errorf("quota: charge batch: %w", err)
+	}
+	defer rows.Close()
+	done := map[string]bool{}
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			return nil, fmt.Errorf("quota: charge batch: %w", err)
+		}
+		done[name] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("quota: charge batch: %w", err)
+	}
+	return done, nil
+}
+
+// chargeWholeSQL is chargeWhole's statement: the accounts and their totals,
+// then the charges, come as arrays, so that it is one prepared statement
+// whatever the batch.
+const chargeWholeSQL = `WITH t (name, total) AS (SELECT * FROM unnest(?::text[], ?::bigint[])),
+c (ord, name, amount, origin, actor, reference) AS (SELECT * FROM unnest(?::bigint[], ?::text[], ?::bigint[], ?::text[], ?::text[], ?::text[])),
 lk AS MATERIALIZED (SELECT a.id FROM quota_accounts AS a JOIN t ON t.name = a.name ORDER BY a.id FOR NO KEY UPDATE OF a),
 upd AS (UPDATE quota_accounts AS a SET used = a.used + t.total FROM t, lk, quota_pools AS p
 	WHERE lk.id = a.id AND t.name = a.name AND p.id = a.pool_id AND NOT a.disabled AND a.used + t.total <= a.allocation
@@ -200,16 +216,7 @@ r AS (INSERT INTO quota_refs (account_id, reference, charged)
 u AS (INSERT INTO quota_usage (account_id, origin, hour, charged)
 	SELECT upd.id, c.origin, ?::timestamptz, sum(c.amount) FROM upd JOIN c ON c.name = upd.name GROUP BY upd.id, c.origin
 	ON CONFLICT (account_id, origin, hour) DO UPDATE SET charged = quota_usage.charged + EXCLUDED.charged)
-SELECT name FROM upd`, args...).Scan(ctx, &done)
-	if err != nil {
-		return nil, fmt.Errorf("quota: charge batch: %w", err)
-	}
-	m := make(map[string]bool, len(done))
-	for _, name := range done {
-		m[name] = true
-	}
-	return m, nil
-}
+SELECT name FROM upd`
 
 func without(byAccount map[string][]int, done map[string]bool) map[string][]int {
 	if len(done) == 0 {
