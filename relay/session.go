@@ -73,7 +73,19 @@ func (ss *session) authorised(at stage) (credential.State, error) {
 	if ss.cred.ID == 0 {
 		return credential.State{}, errAuthRequired
 	}
-	st, err := ss.s.states.State(ss.ctx, ss.cred.ID)
+	return ss.judge(at, ss.s.states.ask(ss.cred.ID))
+}
+
+// judge waits for a credential state asked of the stateReader and says
+// what it allows.
+func (ss *session) judge(at stage, asked <-chan stateResult) (credential.State, error) {
+	var res stateResult
+	select {
+	case res = <-asked:
+	case <-ss.ctx.Done():
+		res.err = ss.ctx.Err()
+	}
+	st, err := res.st, res.err
 	if err != nil {
 		return st, reply(ss.log, at, err)
 	}
@@ -129,9 +141,13 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 // Data reads the message within the limits, then submits it; the reply
 // comes after the commit.
 func (ss *session) Data(r io.Reader) error {
-	if _, err := ss.authorised(atData); err != nil {
-		return err
+	if ss.cred.ID == 0 {
+		return errAuthRequired
 	}
+	// go-smtp has already answered DATA with 354, so the credential's
+	// check is decided with the final reply: it is asked for now and
+	// runs while the message is read, off the message's path.
+	asked := ss.s.states.ask(ss.cred.ID)
 	start := time.Now()
 	var held int64
 	defer func() { ss.s.memory.Release(held) }()
@@ -148,6 +164,9 @@ func (ss *session) Data(r io.Reader) error {
 		if tc := tracked(ss.conn.Conn()); tc != nil {
 			tc.closeAfterReply()
 		}
+	}
+	if _, err := ss.judge(atData, asked); err != nil {
+		return err
 	}
 	if err != nil {
 		ss.log.Warn("message refused while reading", "err", err)

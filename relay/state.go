@@ -39,6 +39,18 @@ func newStateReader(ctx context.Context, read func(context.Context, []int64) (ma
 // the call. A credential that does not exist is neither active nor
 // disabled (the zero State).
 func (r *stateReader) State(ctx context.Context, id int64) (credential.State, error) {
+	ch := r.ask(id)
+	select {
+	case res := <-ch:
+		return res.st, res.err
+	case <-ctx.Done():
+		return credential.State{}, ctx.Err()
+	}
+}
+
+// ask requests credential id's state, to be read by a query that starts
+// after the call, and returns where the answer will come.
+func (r *stateReader) ask(id int64) <-chan stateResult {
 	ch := make(chan stateResult, 1)
 	r.mu.Lock()
 	r.waiting[id] = append(r.waiting[id], ch)
@@ -47,12 +59,7 @@ func (r *stateReader) State(ctx context.Context, id int64) (credential.State, er
 		go r.run()
 	}
 	r.mu.Unlock()
-	select {
-	case res := <-ch:
-		return res.st, res.err
-	case <-ctx.Done():
-		return credential.State{}, ctx.Err()
-	}
+	return ch
 }
 
 // run answers the waiting requests, a query at a time, until none waits.
