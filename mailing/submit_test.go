@@ -325,6 +325,8 @@ func TestSubmitRefusesAndChargesNothing(t *testing.T) {
 			{"Message-ID with a comment", ok + "Message-ID: <a@servir.gob.pe> (x)\r\n" + body, nil, mailing.ErrContent, "Message-ID"},
 			{"two Message-ID", ok + hMsgID + hMsgID + body, nil, mailing.ErrContent, "Message-ID"},
 			{"two Date", ok + hDate + hDate + body, nil, mailing.ErrContent, "Date"},
+			{"multipart without a boundary", ok + "MIME-Version: 1.0\r\nContent-Type: multipart/mixed\r\n" + body, nil, mailing.ErrContent, "MIME structure"},
+			{"multipart with an unparsable type", ok + "MIME-Version: 1.0\r\nContent-Type: multipart/\r\n" + body, nil, mailing.ErrContent, "MIME structure"},
 			{"two Subject", ok + hSubject + body, nil, mailing.ErrContent, "Subject"},
 			{"too big", ok + "\r\n" + strings.Repeat("x", 2000) + "\r\n", nil, mailing.ErrTooBig, "the limit is 2000"},
 			{"too many recipients", ok + body, []string{"a@x.pe", "b@x.pe", "c@x.pe", "d@x.pe"}, mailing.ErrTooManyRecipients, "4, the limit is 3"},
