@@ -236,7 +236,7 @@ func without(byAccount map[string][]int, done map[string]bool) map[string][]int 
 func lockForCharge(ctx context.Context, tx bun.IDB, names []string) ([]lockedAccount, error) {
 	lock := ""
 	if isPG(tx) {
-		lock = " FOR UPDATE OF a"
+		lock = " FOR NO KEY UPDATE OF a" // as chargeWhole: the charge changes no key, so inserts that reference the account need not wait
 	}
 	var rows []lockedAccount
 	err := tx.NewRaw("SELECT a.id, a.pool_id, a.name, a.allocation, a.used, a.disabled, "+
