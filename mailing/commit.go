@@ -286,16 +286,15 @@ func (m *Mailer) commitIn(ctx context.Context, tx bun.Tx, conn *bun.Conn, group 
 // come back by (message_id, seq).
 func insertRecipientsPG(ctx context.Context, tx bun.Tx, rows []recipientRow, accepted counts) error {
 	n := len(rows)
-	var (
-		msgIDs, origins, kinds, addrs, names, rfcIDs, statuses = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		seqs, accounts                                         = make([]int64, n), make([]int64, n)
-		data                                                   = make([]*string, n)
-		prios                                                  = make([]int16, n)
-		dues, ats                                              = make([]time.Time, n), make([]time.Time, n)
-	)
+	msgIDs, seqs, accounts := make([]string, n), make([]int64, n), make([]int64, n)
+	origins, kinds, addrs, names := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	data, rfcIDs, statuses := make([]*string, n), make([]string, n), make([]string, n)
+	prios, dues, ats := make([]int16, n), make([]time.Time, n), make([]time.Time, n)
 	for i, r := range rows {
-		msgIDs[i], seqs[i], accounts[i], origins[i], kinds[i], addrs[i], names[i] = r.MessageID, int64(r.Seq), r.AccountID, string(r.Origin), r.Kind, r.Address, r.Name
-		data[i], rfcIDs[i], statuses[i], prios[i], dues[i], ats[i] = r.Data, r.RFCMessageID, string(r.Status), r.Priority, r.DueAt, r.AcceptedAt
+		msgIDs[i], seqs[i], accounts[i] = r.MessageID, int64(r.Seq), r.AccountID
+		origins[i], kinds[i], addrs[i], names[i] = string(r.Origin), r.Kind, r.Address, r.Name
+		data[i], rfcIDs[i], statuses[i] = r.Data, r.RFCMessageID, string(r.Status)
+		prios[i], dues[i], ats[i] = r.Priority, r.DueAt, r.AcceptedAt
 	}
 	var cAccounts, cHours, cNs []int64
 	var cOrigins, cKinds []string
