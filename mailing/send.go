@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/uptrace/bun"
 
@@ -127,6 +128,13 @@ func (m *Mailer) validateCommon(account, from string, replyTo []string, subject,
 	c.subject = subject
 	if text == "" && html == "" {
 		return c, contentErr("a message needs a text or an HTML body")
+	}
+	for _, b := range []struct{ what, v string }{{"the text body", text}, {"the HTML body", html}} {
+		// Stored as text (PostgreSQL refuses invalid UTF-8 and NUL there)
+		// and sent as charset=utf-8.
+		if !utf8.ValidString(b.v) || strings.IndexByte(b.v, 0) >= 0 {
+			return c, contentErr("%s is not valid UTF-8 text (or holds a NUL)", b.what)
+		}
 	}
 	if text != "" {
 		c.text = &text

@@ -178,9 +178,11 @@ func (m *Mailer) Submit(ctx context.Context, s Submission) (Receipt, error) {
 	if dec, err := new(mime.WordDecoder).DecodeHeader(subject); err == nil {
 		subject = dec
 	}
-	// A decoded encoded-word may hold CR, LF or NUL; a NUL would fail the
-	// insert, and with it every message of the group transaction.
-	c.subject = lineBreaksAndNUL.Replace(subject)
+	// A decoded encoded-word may hold CR, LF or NUL, and a raw subject (or
+	// an encoded-word that lies about its charset) octets that are not
+	// UTF-8: either would fail PostgreSQL's insert, and with it every
+	// message of the group transaction.
+	c.subject = headerText(subject)
 
 	// Recipients: the envelope's, recorded as to or cc when the header
 	// names them.
@@ -275,12 +277,18 @@ func headerAddress(name, v string) (Address, error) {
 	if err != nil {
 		return Address{}, fmt.Errorf("%s: %w", name, err)
 	}
-	a.Name = lineBreaksAndNUL.Replace(list[0].Name)
+	a.Name = headerText(list[0].Name)
 	return a, nil
 }
 
-// lineBreaksAndNUL removes what a decoded display name or subject must not
-// keep: CR and LF (one line) and NUL (which the database refuses).
+// headerText is what envios keeps of a decoded display name or subject
+// (the message itself is stored as submitted): one line (no CR or LF),
+// without NUL, in valid UTF-8 (an invalid octet becomes U+FFFD), which
+// both databases store.
+func headerText(s string) string {
+	return strings.ToValidUTF8(lineBreaksAndNUL.Replace(s), "\uFFFD")
+}
+
 var lineBreaksAndNUL = strings.NewReplacer("\r", "", "\n", "", "\x00", "")
 
 // msgIDInside returns what is between the angle brackets of a Message-ID

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/uptrace/bun"
 
@@ -518,6 +519,40 @@ func FuzzSubmit(f *testing.F) {
 		}
 		if b, err := e.m.Render(ctx, rs[0].ID); err != nil || !bytes.Equal(b, raw) {
 			t.Fatalf("Render %q %v, want the stored bytes", b, err)
+		}
+	})
+}
+
+// Octets that are not UTF-8 in the subject or the From name (a legacy
+// system's Latin-1 sent raw, or an encoded-word that lies about its
+// charset) are kept as submitted in the message, and what envios keeps of
+// them is valid text: both engines store it (PostgreSQL refused invalid
+// UTF-8 in a text column, and with it the whole group commit).
+func TestSubmitRawLatin1HeaderIsStored(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		e := setup(t, db, map[string]int64{"sjti/talento": 100}, mailing.Config{})
+		ctx := context.Background()
+		for _, tc := range []struct{ msg, subject, from string }{
+			{hFrom + hTo + "Subject: Convocatoria a\xf1o 2027\r\n" + body, "Convocatoria a\ufffdo 2027", `"SERVIR" <avisos@servir.gob.pe>`},
+			{"From: =?utf-8?q?Direcci=F3n?= <avisos@servir.gob.pe>\r\n" + hTo + "Subject: =?utf-8?q?A=F1o_2027?=\r\n" + body,
+				"A\ufffdo 2027", "=?utf-8?q?Direcci=EF=BF=BDn?= <avisos@servir.gob.pe>"}, // U+FFFD, shown as RFC 5322 shows names
+			{"From: =?iso-8859-1?q?Direcci=F3n?= <avisos@servir.gob.pe>\r\n" + hTo + "Subject: =?iso-8859-1?q?A=F1o_2027?=\r\n" + body,
+				"Año 2027", "=?utf-8?q?Direcci=C3=B3n?= <avisos@servir.gob.pe>"},
+		} {
+			r, err := e.m.Submit(ctx, submission(tc.msg))
+			if err != nil {
+				t.Fatal(err)
+			}
+			info, err := e.m.Message(ctx, "", r.MessageID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.Subject != tc.subject || info.From != tc.from || !utf8.ValidString(info.From) {
+				t.Fatalf("subject %q from %q, want %q %q", info.Subject, info.From, tc.subject, tc.from)
+			}
+			if raw := e.storedRaw(t, r.MessageID); !bytes.HasPrefix(raw, []byte(tc.msg[:len(tc.msg)-len(body)])) {
+				t.Fatalf("the header was not kept as submitted:\n%q", raw)
+			}
 		}
 	})
 }
