@@ -108,6 +108,10 @@ func encodeMessages(rows []messageRow) []byte {
 		b = append(b, v...)
 	}
 	text := func(v string) {
+		// As bun does when it writes a string into SQL: an octet that is
+		// not UTF-8 becomes U+FFFD (PostgreSQL refuses it in text; the
+		// callers validate or clean what they store, this is the backstop).
+		v = strings.ToValidUTF8(v, "\uFFFD")
 		b = binary.BigEndian.AppendUint32(b, uint32(len(v)))
 		b = append(b, v...)
 	}

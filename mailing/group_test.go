@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/emersion/go-smtp"
 	"github.com/uptrace/bun"
@@ -134,6 +135,9 @@ func TestEngineGroupPartialSuccess(t *testing.T) {
 			return &smtp.SMTPError{Code: 450, EnhancedCode: smtp.EnhancedCode{4, 2, 1}, Message: "mailbox busy"}
 		case strings.HasPrefix(rcpt, "closing@"):
 			return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "shutting down"}
+		case strings.HasPrefix(rcpt, "latin1@"):
+			// A server answering in Latin-1, as some do: not UTF-8.
+			return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "buz\xf3n inexistente"}
 		}
 		return nil
 	}
@@ -163,6 +167,11 @@ func TestEngineGroupPartialSuccess(t *testing.T) {
 			want:      map[string]want{"ok1": {mailing.StatusDeferred, "451 4.3.0 try later"}, "full": busy, "nobody": bounced}},
 		// 421 closes the session (RFC 5321 §3.8): no DATA; the recipients
 		// accepted and those not yet tried are deferred with it.
+		// What a server says is kept as valid UTF-8 text (an octet that is
+		// not becomes U+FFFD), which both databases store.
+		{name: "a reply that is not UTF-8", to: []string{"ok1", "latin1", "ok2"},
+			want:      map[string]want{"ok1": sent, "latin1": {mailing.StatusBounced, "550 5.1.1 buz\ufffdn inexistente"}, "ok2": sent},
+			delivered: []string{"ok1@example.org", "ok2@example.org"}},
 		{name: "421 at RCPT", to: []string{"ok1", "nobody", "closing", "ok2"},
 			want: map[string]want{"ok1": closing, "nobody": bounced, "closing": closing, "ok2": closing}},
 	}
@@ -196,7 +205,7 @@ func TestEngineGroupPartialSuccess(t *testing.T) {
 				}
 				s := byLocal(t, e.m, r.MessageID)
 				for local, w := range tc.want {
-					if x := s[local]; x.Status != w.status || !strings.HasPrefix(x.Reply, w.reply) || x.Attempts != 1 {
+					if x := s[local]; x.Status != w.status || !strings.HasPrefix(x.Reply, w.reply) || x.Attempts != 1 || !utf8.ValidString(x.Reply) || len(x.Reply) > 2000 {
 						t.Errorf("%s: %s %q (attempts %d), want %s %q", local, x.Status, x.Reply, x.Attempts, w.status, w.reply)
 					}
 				}
