@@ -16,8 +16,11 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -258,7 +261,8 @@ func QueryRowCached(ctx context.Context, db *bun.DB, query string, args ...any) 
 	if EngineOfDB(db) != Postgres {
 		return db.DB.QueryRowContext(ctx, query, args...)
 	}
-	return db.DB.QueryRowContext(ctx, numbered(query), append([]any{pgx.QueryExecModeCacheStatement}, args...)...)
+	query, args = cached(query, args)
+	return db.DB.QueryRowContext(ctx, query, args...)
 }
 
 // QueryCached is QueryRowCached for several rows.
@@ -266,7 +270,7 @@ func QueryCached(ctx context.Context, db *bun.DB, query string, args ...any) (*s
 	if EngineOfDB(db) != Postgres {
 		return db.DB.QueryContext(ctx, query, args...)
 	}
-	return db.DB.QueryContext(ctx, numbered(query), append([]any{pgx.QueryExecModeCacheStatement}, args...)...)
+	return QueryIDBCached(ctx, db, query, args...)
 }
 
 // QueryIDBCached is QueryCached on PostgreSQL only, on any bun.IDB (a
@@ -291,20 +295,71 @@ func QueryIDBCached(ctx context.Context, idb bun.IDB, query string, args ...any)
 	default:
 		return nil, fmt.Errorf("store: no database/sql handle in %T", idb)
 	}
-	return q.QueryContext(ctx, numbered(query), append([]any{pgx.QueryExecModeCacheStatement}, args...)...)
+	query, args = cached(query, args)
+	return q.QueryContext(ctx, query, args...)
 }
 
-// numbered turns the ? placeholders of query into PostgreSQL's $1, $2, ….
-func numbered(query string) string {
-	var b strings.Builder
+// cached is query with PostgreSQL's $1, $2, … for its ? placeholders, and
+// args led by pgx's QueryExecModeCacheStatement, their strings (alone or in
+// slices, as arrays) made valid UTF-8 as bun makes them when it writes them
+// into SQL: PostgreSQL refuses other octets in text. The callers validate
+// what they store; this is the backstop.
+func cached(query string, args []any) (string, []any) {
+	b := make([]byte, 0, len(query)+16)
 	n := 0
-	for _, r := range query {
-		if r == '?' {
+	for i := 0; i < len(query); i++ {
+		if query[i] == '?' {
 			n++
-			fmt.Fprintf(&b, "$%d", n)
+			b = append(b, '$')
+			b = strconv.AppendInt(b, int64(n), 10)
 			continue
 		}
-		b.WriteRune(r)
+		b = append(b, query[i])
 	}
-	return b.String()
+	out := make([]any, 0, len(args)+1)
+	out = append(out, pgx.QueryExecModeCacheStatement)
+	for _, a := range args {
+		switch v := a.(type) {
+		case string:
+			a = validText(v)
+		case []string:
+			a = validTexts(v)
+		case []*string:
+			a = validTextPtrs(v)
+		}
+		out = append(out, a)
+	}
+	return string(b), out
+}
+
+func validText(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
+
+// validTexts returns ss, or a copy with its invalid strings made valid.
+func validTexts(ss []string) []string {
+	for i, s := range ss {
+		if !utf8.ValidString(s) {
+			out := slices.Clone(ss)
+			for j := i; j < len(out); j++ {
+				out[j] = validText(out[j])
+			}
+			return out
+		}
+	}
+	return ss
+}
+
+func validTextPtrs(ss []*string) []*string {
+	for i, s := range ss {
+		if s != nil && !utf8.ValidString(*s) {
+			out := slices.Clone(ss)
+			for j := i; j < len(out); j++ {
+				if out[j] != nil {
+					v := validText(*out[j])
+					out[j] = &v
+				}
+			}
+			return out
+		}
+	}
+	return ss
 }
