@@ -406,7 +406,14 @@ func (k *checker) check(ctx context.Context, c common, also []string) (accountRe
 	addrs := append([]string{c.from.Addr}, also...)
 	domain := c.from.Domain()
 	acct, ok := k.accounts[c.account]
-	if !ok {
+	_, known := k.keys[domain]
+	for _, addr := range addrs {
+		if _, seen := k.senders[senderKey(acct.ID, addr)]; !seen {
+			known = false
+		}
+	}
+	if !ok || !known {
+		// Anything not read yet for this group: one query reads it all.
 		var err error
 		if acct, err = k.read(ctx, c.account, addrs, domain); err != nil {
 			return acct, err
@@ -416,16 +423,7 @@ func (k *checker) check(ctx context.Context, c common, also []string) (accountRe
 		return acct, fmt.Errorf("%w: %s is disabled", quota.ErrDisabled, acct.Name)
 	}
 	for _, addr := range addrs {
-		key := senderKey(acct.ID, addr)
-		allowed, ok := k.senders[key]
-		if !ok {
-			var err error
-			if allowed, err = senderAllowed(ctx, k.idb, acct.ID, addr); err != nil {
-				return acct, err
-			}
-			k.senders[key] = allowed
-		}
-		if !allowed {
+		if !k.senders[senderKey(acct.ID, addr)] {
 			return acct, fmt.Errorf("%w: %s may not send as %s (see relayd sender list %s)", ErrSenderNotAllowed, acct.Name, addr, acct.Name)
 		}
 	}
@@ -434,16 +432,7 @@ func (k *checker) check(ctx context.Context, c common, also []string) (accountRe
 			return acct, nil
 		}
 	}
-	has, ok := k.keys[domain]
-	if !ok {
-		var n int
-		if err := k.idb.NewRaw("SELECT count(*) FROM dkim_keys WHERE domain = ? AND retired_at IS NULL", domain).Scan(ctx, &n); err != nil {
-			return acct, fmt.Errorf("mailing: check DKIM key: %w", err)
-		}
-		has = n > 0
-		k.keys[domain] = has
-	}
-	if !has {
+	if !k.keys[domain] {
 		return acct, fmt.Errorf("%w: %s has no key (relayd domain add %s)", ErrNoDKIMKey, domain, domain)
 	}
 	return acct, nil
@@ -470,9 +459,9 @@ func (k *checker) read(ctx context.Context, name string, addrs []string, domain 
 	q.WriteString("SELECT a.id, a.name, a.disabled, (SELECT count(*) FROM dkim_keys WHERE domain = ? AND retired_at IS NULL)")
 	args = append(args, domain)
 	for i, addr := range addrs {
-		addr = strings.ToLower(addr)
+		exact, domain := senderPatterns(addr)
 		q.WriteString(", (SELECT count(*) FROM mail_senders AS s WHERE s.account_id = a.id AND s.pattern IN (?, ?))")
-		args = append(args, addr, addr[strings.LastIndexByte(addr, '@'):])
+		args = append(args, exact, domain)
 		dest = append(dest, &allowed[i])
 	}
 	q.WriteString(" FROM quota_accounts AS a WHERE a.name = ?")

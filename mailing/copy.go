@@ -18,6 +18,18 @@ import (
 
 func isPG(db *bun.DB) bool { return db.Dialect().Name() == dialect.PG }
 
+// withPgx runs fn on the pgx connection under conn (PostgreSQL's COPY is
+// not in database/sql), inside whatever transaction is open on it.
+func withPgx(conn bun.Conn, fn func(*pgx.Conn) error) error {
+	return conn.Raw(func(driverConn any) error {
+		sc, ok := driverConn.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("COPY needs a pgx connection, have %T", driverConn)
+		}
+		return fn(sc.Conn())
+	})
+}
+
 var copyColumns = []string{"message_id", "seq", "account_id", "origin", "kind", "address", "name", "data",
 	"rfc_message_id", "status", "priority", "due_at", "accepted_at"}
 
@@ -27,13 +39,9 @@ var copyColumns = []string{"message_id", "seq", "account_id", "origin", "kind", 
 // with errCopyConflict (the caller retries with INSERT … ON CONFLICT).
 func copyRecipients(ctx context.Context, conn bun.Conn, rows []recipientRow) (int64, error) {
 	var n int64
-	err := conn.Raw(func(driverConn any) error {
-		sc, ok := driverConn.(*stdlib.Conn)
-		if !ok {
-			return fmt.Errorf("mailing: COPY needs a pgx connection, have %T", driverConn)
-		}
+	err := withPgx(conn, func(pc *pgx.Conn) error {
 		var err error
-		n, err = sc.Conn().CopyFrom(ctx, pgx.Identifier{"mail_recipients"}, copyColumns,
+		n, err = pc.CopyFrom(ctx, pgx.Identifier{"mail_recipients"}, copyColumns,
 			pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
 				r := &rows[i]
 				return []any{r.MessageID, r.Seq, r.AccountID, string(r.Origin), r.Kind, r.Address, r.Name, r.Data,
@@ -67,12 +75,8 @@ func copyMessages(ctx context.Context, conn bun.Conn, rows []messageRow) error {
 	}
 	data := encodeMessages(rows)
 	var n int64
-	err := conn.Raw(func(driverConn any) error {
-		sc, ok := driverConn.(*stdlib.Conn)
-		if !ok {
-			return fmt.Errorf("COPY needs a pgx connection, have %T", driverConn)
-		}
-		tag, err := sc.Conn().PgConn().CopyFrom(ctx, bytes.NewReader(data),
+	err := withPgx(conn, func(pc *pgx.Conn) error {
+		tag, err := pc.PgConn().CopyFrom(ctx, bytes.NewReader(data),
 			"COPY mail_messages ("+strings.Join(messageColumns, ", ")+") FROM STDIN (FORMAT binary)")
 		n = tag.RowsAffected()
 		return err

@@ -351,15 +351,21 @@ func (m *Mailer) Senders(ctx context.Context, account string) ([]Sender, error) 
 
 // senderAllowed reports whether accountID may send as addr.
 func senderAllowed(ctx context.Context, idb bun.IDB, accountID int64, addr string) (bool, error) {
-	addr = strings.ToLower(addr)
-	domain := addr[strings.LastIndexByte(addr, '@'):]
+	exact, domain := senderPatterns(addr)
 	var n int
 	err := idb.NewRaw("SELECT count(*) FROM mail_senders WHERE account_id = ? AND pattern IN (?, ?)",
-		accountID, addr, domain).Scan(ctx, &n)
+		accountID, exact, domain).Scan(ctx, &n)
 	if err != nil {
 		return false, fmt.Errorf("mailing: check sender: %w", err)
 	}
 	return n > 0, nil
+}
+
+// senderPatterns are the two identities that let an account send as addr:
+// the address itself and its "@domain", lower-cased as stored.
+func senderPatterns(addr string) (exact, domain string) {
+	exact = strings.ToLower(addr)
+	return exact, exact[strings.LastIndexByte(exact, '@'):]
 }
 
 // MaySend checks that account exists, is enabled and may send as addr:
