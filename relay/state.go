@@ -35,21 +35,9 @@ func newStateReader(ctx context.Context, read func(context.Context, []int64) (ma
 	return &stateReader{read: read, ctx: ctx, timeout: timeout, waiting: map[int64][]chan stateResult{}}
 }
 
-// State returns credential id's state, read by a query that started after
-// the call. A credential that does not exist is neither active nor
-// disabled (the zero State).
-func (r *stateReader) State(ctx context.Context, id int64) (credential.State, error) {
-	ch := r.ask(id)
-	select {
-	case res := <-ch:
-		return res.st, res.err
-	case <-ctx.Done():
-		return credential.State{}, ctx.Err()
-	}
-}
-
 // ask requests credential id's state, to be read by a query that starts
-// after the call, and returns where the answer will come.
+// after the call, and returns where the answer will come. A credential
+// that does not exist is neither active nor disabled (the zero State).
 func (r *stateReader) ask(id int64) <-chan stateResult {
 	ch := make(chan stateResult, 1)
 	r.mu.Lock()

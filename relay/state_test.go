@@ -34,22 +34,9 @@ func TestStateReaderNeverAnswersFromAnEarlierQuery(t *testing.T) {
 		return out, nil
 	}
 	r := newStateReader(context.Background(), read, time.Minute)
-	type answer struct {
-		st  credential.State
-		err error
-	}
-	ask := func(id int64) chan answer {
-		ch := make(chan answer, 1)
-		go func() {
-			st, err := r.State(context.Background(), id)
-			ch <- answer{st, err}
-		}()
-		return ch
-	}
-	a := ask(1)
-	first := <-calls // query 1 runs, for request a
-	b, c := ask(1), ask(2)
-	time.Sleep(20 * time.Millisecond) // b and c are waiting, query 1 still running
+	a := r.ask(1)
+	first := <-calls           // query 1 runs, for request a
+	b, c := r.ask(1), r.ask(2) // asked while query 1 runs: they wait for the next
 	first.release <- nil
 	if got := <-a; got.err != nil || got.st.Remaining != 1 {
 		t.Fatalf("a: %+v", got)
@@ -59,16 +46,15 @@ func TestStateReaderNeverAnswersFromAnEarlierQuery(t *testing.T) {
 		t.Fatalf("the waiting requests did not share a query: %v", second.ids)
 	}
 	second.release <- nil
-	for _, ch := range []chan answer{b, c} {
+	for _, ch := range []<-chan stateResult{b, c} {
 		if got := <-ch; got.err != nil || got.st.Remaining != 2 || !got.st.Active {
 			t.Fatalf("a request made while query 1 ran got %+v, want query 2's answer", got)
 		}
 	}
 	// An error reaches the waiters of the query that failed.
-	d := ask(3)
+	d := r.ask(3)
 	third := <-calls
-	e, f := ask(4), ask(5)
-	time.Sleep(20 * time.Millisecond)
+	e, f := r.ask(4), r.ask(5)
 	boom := errors.New("database down")
 	third.release <- boom
 	if got := <-d; !errors.Is(got.err, boom) {
@@ -76,7 +62,7 @@ func TestStateReaderNeverAnswersFromAnEarlierQuery(t *testing.T) {
 	}
 	fourth := <-calls
 	fourth.release <- boom
-	for _, ch := range []chan answer{e, f} {
+	for _, ch := range []<-chan stateResult{e, f} {
 		if got := <-ch; !errors.Is(got.err, boom) || len(fourth.ids) != 2 {
 			t.Fatalf("error not passed on: %+v (query of %v)", got, fourth.ids)
 		}
