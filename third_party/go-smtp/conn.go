@@ -844,7 +844,9 @@ func (c *Conn) handleAuth(arg string) {
 		var err error
 		ir, err = decodeSASLResponse(parts[1])
 		if err != nil {
-			c.writeResponse(454, EnhancedCode{4, 7, 0}, "Invalid base64 data")
+			// envios patch: RFC 4954 section 4 asks for 501 here (was 454, a
+			// temporary failure that invites the client to retry the same bytes).
+			c.writeResponse(501, EnhancedCode{5, 5, 2}, "Cannot decode the SASL response (base64)")
 			return
 		}
 	}
@@ -886,7 +888,9 @@ func (c *Conn) handleAuth(arg string) {
 
 		response, err = decodeSASLResponse(encoded)
 		if err != nil {
-			c.writeResponse(454, EnhancedCode{4, 7, 0}, "Invalid base64 data")
+			// envios patch: RFC 4954 section 4 asks for 501 here (was 454, a
+			// temporary failure that invites the client to retry the same bytes).
+			c.writeResponse(501, EnhancedCode{5, 5, 2}, "Cannot decode the SASL response (base64)")
 			return
 		}
 	}
