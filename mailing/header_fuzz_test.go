@@ -3,7 +3,11 @@ package mailing
 import (
 	"bytes"
 	"errors"
+	"net/netip"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 )
 
 // FuzzSplitHeader: splitHeader never panics; what it accepts it splits
@@ -97,6 +101,45 @@ func FuzzSplitHeader(f *testing.F) {
 		if bytes.IndexByte(body, 0) >= 0 || bytes.Count(body, []byte("\r")) != bytes.Count(body, []byte("\r\n")) ||
 			bytes.Count(body, []byte("\n")) != bytes.Count(body, []byte("\r\n")) {
 			t.Fatalf("checkBody accepted %q", body)
+		}
+	})
+}
+
+// FuzzReceived: whatever a client says in EHLO (and whatever the server's
+// name, protocol and TLS comment are), the Received field is one field of
+// lines within RFC 5322's 998, its "from" and "by" parts are one token each,
+// and it names the message's id and time.
+func FuzzReceived(f *testing.F) {
+	f.Add("app01.servir.local", "10.0.0.7", "relay.servir.gob.pe", "ESMTPSA", "version=TLS1.3 cipher=TLS_AES_128_GCM_SHA256")
+	f.Add("x by evil; id 1 (a)", "2001:db8::7", "", "", "")
+	f.Add("[127.0.0.1]", "::ffff:10.0.0.7", "h\r\nBcc: x@y", "ESMTP\r\n", "a) (b")
+	f.Add(strings.Repeat("a", 2000), "fe80::1%eth0", strings.Repeat("é", 300), "", strings.Repeat("c", 999))
+	now := time.Date(2026, 11, 27, 9, 30, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, helo, addr, by, with, tlsc string) {
+		tr := Trace{Helo: helo, By: by, With: with, TLS: tlsc}
+		tr.Addr, _ = netip.ParseAddr(addr)
+		fd := tr.received("0193abcd", now)
+		fields, body, err := splitHeader(append(append([]byte(nil), fd.Raw...), "\r\n"...))
+		if err != nil || len(fields) != 1 || len(body) != 0 || fields[0].Name != "Received" {
+			t.Fatalf("%q: %d fields, %v", fd.Raw, len(fields), err)
+		}
+		for _, l := range bytes.Split(fd.Raw, []byte("\r\n")) {
+			if len(l) > 998 {
+				t.Fatalf("a line of %d bytes", len(l))
+			}
+		}
+		v := fields[0].Value()
+		words := strings.Fields(v)
+		if len(words) < 4 || words[0] != "from" || strings.ContainsAny(words[1], "();") {
+			t.Fatalf("from part: %q", v)
+		}
+		i := slices.Index(words[2:], "by") + 2
+		if i < 2 || i+1 >= len(words) || strings.ContainsAny(words[i+1], "();") || !strings.Contains(v, " id 0193abcd") ||
+			!strings.HasSuffix(strings.Join(words, " "), "; "+now.Format(time.RFC1123Z)) {
+			t.Fatalf("%q", v)
+		}
+		if tr.Addr.IsValid() != strings.HasPrefix(words[2], "([") {
+			t.Fatalf("address %q (valid %v) in %q", addr, tr.Addr.IsValid(), v)
 		}
 	})
 }

@@ -34,6 +34,10 @@ type Submission struct {
 
 	Origin quota.Origin // default quota.OriginSMTP
 	Actor  string       // who submits, for the ledger: default "smtp"
+
+	// Trace, when set, is written as a Received field at the top of the
+	// message.
+	Trace *Trace
 }
 
 // The directive fields a submitted message may carry to use what Message
@@ -54,7 +58,8 @@ const ParseTimeout = 10 * time.Second
 // Submit accepts a message submitted whole. It checks and changes the
 // message as a submission server does (RFC 6409 §8): exactly one From, which
 // with Sender (if any) must be identities of the account; Bcc is removed;
-// Message-ID and Date are added when missing; the X-Envios- directive
+// Message-ID and Date are added when missing; a Received field is added
+// when the submission carries a Trace; the X-Envios- directive
 // fields are read and removed. Bare CR or LF and NUL anywhere are refused.
 // Then, like Send, it charges one message per recipient and stores the
 // message and its recipients in one transaction: nil means committed.
@@ -245,6 +250,9 @@ func (m *Mailer) Submit(ctx context.Context, s Submission) (Receipt, error) {
 		return Receipt{}, err
 	} else if !ok {
 		out = append(out, newField("Date", now.Format(time.RFC1123Z)))
+	}
+	if s.Trace != nil {
+		out = append([]field{s.Trace.received(id, now)}, out...)
 	}
 	raw := joinFields(out)
 	if body != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -56,36 +57,64 @@ func TestSubmitStoresTheMessageAsChanged(t *testing.T) {
 		added := "Message-ID: <{id}@envios.servir.gob.pe>\r\nDate: " + start.Format(time.RFC1123Z) + "\r\n"
 		multipart := "MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=\"b1\"\r\n\r\n" +
 			"--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHola\r\n--b1\r\nContent-Type: text/html\r\n\r\n<p>Hola</p>\r\n--b1--\r\n"
+		received := func(from string) string {
+			return "Received: from " + from + "\r\n\tby relay.servir.gob.pe (envios) with ESMTPSA id {id}\r\n" +
+				"\t(version=TLS1.3 cipher=TLS_AES_128_GCM_SHA256);\r\n\t" + start.UTC().Format(time.RFC1123Z) + "\r\n"
+		}
+		trace := func(helo, addr string) *mailing.Trace {
+			t := &mailing.Trace{Helo: helo, By: "relay.servir.gob.pe", With: "ESMTPSA", TLS: "version=TLS1.3 cipher=TLS_AES_128_GCM_SHA256"}
+			if addr != "" {
+				t.Addr = netip.MustParseAddr(addr)
+			}
+			return t
+		}
 		tests := []struct {
 			name     string
 			in, want string // {id} in want: the receipt's message id
+			trace    *mailing.Trace
 		}{
-			{"Message-ID and Date added", hFrom + hTo + hSubject + body, hFrom + hTo + hSubject + added + body},
-			{"Message-ID and Date kept", hFrom + hTo + hSubject + hMsgID + hDate + body, hFrom + hTo + hSubject + hMsgID + hDate + body},
+			{"Message-ID and Date added", hFrom + hTo + hSubject + body, hFrom + hTo + hSubject + added + body, nil},
+			{"Message-ID and Date kept", hFrom + hTo + hSubject + hMsgID + hDate + body, hFrom + hTo + hSubject + hMsgID + hDate + body, nil},
 			{"field names in any case", "from: avisos@servir.gob.pe\r\nmessage-id: <x.1@servir.gob.pe>\r\nDATE: " + start.Format(time.RFC1123Z) + "\r\n" + body,
-				"from: avisos@servir.gob.pe\r\nmessage-id: <x.1@servir.gob.pe>\r\nDATE: " + start.Format(time.RFC1123Z) + "\r\n" + body},
+				"from: avisos@servir.gob.pe\r\nmessage-id: <x.1@servir.gob.pe>\r\nDATE: " + start.Format(time.RFC1123Z) + "\r\n" + body, nil},
 			{"Bcc removed", hFrom + "Bcc: oculto@example.org\r\n" + hTo + hSubject + hMsgID + hDate + body,
-				hFrom + hTo + hSubject + hMsgID + hDate + body},
+				hFrom + hTo + hSubject + hMsgID + hDate + body, nil},
 			{"folded Bcc removed", hFrom + hTo + "bcc: uno@example.org,\r\n\tdos@example.org\r\n" + hSubject + "BCC:\r\n tres@example.org\r\n" + hMsgID + hDate + body,
-				hFrom + hTo + hSubject + hMsgID + hDate + body},
+				hFrom + hTo + hSubject + hMsgID + hDate + body, nil},
 			{"directives removed", hFrom + "X-Envios-Campaign: invitaciones\r\n" + hTo + "x-envios-tags: cursos,\r\n 2027\r\n" + hSubject +
 				"X-ENVIOS-PRIORITY: bulk\r\nX-Envios-Idempotency-Key: k-1\r\nX-Envios-Send-At: 2026-01-01T00:00:00Z\r\n" + hMsgID + hDate + body,
-				hFrom + hTo + hSubject + hMsgID + hDate + body},
+				hFrom + hTo + hSubject + hMsgID + hDate + body, nil},
 			{"folding and spacing kept", hFrom + hTo + "Subject: Hola\r\n  mundo \r\nX-Ref:a\r\n" + hMsgID + hDate + body,
-				hFrom + hTo + "Subject: Hola\r\n  mundo \r\nX-Ref:a\r\n" + hMsgID + hDate + body},
-			{"header only", hFrom + hTo + hSubject, hFrom + hTo + hSubject + added},
-			{"empty body", hFrom + hTo + hSubject + "\r\n", hFrom + hTo + hSubject + added + "\r\n"},
-			{"multipart kept", hFrom + hTo + hSubject + hMsgID + hDate + multipart, hFrom + hTo + hSubject + hMsgID + hDate + multipart},
+				hFrom + hTo + "Subject: Hola\r\n  mundo \r\nX-Ref:a\r\n" + hMsgID + hDate + body, nil},
+			{"header only", hFrom + hTo + hSubject, hFrom + hTo + hSubject + added, nil},
+			{"empty body", hFrom + hTo + hSubject + "\r\n", hFrom + hTo + hSubject + added + "\r\n", nil},
+			{"multipart kept", hFrom + hTo + hSubject + hMsgID + hDate + multipart, hFrom + hTo + hSubject + hMsgID + hDate + multipart, nil},
 			// On PostgreSQL the bytes travel by binary COPY: every byte value
 			// (8BITMIME, and octets that are not UTF-8) comes back as sent.
 			{"8-bit body kept byte for byte", hFrom + hTo + hSubject + hMsgID + hDate + "\r\nA\xf1o \xc3\xb1and\xc3\xba \x80\xfe\xff\x01\x7f\r\n",
-				hFrom + hTo + hSubject + hMsgID + hDate + "\r\nA\xf1o \xc3\xb1and\xc3\xba \x80\xfe\xff\x01\x7f\r\n"},
+				hFrom + hTo + hSubject + hMsgID + hDate + "\r\nA\xf1o \xc3\xb1and\xc3\xba \x80\xfe\xff\x01\x7f\r\n", nil},
+			// RFC 5321 §4.4: the trace field goes on top, above what the client wrote.
+			{"Received on top", "Received: from elsewhere\r\n" + hFrom + hTo + hSubject + hMsgID + hDate + body,
+				received("app01.servir.local ([10.0.0.7])") + "Received: from elsewhere\r\n" + hFrom + hTo + hSubject + hMsgID + hDate + body,
+				trace("app01.servir.local", "10.0.0.7")},
+			{"Received with an IPv6 client", hFrom + hTo + hSubject + hMsgID + hDate + body,
+				received("app01 ([IPv6:2001:db8::7])") + hFrom + hTo + hSubject + hMsgID + hDate + body, trace("app01", "2001:db8::7")},
+			{"Received with a mapped IPv4 client", hFrom + hTo + hSubject + hMsgID + hDate + body,
+				received("app01 ([10.0.0.7])") + hFrom + hTo + hSubject + hMsgID + hDate + body, trace("app01", "::ffff:10.0.0.7")},
+			{"Received without the client's address", hFrom + hTo + hSubject + hMsgID + hDate + body,
+				received("app01") + hFrom + hTo + hSubject + hMsgID + hDate + body, trace("app01", "")},
+			{"Received with a hostile EHLO name", hFrom + hTo + hSubject + hMsgID + hDate + body,
+				received("x_by_evil__id_1__a_ ([10.0.0.7])") + hFrom + hTo + hSubject + hMsgID + hDate + body,
+				trace("x by evil; id 1 (a)\t", "10.0.0.7")},
+			{"Received with no EHLO name, before an added Message-ID", hFrom + hTo + hSubject + body,
+				received("unknown ([10.0.0.7])") + hFrom + hTo + hSubject + added + body, trace("", "10.0.0.7")},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
 				in := []byte(tt.in)
 				s := submission(tt.in)
 				s.Message = in
+				s.Trace = tt.trace
 				r, err := e.m.Submit(ctx, s)
 				if err != nil {
 					t.Fatal(err)

@@ -2,10 +2,12 @@ package relay_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -524,6 +526,53 @@ func TestRevocationReachesEveryBusySession(t *testing.T) {
 		}
 		if before < sessions {
 			t.Fatalf("only %d MAIL commands accepted before the revocation", before)
+		}
+	})
+}
+
+// TestReceivedField: each message gets a Received field on top naming the
+// client's EHLO name and address, the relay, ESMTPSA, the TLS version and
+// cipher, and the message's id in reports (RFC 5321 §4.4, RFC 3848);
+// HideClientAddress leaves the address out.
+func TestReceivedField(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		hide := false
+		f := newFixture(t, db, 1000, relay.Limits{}, func(c *relay.Config) { c.HideClientAddress = hide })
+		for _, h := range []bool{false, true} {
+			t.Run(fmt.Sprintf("hide=%v", h), func(t *testing.T) {
+				if h != hide {
+					hide = h
+					f.start(t, relay.Limits{}) // a relay with the new setting, on new ports
+				}
+				d := f.login(t)
+				d.send(mailFrom)
+				d.expect("250 ")
+				d.send(rcptTo)
+				d.expect("250 ")
+				d.send("DATA")
+				d.expect("354 ")
+				d.raw("Received: from earlier.example (earlier [192.0.2.1])\r\n" + message() + ".\r\n")
+				id := strings.TrimSpace(strings.TrimPrefix(d.expect("250 2.0.0 Ok: queued as "), "250 2.0.0 Ok: queued as "))
+				var raw []byte
+				if err := db.NewRaw("SELECT raw FROM mail_messages WHERE id = ?", id).Scan(context.Background(), &raw); err != nil {
+					t.Fatal(err)
+				}
+				from := "client.test ([127.0.0.1])"
+				if hide {
+					from = "client.test"
+				}
+				want := regexp.MustCompile(`^Received: from ` + regexp.QuoteMeta(from) + `\r\n` +
+					`\tby relay\.test \(envios\) with ESMTPSA id ` + regexp.QuoteMeta(id) + `\r\n` +
+					`\t\(version=TLS1\.3 cipher=TLS_[A-Z0-9_]+\);\r\n` +
+					`\t[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} \+0000\r\n` +
+					`Received: from earlier\.example \(earlier \[192\.0\.2\.1\]\)\r\nFrom: `)
+				if !want.Match(raw) {
+					t.Fatalf("stored message begins\n%q", raw[:min(len(raw), 300)])
+				}
+				if hide && bytes.Contains(raw, []byte("127.0.0.1")) {
+					t.Fatal("the client's address is in the message")
+				}
+			})
 		}
 	})
 }

@@ -34,8 +34,13 @@ type Config struct {
 	// TLS is the server's TLS configuration (certificate, or GetCertificate
 	// for reloading). MinVersion is raised to TLS 1.2 if lower.
 	TLS *tls.Config
-	// Hostname is the name in the greeting. Default "localhost".
+	// Hostname is the name in the greeting and in the Received field added
+	// to each message. Default "localhost".
 	Hostname string
+	// HideClientAddress leaves the client's IP address out of the Received
+	// field (RFC 5321 §4.4 asks for it; a relay serving internal systems
+	// may keep their addresses private). Default false: included.
+	HideClientAddress bool
 	// Limits bound what one client may do.
 	Limits Limits
 	// Logger receives one line per session and every hidden error.

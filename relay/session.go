@@ -2,9 +2,11 @@ package relay
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -173,7 +175,7 @@ func (ss *session) Data(r io.Reader) error {
 		return reply(ss.log, atData, err)
 	}
 	rcpt, err := ss.s.cfg.Mailer.Submit(ss.ctx, mailing.Submission{Account: ss.cred.Account, EnvelopeFrom: ss.from, Recipients: ss.rcpts,
-		Message: msg, Origin: quota.OriginSMTP, Actor: "smtp:" + ss.cred.Username})
+		Message: msg, Origin: quota.OriginSMTP, Actor: "smtp:" + ss.cred.Username, Trace: ss.trace()})
 	if err != nil {
 		e := reply(ss.log, atData, err)
 		ss.log.Info("message refused", "code", e.Code, "reply", e.Message, "bytes", len(msg))
@@ -182,6 +184,19 @@ func (ss *session) Data(r io.Reader) error {
 	ss.log.Info("message accepted", "id", rcpt.MessageID, "recipients", rcpt.Recipients, "bytes", len(msg),
 		"duplicate", rcpt.Duplicate, "ms", time.Since(start).Milliseconds())
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + rcpt.MessageID}
+}
+
+// trace describes the session for the message's Received field: an
+// authenticated session over TLS is ESMTPSA (RFC 3848).
+func (ss *session) trace() *mailing.Trace {
+	t := &mailing.Trace{Helo: ss.conn.Hostname(), By: ss.s.cfg.Hostname, With: "ESMTPSA"}
+	if !ss.s.cfg.HideClientAddress {
+		t.Addr, _ = netip.ParseAddr(ss.ip)
+	}
+	if st, ok := ss.conn.TLSConnectionState(); ok {
+		t.TLS = "version=" + strings.ReplaceAll(tls.VersionName(st.Version), " ", "") + " cipher=" + tls.CipherSuiteName(st.CipherSuite)
+	}
+	return t
 }
 
 // Reset forgets the transaction (RSET, a new EHLO, the end of DATA).

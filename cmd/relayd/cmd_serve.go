@@ -195,7 +195,8 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	srv, api, listeners, err := startListeners(ctx, e, &g, log, m, db, listenOptions{smtp: *smtpAddr, smtps: *smtpsAddr,
-		https: *httpsAddr, http: *httpAddr, cert: *certFile, key: *keyFile, hostname: *hostname, limits: file.Relay.Limits.relay(), engine: engine})
+		https: *httpsAddr, http: *httpAddr, cert: *certFile, key: *keyFile, hostname: *hostname, hideClientAddress: file.Relay.HideClientAddress,
+		limits: file.Relay.Limits.relay(), engine: engine})
 	if err != nil {
 		return err
 	}

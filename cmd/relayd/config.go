@@ -31,12 +31,15 @@ type fileConfig struct {
 
 // relayConfig is the submission relay's part of the file.
 type relayConfig struct {
-	SMTP     string      `yaml:"smtp"`  // listen address with STARTTLS, or off
-	SMTPS    string      `yaml:"smtps"` // listen address with implicit TLS, or off
-	TLSCert  string      `yaml:"tls_cert"`
-	TLSKey   string      `yaml:"tls_key"`
-	Hostname string      `yaml:"hostname"`
-	Limits   relayLimits `yaml:"limits"`
+	SMTP     string `yaml:"smtp"`  // listen address with STARTTLS, or off
+	SMTPS    string `yaml:"smtps"` // listen address with implicit TLS, or off
+	TLSCert  string `yaml:"tls_cert"`
+	TLSKey   string `yaml:"tls_key"`
+	Hostname string `yaml:"hostname"`
+	// HideClientAddress leaves clients' IP addresses out of the Received
+	// field added to each message.
+	HideClientAddress bool        `yaml:"hide_client_address"`
+	Limits            relayLimits `yaml:"limits"`
 }
 
 type relayLimits struct {

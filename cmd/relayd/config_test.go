@@ -56,7 +56,7 @@ func TestExampleConfigLoads(t *testing.T) {
 		t.Fatalf("%+v", c)
 	}
 	l := c.Relay.Limits.relay()
-	if c.API.HTTPS != ":8443" || c.API.HTTP != "off" || c.Relay.SMTP != ":587" || c.Relay.SMTPS != ":465" || c.Relay.Hostname != "relay.servir.gob.pe" ||
+	if c.API.HTTPS != ":8443" || c.API.HTTP != "off" || c.Relay.SMTP != ":587" || c.Relay.SMTPS != ":465" || c.Relay.Hostname != "relay.servir.gob.pe" || !c.Relay.HideClientAddress ||
 		l.MaxMessageSize != 25<<20 || l.AuthFailures != 10 || l.AuthCache != 5*time.Minute || l.SessionTimeout != 30*time.Minute {
 		t.Fatalf("relay section %+v", c.Relay)
 	}

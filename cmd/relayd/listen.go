@@ -30,6 +30,7 @@ type listenOptions struct {
 	smtp, smtps, cert, key, hostname string
 	https, http                      string // the API's listen addresses, or off
 	limits                           relay.Limits
+	hideClientAddress                bool
 	engine                           *mailing.Engine // for /metrics; nil without delivery
 }
 
@@ -77,7 +78,7 @@ func startListeners(ctx context.Context, e *env, g *globals, log *slog.Logger, m
 	}
 	var srv *relay.Server
 	if !smtpOff {
-		if srv, err = relay.New(relay.Config{Mailer: m, DB: db, TLS: holder.Config(), Hostname: o.hostname, Limits: o.limits, Logger: log, Now: e.now}); err != nil {
+		if srv, err = relay.New(relay.Config{Mailer: m, DB: db, TLS: holder.Config(), Hostname: o.hostname, HideClientAddress: o.hideClientAddress, Limits: o.limits, Logger: log, Now: e.now}); err != nil {
 			return nil, nil, nil, err
 		}
 	}
