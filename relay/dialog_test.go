@@ -75,6 +75,8 @@ func TestHostileDialogs(t *testing.T) {
 			{"MAIL without TLS", "ehlo", []step{{mailFrom, "530 5.7.0"}}, 0},
 			{"DATA before RCPT", "auth", []step{{mailFrom, "250 "}, {"DATA", "502 5.5.1"}}, 0},
 			{"second STARTTLS", "tls", []step{{"STARTTLS", "502 5.5.1"}}, 0},
+			{"STARTTLS with a parameter", "ehlo", []step{{"STARTTLS now", "501 5.5.4"}, {"MAIL FROM:<avisos@servir.gob.pe>", "530 5.7.0"}}, 0},
+			{"STARTTLS run into another word", "ehlo", []step{{"STARTTLSX", "501 5.5.4"}, {"NOOP", "250 "}}, 0},
 			{"null sender", "auth", []step{{"MAIL FROM:<>", "553 5.7.1"}}, 0},
 			{"envelope sender not allowed", "auth", []step{{"MAIL FROM:<jefe@otra.gob.pe>", "553 5.7.1"}}, 0},
 			{"header From not allowed", "auth", dataSteps(strings.Replace(message(), "avisos@servir.gob.pe", "jefe@otra.gob.pe", 1), "553 5.7.1"), 0},

@@ -21,7 +21,9 @@ func parseCmd(line string) (cmd string, arg string, err error) {
 	l := len(line)
 	switch {
 	case strings.HasPrefix(strings.ToUpper(line), "STARTTLS"):
-		return "STARTTLS", "", nil
+		// envios patch: the rest of the line is kept, so that STARTTLS with
+		// a parameter (RFC 3207 allows none) is refused, not obeyed.
+		return "STARTTLS", strings.TrimSpace(line[len("STARTTLS"):]), nil
 	case l == 0:
 		return "", "", nil
 	case l < 4:
