@@ -56,11 +56,14 @@ const (
 const ParseTimeout = 10 * time.Second
 
 // Submit accepts a message submitted whole. It checks and changes the
-// message as a submission server does (RFC 6409 §8): exactly one From, which
-// with Sender (if any) must be identities of the account; Bcc is removed;
-// Message-ID and Date are added when missing; a Received field is added
-// when the submission carries a Trace; the X-Envios- directive
-// fields are read and removed. Bare CR or LF and NUL anywhere are refused.
+// message as a submission server does (RFC 6409 §8): exactly one From,
+// which with Sender (if any) must be identities of the account; Bcc and
+// Resent-Bcc are removed, and Return-Path and Content-Length too, as
+// Postfix's cleanup removes them (the receiving server writes Return-Path
+// from the envelope, and a length is wrong once the message is changed);
+// Message-ID and Date are added when missing; a Received field is added on
+// top when the submission carries a Trace; the X-Envios- directive fields
+// are read and removed. Bare CR or LF and NUL anywhere are refused.
 // Then, like Send, it charges one message per recipient and stores the
 // message and its recipients in one transaction: nil means committed.
 //
@@ -230,7 +233,7 @@ func (m *Mailer) Submit(ctx context.Context, s Submission) (Receipt, error) {
 	now := m.now()
 	var out []field
 	for _, f := range kept {
-		if !strings.EqualFold(f.Name, "Bcc") && !strings.EqualFold(f.Name, "Resent-Bcc") {
+		if !removedOnSubmit(f.Name) {
 			out = append(out, f)
 		}
 	}
@@ -348,4 +351,14 @@ func parseMIME(ctx context.Context, raw []byte) error {
 	case <-ctx.Done():
 		return contentErr("the MIME structure could not be read within %s", ParseTimeout)
 	}
+}
+
+// removedOnSubmit names the fields Submit takes out of a message.
+func removedOnSubmit(name string) bool {
+	for _, n := range []string{"Bcc", "Resent-Bcc", "Return-Path", "Content-Length"} {
+		if strings.EqualFold(name, n) {
+			return true
+		}
+	}
+	return false
 }

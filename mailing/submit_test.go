@@ -84,6 +84,8 @@ func TestSubmitStoresTheMessageAsChanged(t *testing.T) {
 			{"directives removed", hFrom + "X-Envios-Campaign: invitaciones\r\n" + hTo + "x-envios-tags: cursos,\r\n 2027\r\n" + hSubject +
 				"X-ENVIOS-PRIORITY: bulk\r\nX-Envios-Idempotency-Key: k-1\r\nX-Envios-Send-At: 2026-01-01T00:00:00Z\r\n" + hMsgID + hDate + body,
 				hFrom + hTo + hSubject + hMsgID + hDate + body, nil},
+			{"Return-Path and Content-Length removed", "Return-Path: <otro@example.org>\r\n" + hFrom + hTo + "content-length: 7\r\n" + hSubject + hMsgID + hDate + body,
+				hFrom + hTo + hSubject + hMsgID + hDate + body, nil},
 			{"folding and spacing kept", hFrom + hTo + "Subject: Hola\r\n  mundo \r\nX-Ref:a\r\n" + hMsgID + hDate + body,
 				hFrom + hTo + "Subject: Hola\r\n  mundo \r\nX-Ref:a\r\n" + hMsgID + hDate + body, nil},
 			{"header only", hFrom + hTo + hSubject, hFrom + hTo + hSubject + added, nil},
