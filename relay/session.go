@@ -178,10 +178,10 @@ func (ss *session) Data(r io.Reader) error {
 		Message: msg, Origin: quota.OriginSMTP, Actor: "smtp:" + ss.cred.Username, Trace: ss.trace()})
 	if err != nil {
 		e := reply(ss.log, atData, err)
-		ss.log.Info("message refused", "code", e.Code, "reply", e.Message, "bytes", len(msg))
+		ss.log.Info("message refused", "from", ss.from, "code", e.Code, "reply", e.Message, "bytes", len(msg))
 		return e
 	}
-	ss.log.Info("message accepted", "id", rcpt.MessageID, "recipients", rcpt.Recipients, "bytes", len(msg),
+	ss.log.Info("message accepted", "id", rcpt.MessageID, "from", ss.from, "recipients", rcpt.Recipients, "bytes", len(msg),
 		"duplicate", rcpt.Duplicate, "ms", time.Since(start).Milliseconds())
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + rcpt.MessageID}
 }
