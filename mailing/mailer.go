@@ -376,6 +376,10 @@ func (m *Mailer) MaySend(ctx context.Context, account, addr string) error {
 	if err != nil {
 		return err
 	}
+	return store.RetryConnLost(ctx, m.db, func() error { return m.maySend(ctx, account, a) })
+}
+
+func (m *Mailer) maySend(ctx context.Context, account string, a Address) error {
 	acct, err := m.accountRef(ctx, m.db, account)
 	if err != nil {
 		return err

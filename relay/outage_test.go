@@ -2,10 +2,7 @@ package relay_test
 
 import (
 	"context"
-	"io"
-	"net"
 	"net/url"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,69 +10,6 @@ import (
 	"github.com/servir-pe/envios/internal/storetest"
 	"github.com/servir-pe/envios/relay"
 )
-
-// dbProxy stands between the relay and PostgreSQL. down() is PostgreSQL
-// stopping as seen from relayd: every open connection is dropped and new
-// ones are refused, until up(). (The real server is shared with the other
-// tests running in parallel, so it is not stopped itself.)
-type dbProxy struct {
-	l      net.Listener
-	target string
-	mu     sync.Mutex
-	isDown bool
-	conns  map[net.Conn]bool
-}
-
-func newDBProxy(t *testing.T, target string) *dbProxy {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &dbProxy{l: l, target: target, conns: map[net.Conn]bool{}}
-	t.Cleanup(func() { l.Close(); p.down() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			p.mu.Lock()
-			if p.isDown {
-				p.mu.Unlock()
-				c.Close()
-				continue
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				p.mu.Unlock()
-				c.Close()
-				continue
-			}
-			p.conns[c], p.conns[up] = true, true
-			p.mu.Unlock()
-			go func() { _, _ = io.Copy(up, c); up.Close() }()
-			go func() { _, _ = io.Copy(c, up); c.Close() }()
-		}
-	}()
-	return p
-}
-
-func (p *dbProxy) down() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.isDown = true
-	for c := range p.conns {
-		c.Close()
-	}
-	clear(p.conns)
-}
-
-func (p *dbProxy) up() {
-	p.mu.Lock()
-	p.isDown = false
-	p.mu.Unlock()
-}
 
 // PostgreSQL going away during AUTH, MAIL, RCPT and DATA is answered 454
 // and 451 (never a permanent 5xx), and once it is back the client's retry
@@ -86,8 +20,8 @@ func TestDatabaseOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := newDBProxy(t, u.Host)
-	u.Host = proxy.l.Addr().String()
+	proxy := storetest.NewProxy(t, u.Host)
+	u.Host = proxy.Addr
 	ctx := context.Background()
 	db, err := store.Open(ctx, store.Config{DSN: u.String()})
 	if err != nil {
@@ -102,10 +36,10 @@ func TestDatabaseOutage(t *testing.T) {
 
 	outage := func(cmd, want string) {
 		t.Helper()
-		proxy.down()
+		proxy.Down()
 		d.send(cmd)
 		d.expect(want)
-		proxy.up()
+		proxy.Up()
 	}
 	outage("AUTH PLAIN "+plain("", f.user, f.pass), "454 4.7.0")
 	d.send("AUTH PLAIN " + plain("", f.user, f.pass))
@@ -118,10 +52,10 @@ func TestDatabaseOutage(t *testing.T) {
 	d.expect("250 ")
 	d.send("DATA")
 	d.expect("354 ")
-	proxy.down()
+	proxy.Down()
 	d.raw(message() + ".\r\n")
 	d.expect("451 4.3.0")
-	proxy.up()
+	proxy.Up()
 	// The client retries the transaction.
 	for _, s := range dataSteps(message(), "250 2.0.0") {
 		if s.in == "DATA" || s.in == mailFrom || s.in == rcptTo {

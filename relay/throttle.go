@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/uptrace/bun"
+
+	"github.com/servir-pe/envios/internal/store"
 )
 
 // throttle counts failed logins per key ("ip:ADDR", "user:NAME") in the
@@ -22,8 +24,10 @@ type throttle struct {
 // blocked reports whether any of keys has reached the limit.
 func (t *throttle) blocked(ctx context.Context, keys ...string) (bool, error) {
 	var n int
-	err := t.db.NewRaw("SELECT count(*) FROM relay_auth_failures WHERE key IN (?) AND failures >= ? AND window_start > ?",
-		bun.List(keys), t.max, t.now().Add(-t.window)).Scan(ctx, &n)
+	err := store.RetryConnLost(ctx, t.db, func() error {
+		return t.db.NewRaw("SELECT count(*) FROM relay_auth_failures WHERE key IN (?) AND failures >= ? AND window_start > ?",
+			bun.List(keys), t.max, t.now().Add(-t.window)).Scan(ctx, &n)
+	})
 	if err != nil {
 		return false, fmt.Errorf("relay: read login failures: %w", err)
 	}
@@ -48,9 +52,14 @@ func (t *throttle) fail(ctx context.Context, keys ...string) error {
 	return nil
 }
 
-// clear forgets the failures of key (a username after a good login).
+// clear forgets the failures of key (a username after a good login). Run
+// twice it deletes nothing more, so a lost connection is tried again.
 func (t *throttle) clear(ctx context.Context, key string) error {
-	if _, err := t.db.NewRaw("DELETE FROM relay_auth_failures WHERE key = ?", key).Exec(ctx); err != nil {
+	err := store.RetryConnLost(ctx, t.db, func() error {
+		_, err := t.db.NewRaw("DELETE FROM relay_auth_failures WHERE key = ?", key).Exec(ctx)
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("relay: clear login failures: %w", err)
 	}
 	return nil

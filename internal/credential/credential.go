@@ -192,8 +192,11 @@ func (s *Store) Lookup(ctx context.Context, username string) (Credential, string
 		Hash      string
 		CreatedAt time.Time
 	}
-	err := s.db.NewRaw("SELECT c.id, a.name AS account, c.account_id, c.hash, c.created_at FROM relay_credentials c "+
-		"JOIN quota_accounts a ON a.id = c.account_id WHERE c.username = ? AND c.revoked_at IS NULL", username).Scan(ctx, &rows)
+	err := store.RetryConnLost(ctx, s.db, func() error {
+		rows = rows[:0]
+		return s.db.NewRaw("SELECT c.id, a.name AS account, c.account_id, c.hash, c.created_at FROM relay_credentials c "+
+			"JOIN quota_accounts a ON a.id = c.account_id WHERE c.username = ? AND c.revoked_at IS NULL", username).Scan(ctx, &rows)
+	})
 	if err != nil {
 		return Credential{}, "", fmt.Errorf("credential: lookup: %w", err)
 	}
@@ -214,7 +217,15 @@ type State struct {
 
 // States reads the state of several credentials in one query. An id that
 // does not exist is absent from the result.
-func (s *Store) States(ctx context.Context, ids []int64) (map[int64]State, error) {
+func (s *Store) States(ctx context.Context, ids []int64) (out map[int64]State, err error) {
+	err = store.RetryConnLost(ctx, s.db, func() error {
+		out, err = s.states(ctx, ids)
+		return err
+	})
+	return out, err
+}
+
+func (s *Store) states(ctx context.Context, ids []int64) (map[int64]State, error) {
 	var rows *sql.Rows
 	var err error
 	const q = "SELECT c.id, c.revoked_at IS NOT NULL, a.disabled, a.allocation - a.used " +

@@ -1,0 +1,58 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"io"
+	"net"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/uptrace/bun"
+)
+
+// ConnLost reports whether err says that the connection to the database
+// was lost (found closed, reset, or cut while a reply was awaited), rather
+// than that the database refused a statement.
+func ConnLost(err error) bool {
+	if err == nil {
+		return false
+	}
+	var ne net.Error
+	return errors.Is(err, pgconn.ErrConnClosed) || errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.As(err, &ne)
+}
+
+// RetryConnLost runs op, and once more if it failed because its connection
+// was lost. Before the second try it drops the pool's idle connections:
+// after a database restart they are all dead, and each would fail one
+// request in turn. op must be safe to run twice — a read, or a transaction
+// that failed before its COMMIT was sent.
+//
+// database/sql retries by itself only what the driver marks safe to retry,
+// and pgx (since 5.13) no longer marks a connection found closed while a
+// reply was awaited as safe, since the statement may have run: so a pool
+// of connections that died while idle fails its next requests, one per
+// connection, unless the caller, who knows its statement changes nothing,
+// tries again.
+func RetryConnLost(ctx context.Context, db *bun.DB, op func() error) error {
+	err := op()
+	if !ConnLost(err) || ctx.Err() != nil {
+		return err
+	}
+	DropIdle(db)
+	return op()
+}
+
+// DropIdle closes the idle connections of a PostgreSQL pool (Open keeps
+// as many idle as it allows open); new ones are opened as needed. A
+// SQLite database has no connection to lose.
+func DropIdle(db *bun.DB) {
+	if EngineOfDB(db) != Postgres {
+		return
+	}
+	n := db.Stats().MaxOpenConnections
+	db.SetMaxIdleConns(0) // closes every idle connection
+	db.SetMaxIdleConns(n)
+}

@@ -1,0 +1,79 @@
+package store_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/servir-pe/envios/internal/store"
+	"github.com/servir-pe/envios/internal/storetest"
+)
+
+func TestConnLost(t *testing.T) {
+	tests := []struct {
+		err  error
+		want bool
+	}{
+		{nil, false},
+		{fmt.Errorf("credential: check: %w", pgconn.ErrConnClosed), true},
+		{fmt.Errorf("read: %w", &net.OpError{Op: "read", Err: errors.New("connection reset by peer")}), true},
+		{sql.ErrConnDone, true},
+		{&pgconn.PgError{Code: "23505"}, false},
+		{sql.ErrNoRows, false},
+		{context.Canceled, false},
+	}
+	for _, tt := range tests {
+		if got := store.ConnLost(tt.err); got != tt.want {
+			t.Errorf("ConnLost(%v) = %v, want %v", tt.err, got, tt.want)
+		}
+	}
+}
+
+// A connection cut while a read awaits its reply (PostgreSQL restarting
+// under load) fails that read; database/sql does not try again, since the
+// statement may have run (pgx ≥ 5.13). RetryConnLost does, for reads, on a
+// fresh connection, and the read succeeds. The same cut without it is an
+// error that ConnLost recognises.
+func TestRetryConnLostWhenTheConnectionIsCut(t *testing.T) {
+	ctx := context.Background()
+	u, err := url.Parse(storetest.DSN(t, store.Postgres))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := storetest.NewProxy(t, u.Host)
+	u.Host = proxy.Addr
+	db, err := store.Open(ctx, store.Config{DSN: u.String(), MaxOpenConns: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	read := func(n *int) error { return db.NewRaw("SELECT 7 FROM pg_sleep(0.3)").Scan(ctx, n) }
+	cut := func() {
+		time.Sleep(100 * time.Millisecond)
+		proxy.Down()
+		proxy.Up()
+	}
+	for _, retry := range []bool{false, true} {
+		var n, tries int
+		go cut()
+		var err error
+		if retry {
+			err = store.RetryConnLost(ctx, db, func() error { tries++; return read(&n) })
+		} else {
+			err = read(&n)
+		}
+		switch {
+		case retry && (err != nil || n != 7 || tries != 2):
+			t.Fatalf("with RetryConnLost: %d after %d tries, %v; want 7 after 2", n, tries, err)
+		case !retry && !store.ConnLost(err):
+			t.Fatalf("without: %d, %v; want an error ConnLost recognises", n, err)
+		}
+	}
+}
