@@ -180,7 +180,9 @@ func (s *Server) handleConn(c *Conn) error {
 		if err == nil {
 			cmd, arg, err := parseCmd(line)
 			if err != nil {
-				c.protocolError(501, EnhancedCode{5, 5, 2}, "Bad command")
+				// envios patch: an unparsable command line is an unrecognised
+				// command, 500 (RFC 5321 section 4.2.4); 501 is for arguments.
+				c.protocolError(500, EnhancedCode{5, 5, 2}, "Syntax error, command unrecognized")
 				continue
 			}
 
