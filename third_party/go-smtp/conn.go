@@ -145,8 +145,9 @@ func (c *Conn) handle(cmd string, arg string) {
 	case "STARTTLS":
 		c.handleStartTLS(arg)
 	default:
-		msg := fmt.Sprintf("Syntax errors, %v command unrecognized", cmd)
-		c.protocolError(500, EnhancedCode{5, 5, 2}, msg)
+		// envios patch: the command is not echoed; it may hold a bare CR,
+		// which would then break the reply line.
+		c.protocolError(500, EnhancedCode{5, 5, 2}, "Syntax error, command unrecognized")
 	}
 }
 
