@@ -496,18 +496,21 @@ func FuzzSubmit(f *testing.F) {
 		{hFrom + "Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n\r\n--x--\r\n", "ana@example.com"},
 		{"From: jefe@servir.gob.pe\r\n" + body, "ana@example.com"},
 		{hFrom + body, ""},
+		{"Return-Path: <x@evil.com>\r\nContent-Length: 3\r\n" + hFrom + hTo + body, "ana@example.com"},
 	} {
-		f.Add([]byte(s.msg), s.rcpts)
+		f.Add([]byte(s.msg), s.rcpts, "app01.servir.local")
 	}
+	f.Add([]byte(hFrom+hTo+body), "ana@example.com", "x\r\nBcc: y@evil.com (")
 	e := setup(f, storetest.Open(f, store.SQLite), map[string]int64{"enap/eventos": 10_000_000}, mailing.Config{MaxMessageSize: 64 << 10})
-	f.Fuzz(func(t *testing.T, msg []byte, rcpts string) {
+	f.Fuzz(func(t *testing.T, msg []byte, rcpts, helo string) {
 		ctx := context.Background()
 		used := e.used(t, "enap/eventos")
 		var envelope []string
 		if rcpts != "" {
 			envelope = strings.Split(rcpts, ",")
 		}
-		r, err := e.m.Submit(ctx, mailing.Submission{Account: "enap/eventos", Recipients: envelope, Message: msg})
+		r, err := e.m.Submit(ctx, mailing.Submission{Account: "enap/eventos", Recipients: envelope, Message: msg,
+			Trace: &mailing.Trace{Helo: helo, Addr: netip.MustParseAddr("10.0.0.7"), By: "relay.test", With: "ESMTPSA"}})
 		if err != nil {
 			for _, decided := range []error{mailing.ErrContent, mailing.ErrAddress, mailing.ErrSenderNotAllowed, mailing.ErrNoDKIMKey,
 				mailing.ErrTooBig, mailing.ErrTooManyRecipients, mailing.ErrNoRecipients} {
@@ -541,7 +544,11 @@ func FuzzSubmit(f *testing.F) {
 				}
 			}
 		}
-		if counts["from"] != 1 || counts["message-id"] != 1 || counts["date"] != 1 || counts["bcc"] != 0 {
+		if !bytes.HasPrefix(raw, []byte("Received: from ")) {
+			t.Fatalf("no Received field on top:\n%q", raw)
+		}
+		if counts["from"] != 1 || counts["message-id"] != 1 || counts["date"] != 1 || counts["bcc"] != 0 ||
+			counts["return-path"] != 0 || counts["content-length"] != 0 || counts["received"] < 1 {
 			t.Fatalf("stored header fields %v:\n%q", counts, raw)
 		}
 		rs, err := e.m.Recipients(ctx, "", r.MessageID, -1, 1)
