@@ -3,10 +3,8 @@ package mailing
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"time"
 
@@ -527,7 +525,5 @@ func scanOne(rows *sql.Rows, dest ...any) error {
 // unreachable reports an error of the connection to the database rather
 // than of a statement: retrying message by message would only wait longer.
 func unreachable(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) || errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone) ||
-		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
+	return store.ConnLost(err) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
 }
