@@ -151,13 +151,7 @@ func (m *Mailer) commitGroup(ctx context.Context, group []*pending) {
 // that lost it during the COMMIT is not: whether it committed is unknown,
 // and its sessions get the error.
 func (m *Mailer) groupTx(ctx context.Context, group []*pending) error {
-	committing := false
-	err := m.groupTxOnce(ctx, group, &committing)
-	if committing || !store.ConnLost(err) || ctx.Err() != nil {
-		return err
-	}
-	store.DropIdle(m.db)
-	return m.groupTxOnce(ctx, group, &committing)
+	return store.RetryUncommitted(ctx, m.db, func(committing *bool) error { return m.groupTxOnce(ctx, group, committing) })
 }
 
 // groupTxOnce is one try of groupTx; it sets *committing once the

@@ -4,11 +4,13 @@ import (
 	"context"
 	"database/sql"
 	"net/url"
+	"sync"
 	"testing"
 
 	"github.com/servir-pe/envios/internal/store"
 	"github.com/servir-pe/envios/internal/storetest"
 	"github.com/servir-pe/envios/mailing"
+	"github.com/servir-pe/envios/mailing/mailtest"
 )
 
 // PostgreSQL restarting while the pool's connections sit idle: the next
@@ -60,5 +62,63 @@ func TestSendAfterThePoolDied(t *testing.T) {
 	var n int
 	if err := db.NewRaw("SELECT count(*) FROM mail_messages").Scan(ctx, &n); err != nil || n != 12 {
 		t.Fatalf("%d messages stored, %v; want 12", n, err)
+	}
+}
+
+// PostgreSQL restarting while messages are being delivered: the outcomes'
+// transaction meets a dead connection before its COMMIT and is run again,
+// so every recipient is recorded sent, none left leased to be delivered a
+// second time.
+func TestEngineRecordsAfterThePoolDied(t *testing.T) {
+	ctx := context.Background()
+	u, err := url.Parse(storetest.DSN(t, store.Postgres))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := storetest.NewProxy(t, u.Host)
+	u.Host = proxy.Addr
+	db, err := store.Open(ctx, store.Config{DSN: u.String(), MaxOpenConns: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if _, err := store.Migrate(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	e := setup(t, db, map[string]int64{"enap/eventos": 100}, mailing.Config{})
+	for range 3 {
+		one := basic()
+		one.Account = "enap/eventos"
+		if _, err := e.m.Send(ctx, one); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sink := mailtest.NewSink(t)
+	var mu sync.Mutex
+	seen := 0
+	sink.DataReply = func([]string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if seen++; seen == 3 {
+			// The restart, while the engine waits for the last reply:
+			// everything left to do is recording.
+			proxy.Down()
+			proxy.Up()
+		}
+		return nil
+	}
+	eng := engine(t, e, sink, mailing.EngineConfig{Workers: 1})
+	if _, err := eng.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var sent, other int
+	if err := store.RetryConnLost(ctx, db, func() error { // the test's own read may meet a dead connection too
+		return db.NewRaw("SELECT count(*) FILTER (WHERE status = 'sent'), count(*) FILTER (WHERE status <> 'sent') FROM mail_recipients").
+			Scan(ctx, &sent, &other)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if sent != 3 || other != 0 || len(sink.Messages()) != 3 {
+		t.Fatalf("%d recipients sent and %d not, %d messages at the sink; want 3, 0, 3", sent, other, len(sink.Messages()))
 	}
 }

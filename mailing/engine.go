@@ -24,6 +24,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/servir-pe/envios/internal/dkimkey"
+	"github.com/servir-pe/envios/internal/store"
 	"github.com/servir-pe/envios/quota"
 )
 
@@ -599,7 +600,10 @@ func (e *Engine) source(ctx context.Context, messageID string) (*source, error) 
 	if ok {
 		return src, nil
 	}
-	src, err := e.m.loadSource(ctx, messageID)
+	err := store.RetryConnLost(ctx, e.m.db, func() (err error) {
+		src, err = e.m.loadSource(ctx, messageID)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -627,7 +631,11 @@ func (e *Engine) keys(ctx context.Context, domain string) ([]dkimkey.Key, error)
 	if ok && time.Since(c.at) < 30*time.Second {
 		return c.keys, c.err
 	}
-	keys, err := dkimkey.Signing(ctx, e.m.db, e.m.sealer, domain)
+	var keys []dkimkey.Key
+	err := store.RetryConnLost(ctx, e.m.db, func() (err error) {
+		keys, err = dkimkey.Signing(ctx, e.m.db, e.m.sealer, domain)
+		return err
+	})
 	if err != nil && !errors.Is(err, dkimkey.ErrNotFound) {
 		return nil, err // a database error is not cached
 	}
@@ -723,7 +731,10 @@ func (e *Engine) backoff(attempts int) time.Duration {
 func (e *Engine) recordBatch(ctx context.Context, batch []outcome) {
 	now := e.m.now()
 	var done []counted
-	err := e.m.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+	// A batch is what every delivery of it turns into a row: a transaction
+	// lost before its COMMIT (a database restart) is run again, or the
+	// leases would expire and the recipients be delivered twice.
+	err := store.RunInTx(ctx, e.m.db, func(ctx context.Context, tx bun.Tx) error {
 		var err error
 		done, err = e.recordMany(ctx, tx, batch, now)
 		return err

@@ -56,3 +56,33 @@ func DropIdle(db *bun.DB) {
 	db.SetMaxIdleConns(0) // closes every idle connection
 	db.SetMaxIdleConns(n)
 }
+
+// RunInTx runs fn in a transaction, as bun's RunInTx does, through
+// RetryUncommitted. fn must leave nothing behind but what it writes in tx.
+func RunInTx(ctx context.Context, db *bun.DB, fn func(ctx context.Context, tx bun.Tx) error) error {
+	return RetryUncommitted(ctx, db, func(committing *bool) error {
+		return db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			err := fn(ctx, tx)
+			*committing = err == nil
+			return err
+		})
+	})
+}
+
+// RetryUncommitted runs try, one whole transaction, and runs it once more
+// if its connection was lost before its COMMIT was sent: such a
+// transaction did not commit. try sets *committing when its statements
+// are done and the COMMIT is about to go; a connection lost after that is
+// returned as it is, since whether the transaction committed is unknown.
+// Before the second try the pool's idle connections are dropped, as in
+// RetryConnLost.
+func RetryUncommitted(ctx context.Context, db *bun.DB, try func(committing *bool) error) error {
+	committing := false
+	err := try(&committing)
+	if committing || !ConnLost(err) || ctx.Err() != nil {
+		return err
+	}
+	DropIdle(db)
+	committing = false
+	return try(&committing)
+}

@@ -77,3 +77,47 @@ func TestRetryConnLostWhenTheConnectionIsCut(t *testing.T) {
 		}
 	}
 }
+
+// RetryUncommitted tries a transaction again only when its connection was
+// lost before its COMMIT was sent.
+func TestRetryUncommitted(t *testing.T) {
+	db := storetest.Open(t, store.SQLite)
+	lost := fmt.Errorf("mailing: store messages: %w", pgconn.ErrConnClosed)
+	refused := &pgconn.PgError{Code: "23505"}
+	tests := []struct {
+		name       string
+		errs       []error // what each try returns
+		committing []bool  // whether each try got as far as its COMMIT
+		cancelled  bool
+		tries      int
+		want       error
+	}{
+		{"committed", []error{nil}, []bool{true}, false, 1, nil},
+		{"refused by the database", []error{refused}, []bool{false}, false, 1, refused},
+		{"lost before COMMIT, then committed", []error{lost, nil}, []bool{false, true}, false, 2, nil},
+		{"lost before COMMIT twice", []error{lost, lost}, []bool{false, false}, false, 2, lost},
+		{"lost during COMMIT: outcome unknown, not tried again", []error{lost}, []bool{true}, false, 1, lost},
+		{"lost, but the caller gave up", []error{lost}, []bool{false}, true, 1, lost},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if tt.cancelled {
+				cancel()
+			}
+			tries := 0
+			err := store.RetryUncommitted(ctx, db, func(committing *bool) error {
+				if *committing {
+					t.Error("a try began with committing set")
+				}
+				*committing = tt.committing[tries]
+				tries++
+				return tt.errs[tries-1]
+			})
+			if tries != tt.tries || !errors.Is(err, tt.want) || (tt.want == nil) != (err == nil) {
+				t.Fatalf("%d tries, %v; want %d, %v", tries, err, tt.tries, tt.want)
+			}
+		})
+	}
+}
