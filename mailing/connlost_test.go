@@ -1,6 +1,7 @@
 package mailing_test
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"net/url"
@@ -120,5 +121,44 @@ func TestEngineRecordsAfterThePoolDied(t *testing.T) {
 	}
 	if sent != 3 || other != 0 || len(sink.Messages()) != 3 {
 		t.Fatalf("%d recipients sent and %d not, %d messages at the sink; want 3, 0, 3", sent, other, len(sink.Messages()))
+	}
+}
+
+// PostgreSQL going away after a group's COMMIT reached it but before its
+// reply came back: the group is stored, and Send says so (a read on a
+// fresh connection finds its messages), rather than an error that would
+// make the caller send, and be charged for, the message again.
+func TestSendWhenTheCommitReplyIsLost(t *testing.T) {
+	ctx := context.Background()
+	u, err := url.Parse(storetest.DSN(t, store.Postgres))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := storetest.NewProxy(t, u.Host)
+	u.Host = proxy.Addr
+	db, err := store.Open(ctx, store.Config{DSN: u.String(), MaxOpenConns: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if _, err := store.Migrate(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	e := setup(t, db, map[string]int64{"enap/eventos": 100}, mailing.Config{})
+	proxy.CutAfter(func(b []byte) bool { return bytes.Contains(bytes.ToLower(b), []byte("commit\x00")) })
+	one := basic()
+	one.Account = "enap/eventos"
+	r, err := e.m.Send(ctx, one)
+	if err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	var n int
+	if err := store.RetryConnLost(ctx, db, func() error {
+		return db.NewRaw("SELECT count(*) FROM mail_messages WHERE id = ?", r.MessageID).Scan(ctx, &n)
+	}); err != nil || n != 1 {
+		t.Fatalf("message %s stored %d times, %v", r.MessageID, n, err)
+	}
+	if used := e.used(t, "enap/eventos"); used != 1 {
+		t.Fatalf("charged %d, want 1", used)
 	}
 }

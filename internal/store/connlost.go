@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 
@@ -73,16 +74,24 @@ func RunInTx(ctx context.Context, db *bun.DB, fn func(ctx context.Context, tx bu
 // if its connection was lost before its COMMIT was sent: such a
 // transaction did not commit. try sets *committing when its statements
 // are done and the COMMIT is about to go; a connection lost after that is
-// returned as it is, since whether the transaction committed is unknown.
+// not tried again, and its error matches ErrCommitUnknown: whether the
+// transaction committed is for the caller to find out.
 // Before the second try the pool's idle connections are dropped, as in
 // RetryConnLost.
 func RetryUncommitted(ctx context.Context, db *bun.DB, try func(committing *bool) error) error {
 	committing := false
 	err := try(&committing)
-	if committing || !ConnLost(err) || ctx.Err() != nil {
-		return err
+	if !committing && ConnLost(err) && ctx.Err() == nil {
+		DropIdle(db)
+		committing = false
+		err = try(&committing)
 	}
-	DropIdle(db)
-	committing = false
-	return try(&committing)
+	if committing && ConnLost(err) {
+		return fmt.Errorf("%w: %w", ErrCommitUnknown, err)
+	}
+	return err
 }
+
+// ErrCommitUnknown wraps the error of a transaction whose connection was
+// lost while its COMMIT was awaited: it may have committed or not.
+var ErrCommitUnknown = errors.New("store: connection lost during COMMIT, outcome unknown")

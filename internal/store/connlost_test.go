@@ -118,6 +118,9 @@ func TestRetryUncommitted(t *testing.T) {
 			if tries != tt.tries || !errors.Is(err, tt.want) || (tt.want == nil) != (err == nil) {
 				t.Fatalf("%d tries, %v; want %d, %v", tries, err, tt.tries, tt.want)
 			}
+			if unknown := tt.committing[tries-1] && tt.want == lost; errors.Is(err, store.ErrCommitUnknown) != unknown {
+				t.Fatalf("%v: ErrCommitUnknown should be %v", err, unknown)
+			}
 		})
 	}
 }

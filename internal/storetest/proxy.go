@@ -5,6 +5,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Proxy stands between a client and a database server on loopback. Down is
@@ -18,6 +19,29 @@ type Proxy struct {
 	mu     sync.Mutex
 	isDown bool
 	conns  map[net.Conn]bool
+	cut    func([]byte) bool
+}
+
+// CutAfter arms a one-time cut: the first bytes from a client for which
+// match is true are passed on to the server, and then, once the server
+// has had time to act on them, that connection is closed before the
+// server's answer reaches the client (the database restarting between a
+// COMMIT and its reply).
+func (p *Proxy) CutAfter(match func(fromClient []byte) bool) {
+	p.mu.Lock()
+	p.cut = match
+	p.mu.Unlock()
+}
+
+// cutNow reports whether b is the armed cut's, disarming it.
+func (p *Proxy) cutNow(b []byte) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cut == nil || !p.cut(b) {
+		return false
+	}
+	p.cut = nil
+	return true
 }
 
 // NewProxy starts a proxy to target (host:port) for the test's duration.
@@ -49,7 +73,7 @@ func NewProxy(t testing.TB, target string) *Proxy {
 			}
 			p.conns[c], p.conns[up] = true, true
 			p.mu.Unlock()
-			go func() { _, _ = io.Copy(up, c); up.Close() }()
+			go func() { p.forward(c, up); up.Close() }()
 			go func() { _, _ = io.Copy(c, up); c.Close() }()
 		}
 	}()
@@ -72,4 +96,33 @@ func (p *Proxy) Up() {
 	p.mu.Lock()
 	p.isDown = false
 	p.mu.Unlock()
+}
+
+// forward copies what the client c sends to the server up, and makes an
+// armed cut.
+func (p *Proxy) forward(c, up net.Conn) {
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := c.Read(buf)
+		if n > 0 {
+			cut := p.cutNow(buf[:n])
+			if cut {
+				// The client's side is closed first, so that the server's
+				// answer cannot reach it; the server gets the bytes and the
+				// time to act on them before its side is closed too.
+				c.Close()
+				if _, err := up.Write(buf[:n]); err != nil {
+					return
+				}
+				time.Sleep(200 * time.Millisecond)
+				return
+			}
+			if _, err := up.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
