@@ -169,9 +169,11 @@ func (s *Store) Authenticate(ctx context.Context, secret string) (Token, error) 
 	}
 	var r row
 	var account sql.NullString
-	err := store.QueryRowCached(ctx, s.db, "SELECT t.id, a.name, t.name, t.created_at FROM api_tokens t "+
-		"LEFT JOIN quota_accounts a ON a.id = t.account_id WHERE t.hash = ? AND t.revoked_at IS NULL", digest(secret)).
-		Scan(&r.ID, &account, &r.Name, &r.CreatedAt)
+	err := store.RetryConnLost(ctx, s.db, func() error {
+		return store.QueryRowCached(ctx, s.db, "SELECT t.id, a.name, t.name, t.created_at FROM api_tokens t "+
+			"LEFT JOIN quota_accounts a ON a.id = t.account_id WHERE t.hash = ? AND t.revoked_at IS NULL", digest(secret)).
+			Scan(&r.ID, &account, &r.Name, &r.CreatedAt)
+	})
 	if errors.Is(err, sql.ErrNoRows) {
 		return Token{}, ErrUnauthorized
 	}
