@@ -145,64 +145,26 @@ func (m *Mailer) commitGroup(ctx context.Context, group []*pending) {
 // carries them as hexadecimal text that bun writes and PostgreSQL lexes and
 // decodes again (about half of the relay's allocations, measured).
 //
-// A transaction that lost its connection before its COMMIT was sent did
-// not commit: it is run again once on a fresh connection (the pool's idle
-// ones, likely dead too after a database restart, are dropped first). One
-// that lost it while its COMMIT was awaited may have committed or not: the
-// message ids are envios's own, so a read on a fresh connection tells
-// which, and the callers get their receipts if it did. Answering them an
-// error instead would make every client retry, and a retry charge again,
-// a message already stored. Only when that read fails too do they get the
-// error.
+// A transaction that loses its connection is seen through by
+// store.RetryUncommitted: run again if it did not commit, and, if its
+// COMMIT's reply was lost, asked of PostgreSQL whether it committed, so
+// that callers get their receipts for messages that are stored (an error
+// would make each client send, and be charged for, the message again).
 func (m *Mailer) groupTx(ctx context.Context, group []*pending) error {
-	err := store.RetryUncommitted(ctx, m.db, func(committing *bool) error { return m.groupTxOnce(ctx, group, committing) })
-	if !errors.Is(err, store.ErrCommitUnknown) {
-		return err
-	}
-	if ok, cerr := m.committed(ctx, group); cerr == nil && ok {
-		m.cfg.Logger.Warn("the connection was lost during COMMIT; the group is stored", "messages", len(group))
-		return nil
-	} else if cerr != nil {
-		m.cfg.Logger.Error("the connection was lost during COMMIT, and whether the group is stored could not be read",
-			"messages", len(group), "err", cerr)
-	}
-	return err
+	return store.RetryUncommitted(ctx, m.db, func(t *store.Try) error { return m.groupTxOnce(ctx, group, t) })
 }
 
-// committed reports whether the messages a try of groupTxOnce wrote are
-// stored: all of them or none, the transaction being atomic.
-func (m *Mailer) committed(ctx context.Context, group []*pending) (bool, error) {
-	var ids []string
-	for _, p := range group {
-		if p.err == nil && p.dup == "" && p.receipt.MessageID != "" {
-			ids = append(ids, p.id)
-		}
-	}
-	if len(ids) == 0 {
-		return true, nil // it wrote nothing: each caller has its decided answer
-	}
-	var n int
-	err := store.RetryConnLost(ctx, m.db, func() error {
-		return m.db.NewRaw("SELECT count(*) FROM mail_messages WHERE id IN (?)", bun.List(ids)).Scan(ctx, &n)
-	})
-	if err != nil {
-		return false, fmt.Errorf("mailing: read whether a group committed: %w", err)
-	}
-	if n != 0 && n != len(ids) {
-		return false, fmt.Errorf("mailing: %d of a group's %d messages are stored", n, len(ids))
-	}
-	return n == len(ids), nil
-}
-
-// groupTxOnce is one try of groupTx; it sets *committing once the
-// transaction's statements are done and its COMMIT is about to be sent.
-func (m *Mailer) groupTxOnce(ctx context.Context, group []*pending, committing *bool) error {
+// groupTxOnce is one try of groupTx.
+func (m *Mailer) groupTxOnce(ctx context.Context, group []*pending, t *store.Try) error {
 	for _, p := range group {
 		p.err, p.dup, p.receipt = nil, "", Receipt{}
 	}
 	run := func(ctx context.Context, tx bun.Tx, conn *bun.Conn) error {
+		if err := t.Begin(ctx, tx); err != nil {
+			return err
+		}
 		err := m.commitIn(ctx, tx, conn, group)
-		*committing = err == nil
+		t.Committing(err == nil)
 		return err
 	}
 	if !isPG(m.db) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"fmt"
 	"net/url"
 	"sync"
 	"testing"
@@ -152,6 +153,9 @@ func TestSendWhenTheCommitReplyIsLost(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Send: %v", err)
 	}
+	if proxy.Cuts() != 1 {
+		t.Fatal("the COMMIT was not cut")
+	}
 	var n int
 	if err := store.RetryConnLost(ctx, db, func() error {
 		return db.NewRaw("SELECT count(*) FROM mail_messages WHERE id = ?", r.MessageID).Scan(ctx, &n)
@@ -160,5 +164,77 @@ func TestSendWhenTheCommitReplyIsLost(t *testing.T) {
 	}
 	if used := e.used(t, "enap/eventos"); used != 1 {
 		t.Fatalf("charged %d, want 1", used)
+	}
+}
+
+// The COMMIT of delivery outcomes lost on its way (the database crashing):
+// the outcomes are not stored, the rows still leased say so, and the batch
+// is written again — else the leases would expire and the recipients be
+// delivered twice. And the COMMIT taken but its reply lost: nothing is
+// written twice.
+func TestEngineRecordsWhenTheCommitIsLost(t *testing.T) {
+	for _, reached := range []bool{false, true} {
+		t.Run(fmt.Sprintf("reached=%v", reached), func(t *testing.T) {
+			ctx := context.Background()
+			u, err := url.Parse(storetest.DSN(t, store.Postgres))
+			if err != nil {
+				t.Fatal(err)
+			}
+			proxy := storetest.NewProxy(t, u.Host)
+			u.Host = proxy.Addr
+			db, err := store.Open(ctx, store.Config{DSN: u.String(), MaxOpenConns: 4})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { db.Close() })
+			if _, err := store.Migrate(ctx, db); err != nil {
+				t.Fatal(err)
+			}
+			e := setup(t, db, map[string]int64{"enap/eventos": 100}, mailing.Config{})
+			for range 3 {
+				one := basic()
+				one.Account = "enap/eventos"
+				if _, err := e.m.Send(ctx, one); err != nil {
+					t.Fatal(err)
+				}
+			}
+			sink := mailtest.NewSink(t)
+			var mu sync.Mutex
+			seen := 0
+			commit := func(b []byte) bool { return bytes.Contains(bytes.ToLower(b), []byte("commit\x00")) }
+			sink.DataReply = func([]string) error {
+				mu.Lock()
+				defer mu.Unlock()
+				if seen++; seen == 3 { // the next COMMIT is the one recording the outcomes
+					if reached {
+						proxy.CutAfter(commit)
+					} else {
+						proxy.CutBefore(commit)
+					}
+				}
+				return nil
+			}
+			eng := engine(t, e, sink, mailing.EngineConfig{Workers: 1})
+			if _, err := eng.RunOnce(ctx); err != nil {
+				t.Fatal(err)
+			}
+			var sent, other, events int
+			if err := store.RetryConnLost(ctx, db, func() error {
+				return db.NewRaw("SELECT count(*) FILTER (WHERE status = 'sent'), count(*) FILTER (WHERE status <> 'sent'), "+
+					"(SELECT count(*) FROM mail_events WHERE type = 'sent') FROM mail_recipients").Scan(ctx, &sent, &other, &events)
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if sent != 3 || other != 0 || events != 3 || len(sink.Messages()) != 3 {
+				t.Fatalf("%d recipients sent and %d not, %d sent events, %d messages at the sink; want 3, 0, 3, 3",
+					sent, other, events, len(sink.Messages()))
+			}
+			if proxy.Cuts() != 1 {
+				t.Fatal("the COMMIT was not cut")
+			}
+			if n := eng.Stats().Outcomes[mailing.StatusSent]; n != 3 {
+				t.Fatalf("Stats count %d sent, want 3", n)
+			}
+		})
 	}
 }

@@ -731,9 +731,10 @@ func (e *Engine) backoff(attempts int) time.Duration {
 func (e *Engine) recordBatch(ctx context.Context, batch []outcome) {
 	now := e.m.now()
 	var done []counted
-	// A batch is what every delivery of it turns into a row: a transaction
-	// lost before its COMMIT (a database restart) is run again, or the
-	// leases would expire and the recipients be delivered twice.
+	// A batch is what every delivery of it turns into a row: one that loses
+	// its connection (a database restart) is seen through by
+	// store.RunInTx, or the leases would expire and the recipients be
+	// delivered twice.
 	err := store.RunInTx(ctx, e.m.db, func(ctx context.Context, tx bun.Tx) error {
 		var err error
 		done, err = e.recordMany(ctx, tx, batch, now)

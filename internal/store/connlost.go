@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/uptrace/bun"
@@ -61,37 +62,115 @@ func DropIdle(db *bun.DB) {
 // RunInTx runs fn in a transaction, as bun's RunInTx does, through
 // RetryUncommitted. fn must leave nothing behind but what it writes in tx.
 func RunInTx(ctx context.Context, db *bun.DB, fn func(ctx context.Context, tx bun.Tx) error) error {
-	return RetryUncommitted(ctx, db, func(committing *bool) error {
+	return RetryUncommitted(ctx, db, func(t *Try) error {
 		return db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			if err := t.Begin(ctx, tx); err != nil {
+				return err
+			}
 			err := fn(ctx, tx)
-			*committing = err == nil
+			t.Committing(err == nil)
 			return err
 		})
 	})
 }
 
-// RetryUncommitted runs try, one whole transaction, and runs it once more
-// if its connection was lost before its COMMIT was sent: such a
-// transaction did not commit. try sets *committing when its statements
-// are done and the COMMIT is about to go; a connection lost after that is
-// not tried again, and its error matches ErrCommitUnknown: whether the
-// transaction committed is for the caller to find out.
-// Before the second try the pool's idle connections are dropped, as in
-// RetryConnLost.
-func RetryUncommitted(ctx context.Context, db *bun.DB, try func(committing *bool) error) error {
-	committing := false
-	err := try(&committing)
-	if !committing && ConnLost(err) && ctx.Err() == nil {
-		DropIdle(db)
-		committing = false
-		err = try(&committing)
+// Try is one try of a transaction run by RetryUncommitted.
+type Try struct {
+	engine     Engine
+	id         int64 // PostgreSQL's transaction id; 0 when not known
+	committing bool
+}
+
+// Begin notes the transaction's id (PostgreSQL: txid_current(), one round
+// trip), by which RetryUncommitted can later learn whether a COMMIT whose
+// reply was lost took. Call it first thing in the transaction.
+func (t *Try) Begin(ctx context.Context, tx bun.Tx) error {
+	if t.engine != Postgres {
+		return nil
 	}
-	if committing && ConnLost(err) {
-		return fmt.Errorf("%w: %w", ErrCommitUnknown, err)
+	return tx.QueryRowContext(ctx, "SELECT txid_current()").Scan(&t.id)
+}
+
+// Committing says whether the transaction's statements are done and its
+// COMMIT is about to be sent (true), or it is to roll back (false).
+func (t *Try) Committing(yes bool) { t.committing = yes }
+
+// RetryUncommitted runs try, one whole transaction, and sees it through a
+// lost connection:
+//
+//   - lost before the COMMIT was sent, the transaction did not commit, and
+//     it is run once more, after the pool's idle connections are dropped
+//     (as in RetryConnLost);
+//   - lost while the COMMIT's reply was awaited, PostgreSQL is asked on a
+//     fresh connection whether the transaction committed (txid_status,
+//     which exists for this), waiting while the server finishes it: if it
+//     did, RetryUncommitted returns nil, the work being done; if it
+//     aborted, the transaction is run once more. If that cannot be learnt,
+//     the error matches ErrCommitUnknown.
+//
+// try must call Begin first in its transaction and Committing last.
+func RetryUncommitted(ctx context.Context, db *bun.DB, try func(t *Try) error) error {
+	engine := EngineOfDB(db)
+	var err error
+	for tries := 0; tries < 2; tries++ {
+		t := &Try{engine: engine}
+		err = try(t)
+		if !ConnLost(err) || ctx.Err() != nil {
+			return err
+		}
+		if t.committing {
+			committed, serr := t.status(ctx, db)
+			switch {
+			case serr != nil:
+				return fmt.Errorf("%w: %w (its status: %w)", ErrCommitUnknown, err, serr)
+			case committed:
+				return nil
+			}
+		}
+		DropIdle(db) // it did not commit: once more, on a fresh connection
 	}
 	return err
 }
 
+// status asks PostgreSQL, on a fresh connection, whether the try's
+// transaction committed, waiting while it is still in progress (the server
+// may not have read the COMMIT yet, or noticed that the connection is
+// gone).
+func (t *Try) status(ctx context.Context, db *bun.DB) (bool, error) {
+	if t.id == 0 {
+		return false, errors.New("no transaction id")
+	}
+	DropIdle(db)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var st sql.NullString
+		err := RetryConnLost(ctx, db, func() error {
+			return db.QueryRowContext(ctx, "SELECT txid_status(?)", t.id).Scan(&st)
+		})
+		if err != nil {
+			return false, err
+		}
+		switch st.String {
+		case "committed":
+			return true, nil
+		case "aborted":
+			return false, nil
+		case "in progress":
+		default:
+			return false, fmt.Errorf("txid_status(%d) = %q", t.id, st.String)
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return false, fmt.Errorf("transaction %d still in progress: %w", t.id, ctx.Err())
+		}
+	}
+}
+
 // ErrCommitUnknown wraps the error of a transaction whose connection was
-// lost while its COMMIT was awaited: it may have committed or not.
+// lost while its COMMIT was awaited, when whether it committed could not
+// be learnt either.
 var ErrCommitUnknown = errors.New("store: connection lost during COMMIT, outcome unknown")

@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/uptrace/bun"
 
 	"github.com/servir-pe/envios/internal/store"
 	"github.com/servir-pe/envios/internal/storetest"
@@ -79,7 +81,9 @@ func TestRetryConnLostWhenTheConnectionIsCut(t *testing.T) {
 }
 
 // RetryUncommitted tries a transaction again only when its connection was
-// lost before its COMMIT was sent.
+// lost and it did not commit; when the reply to its COMMIT was lost and
+// the database cannot say how it ended (here SQLite, which has no
+// transaction ids), the error matches ErrCommitUnknown.
 func TestRetryUncommitted(t *testing.T) {
 	db := storetest.Open(t, store.SQLite)
 	lost := fmt.Errorf("mailing: store messages: %w", pgconn.ErrConnClosed)
@@ -91,13 +95,14 @@ func TestRetryUncommitted(t *testing.T) {
 		cancelled  bool
 		tries      int
 		want       error
+		unknown    bool
 	}{
-		{"committed", []error{nil}, []bool{true}, false, 1, nil},
-		{"refused by the database", []error{refused}, []bool{false}, false, 1, refused},
-		{"lost before COMMIT, then committed", []error{lost, nil}, []bool{false, true}, false, 2, nil},
-		{"lost before COMMIT twice", []error{lost, lost}, []bool{false, false}, false, 2, lost},
-		{"lost during COMMIT: outcome unknown, not tried again", []error{lost}, []bool{true}, false, 1, lost},
-		{"lost, but the caller gave up", []error{lost}, []bool{false}, true, 1, lost},
+		{"committed", []error{nil}, []bool{true}, false, 1, nil, false},
+		{"refused by the database", []error{refused}, []bool{false}, false, 1, refused, false},
+		{"lost before COMMIT, then committed", []error{lost, nil}, []bool{false, true}, false, 2, nil, false},
+		{"lost before COMMIT twice", []error{lost, lost}, []bool{false, false}, false, 2, lost, false},
+		{"lost during COMMIT, no way to ask how it ended", []error{lost}, []bool{true}, false, 1, lost, true},
+		{"lost, but the caller gave up", []error{lost}, []bool{false}, true, 1, lost, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -107,19 +112,69 @@ func TestRetryUncommitted(t *testing.T) {
 				cancel()
 			}
 			tries := 0
-			err := store.RetryUncommitted(ctx, db, func(committing *bool) error {
-				if *committing {
-					t.Error("a try began with committing set")
-				}
-				*committing = tt.committing[tries]
+			err := store.RetryUncommitted(ctx, db, func(tr *store.Try) error {
+				tr.Committing(tt.committing[tries])
 				tries++
 				return tt.errs[tries-1]
 			})
 			if tries != tt.tries || !errors.Is(err, tt.want) || (tt.want == nil) != (err == nil) {
 				t.Fatalf("%d tries, %v; want %d, %v", tries, err, tt.tries, tt.want)
 			}
-			if unknown := tt.committing[tries-1] && tt.want == lost; errors.Is(err, store.ErrCommitUnknown) != unknown {
-				t.Fatalf("%v: ErrCommitUnknown should be %v", err, unknown)
+			if errors.Is(err, store.ErrCommitUnknown) != tt.unknown {
+				t.Fatalf("%v: ErrCommitUnknown should be %v", err, tt.unknown)
+			}
+		})
+	}
+}
+
+// On PostgreSQL a transaction whose COMMIT is lost is seen through: if
+// the COMMIT reached the server, RunInTx learns that it committed and
+// returns nil without running it again; if it did not, it runs it again.
+// Either way its row is there once.
+func TestRunInTxWhenTheCommitIsLost(t *testing.T) {
+	ctx := context.Background()
+	u, err := url.Parse(storetest.DSN(t, store.Postgres))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := storetest.NewProxy(t, u.Host)
+	u.Host = proxy.Addr
+	db, err := store.Open(ctx, store.Config{DSN: u.String(), MaxOpenConns: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if _, err := db.ExecContext(ctx, "CREATE TABLE t (k text PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	commit := func(b []byte) bool { return bytes.Contains(bytes.ToLower(b), []byte("commit\x00")) }
+	for _, c := range []struct {
+		name  string
+		arm   func(func([]byte) bool)
+		tries int
+	}{
+		{"COMMIT reached the server", proxy.CutAfter, 1},
+		{"COMMIT never reached it", proxy.CutBefore, 2},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tries := 0
+			c.arm(commit)
+			err := store.RunInTx(ctx, db, func(ctx context.Context, tx bun.Tx) error {
+				tries++
+				_, err := tx.ExecContext(ctx, "INSERT INTO t VALUES (?)", c.name)
+				return err
+			})
+			var n int
+			if cerr := store.RetryConnLost(ctx, db, func() error {
+				return db.NewRaw("SELECT count(*) FROM t WHERE k = ?", c.name).Scan(ctx, &n)
+			}); cerr != nil {
+				t.Fatal(cerr)
+			}
+			if cuts := proxy.Cuts(); cuts != 1+map[bool]int{false: 0, true: 1}[c.tries == 2] {
+				t.Fatalf("%d cuts made so far", cuts)
+			}
+			if err != nil || tries != c.tries || n != 1 {
+				t.Fatalf("RunInTx: %v after %d tries, row there %d times; want nil after %d, once", err, tries, n, c.tries)
 			}
 		})
 	}

@@ -20,6 +20,15 @@ type Proxy struct {
 	isDown bool
 	conns  map[net.Conn]bool
 	cut    func([]byte) bool
+	pass   bool // whether the cut's bytes reach the server
+	cuts   int
+}
+
+// Cuts is how many armed cuts were made.
+func (p *Proxy) Cuts() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cuts
 }
 
 // CutAfter arms a one-time cut: the first bytes from a client for which
@@ -29,19 +38,30 @@ type Proxy struct {
 // COMMIT and its reply).
 func (p *Proxy) CutAfter(match func(fromClient []byte) bool) {
 	p.mu.Lock()
-	p.cut = match
+	p.cut, p.pass = match, true
 	p.mu.Unlock()
 }
 
-// cutNow reports whether b is the armed cut's, disarming it.
-func (p *Proxy) cutNow(b []byte) bool {
+// CutBefore arms a one-time cut like CutAfter's, except that the bytes
+// never reach the server (the database crashing as a COMMIT is on its
+// way).
+func (p *Proxy) CutBefore(match func(fromClient []byte) bool) {
+	p.mu.Lock()
+	p.cut, p.pass = match, false
+	p.mu.Unlock()
+}
+
+// cutNow reports whether b is the armed cut's, disarming it, and whether
+// b is to reach the server.
+func (p *Proxy) cutNow(b []byte) (cut, pass bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.cut == nil || !p.cut(b) {
-		return false
+		return false, false
 	}
 	p.cut = nil
-	return true
+	p.cuts++
+	return true, p.pass
 }
 
 // NewProxy starts a proxy to target (host:port) for the test's duration.
@@ -105,16 +125,18 @@ func (p *Proxy) forward(c, up net.Conn) {
 	for {
 		n, err := c.Read(buf)
 		if n > 0 {
-			cut := p.cutNow(buf[:n])
-			if cut {
+			if cut, pass := p.cutNow(buf[:n]); cut {
 				// The client's side is closed first, so that the server's
-				// answer cannot reach it; the server gets the bytes and the
-				// time to act on them before its side is closed too.
+				// answer cannot reach it; the server gets the bytes (if they
+				// pass) and the time to act on them before its side is
+				// closed too.
 				c.Close()
-				if _, err := up.Write(buf[:n]); err != nil {
-					return
+				if pass {
+					if _, err := up.Write(buf[:n]); err != nil {
+						return
+					}
+					time.Sleep(200 * time.Millisecond)
 				}
-				time.Sleep(200 * time.Millisecond)
 				return
 			}
 			if _, err := up.Write(buf[:n]); err != nil {
