@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/servir-pe/envios/internal/apitoken"
+	"github.com/servir-pe/envios/internal/store"
 	"github.com/servir-pe/envios/mailing"
 	"github.com/servir-pe/envios/quota"
 	"github.com/servir-pe/envios/report"
@@ -169,6 +170,10 @@ func writeError(w http.ResponseWriter, log *slog.Logger, err error) {
 		ae = &apiError{status: 422, code: "invalid", message: msg, fields: map[string]string{field: msg}}
 	case errors.Is(err, mailing.ErrClosed):
 		ae = &apiError{status: 503, code: "unavailable", message: "shutting down, try again"}
+	case store.ConnLost(err):
+		log.Error("api: database unreachable", "err", err)
+		w.Header().Set("Retry-After", "5")
+		ae = &apiError{status: 503, code: "unavailable", message: "the database is unreachable, try again"}
 	default:
 		if !errors.Is(err, context.Canceled) {
 			log.Error("api: internal error", "err", err)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/servir-pe/envios/internal/apitoken"
 	"github.com/servir-pe/envios/internal/httpapi"
+	"github.com/servir-pe/envios/internal/store"
 	"github.com/servir-pe/envios/internal/storetest"
 	"github.com/servir-pe/envios/mailing"
 	"github.com/servir-pe/envios/quota"
@@ -433,4 +435,38 @@ func TestAPIAdminActionsAreAudited(t *testing.T) {
 			t.Fatalf("audit log %q", actions)
 		}
 	})
+}
+
+// PostgreSQL down: a request gets 503 "unavailable" (not 500), and
+// once it is back the same request is accepted, stored and charged once.
+func TestAPIDatabaseOutage(t *testing.T) {
+	ctx := context.Background()
+	u, err := url.Parse(storetest.DSN(t, store.Postgres))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := storetest.NewProxy(t, u.Host)
+	u.Host = proxy.Addr
+	db, err := store.Open(ctx, store.Config{DSN: u.String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if _, err := store.Migrate(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, db)
+	proxy.Down()
+	st, out := f.call(t, "POST", "/v1/messages", f.talento, msg("ana@example.org"))
+	if st != 503 || code(out) != "unavailable" {
+		t.Fatalf("database down: %d %v, want 503 unavailable", st, out)
+	}
+	proxy.Up()
+	if st, out := f.call(t, "POST", "/v1/messages", f.talento, msg("ana@example.org")); st != 202 {
+		t.Fatalf("database back: %d %v, want 202", st, out)
+	}
+	a, err := f.m.Ledger().Account(ctx, "sjti/talento")
+	if err != nil || a.Used != 1 {
+		t.Fatalf("charged %d, %v; want 1", a.Used, err)
+	}
 }
