@@ -36,11 +36,17 @@
 //     smuggling variant (<LF>.<LF>, <CR>.<CR>, <LF>.<CR><LF> …) contains —
 //     refuses the message with 550 5.6.0; only <CR><LF>.<CR><LF> ends DATA,
 //     so one DATA is never two messages.
-//   - The message then goes to mailing.Mailer.Submit: Bcc removed,
-//     Message-ID and Date added when missing, the X-Envios- directive fields
-//     (send-at, idempotency key, campaign, priority, tags) read and removed.
+//   - The message then goes to mailing.Mailer.Submit: Bcc, Resent-Bcc,
+//     Return-Path and Content-Length removed, Message-ID and Date added when
+//     missing, a Received field put on top (RFC 5321 §4.4; "with ESMTPSA",
+//     RFC 3848; the client's address left out with
+//     Config.HideClientAddress), the X-Envios- directive fields (send-at,
+//     idempotency key, campaign, priority, tags) read and removed.
 //     250 is answered only after the message, its recipients and the charge
 //     have committed; concurrent sessions share commits (group commit).
+//
+// Malformed SASL base64 is 501 5.5.2 (RFC 4954), STARTTLS with a
+// parameter 501 5.5.4 (RFC 3207), an unknown command 500 5.5.2.
 //
 // Every error reaches the client through one function, reply, which maps
 // domain errors to SMTP replies (DESIGN.md §3) and never echoes internal
