@@ -26,14 +26,18 @@
 //
 // [Mailer.Submit] takes a message submitted whole, as an SMTP client sends
 // it (the relay's path): it checks and changes it as a submission server
-// does (RFC 6409 §8: one From, Bcc removed, Message-ID and Date added) and
-// reads the X-Envios- directive fields, then stores the exact bytes to
-// deliver.
+// does (RFC 6409 §8: one From; Bcc, Resent-Bcc, Return-Path and
+// Content-Length removed; Message-ID and Date added; with a [Trace], a
+// Received field on top, RFC 5321 §4.4) and reads the X-Envios- directive
+// fields, then stores the exact bytes to deliver.
 //
 // Send and Submit share commits: a validated message is queued, and one
 // caller commits everything queued in one transaction, each message still
 // decided alone (group commit). A call returns only after its message's
-// transaction has committed.
+// transaction has committed. A transaction that loses its PostgreSQL
+// connection is run again if it did not commit, and one whose COMMIT reply
+// was lost is resolved by asking the server (txid_status), so a call never
+// returns an error for a message that is stored.
 //
 // # What happened
 //
