@@ -36,8 +36,9 @@
 // decided alone (group commit). A call returns only after its message's
 // transaction has committed. A transaction that loses its PostgreSQL
 // connection is run again if it did not commit, and one whose COMMIT reply
-// was lost is resolved by asking the server (txid_status), so a call never
-// returns an error for a message that is stored.
+// was lost is resolved by asking the server (txid_status): a call returns
+// an error for a message that is stored only if the server cannot be
+// asked (the error then matches store.ErrCommitUnknown).
 //
 // # What happened
 //
