@@ -38,7 +38,7 @@
 // connection is run again if it did not commit, and one whose COMMIT reply
 // was lost is resolved by asking the server (txid_status): a call returns
 // an error for a message that is stored only if the server cannot be
-// asked (the error then matches store.ErrCommitUnknown).
+// asked either (the error then says the outcome is unknown).
 //
 // # What happened
 //
