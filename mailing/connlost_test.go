@@ -1,13 +1,12 @@
 package mailing_test
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
-	"fmt"
-	"net/url"
 	"sync"
 	"testing"
+
+	"github.com/uptrace/bun"
 
 	"github.com/servir-pe/envios/internal/store"
 	"github.com/servir-pe/envios/internal/storetest"
@@ -15,28 +14,33 @@ import (
 	"github.com/servir-pe/envios/mailing/mailtest"
 )
 
+// behindProxy is an env on a PostgreSQL database reached through a proxy
+// that can play the server restarting.
+func behindProxy(t *testing.T) (env, *bun.DB, *storetest.Proxy) {
+	t.Helper()
+	db, proxy := storetest.OpenBehindProxy(t, 4)
+	return setup(t, db, map[string]int64{"enap/eventos": 100}, mailing.Config{}), db, proxy
+}
+
+func sendOne(t *testing.T, e env) mailing.Receipt {
+	t.Helper()
+	one := basic()
+	one.Account = "enap/eventos"
+	r, err := e.m.Send(context.Background(), one)
+	if err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	return r
+}
+
 // PostgreSQL restarting while the pool's connections sit idle: the next
 // sends' group commits take dead connections, fail before their COMMIT,
 // and are run again on fresh ones, so every send succeeds on its first
 // call, each message stored and charged once.
 func TestSendAfterThePoolDied(t *testing.T) {
 	ctx := context.Background()
-	u, err := url.Parse(storetest.DSN(t, store.Postgres))
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := storetest.NewProxy(t, u.Host)
-	u.Host = proxy.Addr
-	db, err := store.Open(ctx, store.Config{DSN: u.String(), MaxOpenConns: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if _, err := store.Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
-	e := setup(t, db, map[string]int64{"enap/eventos": 100}, mailing.Config{})
-	for round := range 3 {
+	e, db, proxy := behindProxy(t)
+	for range 3 {
 		var conns []*sql.Conn
 		for range 4 {
 			c, err := db.DB.Conn(ctx)
@@ -50,12 +54,8 @@ func TestSendAfterThePoolDied(t *testing.T) {
 		}
 		proxy.Down()
 		proxy.Up()
-		for i := range 4 {
-			one := basic()
-			one.Account = "enap/eventos"
-			if _, err := e.m.Send(ctx, one); err != nil {
-				t.Fatalf("round %d, send %d: %v", round, i, err)
-			}
+		for range 4 {
+			sendOne(t, e)
 		}
 	}
 	if used := e.used(t, "enap/eventos"); used != 12 {
@@ -67,92 +67,16 @@ func TestSendAfterThePoolDied(t *testing.T) {
 	}
 }
 
-// PostgreSQL restarting while messages are being delivered: the outcomes'
-// transaction meets a dead connection before its COMMIT and is run again,
-// so every recipient is recorded sent, none left leased to be delivered a
-// second time.
-func TestEngineRecordsAfterThePoolDied(t *testing.T) {
-	ctx := context.Background()
-	u, err := url.Parse(storetest.DSN(t, store.Postgres))
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := storetest.NewProxy(t, u.Host)
-	u.Host = proxy.Addr
-	db, err := store.Open(ctx, store.Config{DSN: u.String(), MaxOpenConns: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if _, err := store.Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
-	e := setup(t, db, map[string]int64{"enap/eventos": 100}, mailing.Config{})
-	for range 3 {
-		one := basic()
-		one.Account = "enap/eventos"
-		if _, err := e.m.Send(ctx, one); err != nil {
-			t.Fatal(err)
-		}
-	}
-	sink := mailtest.NewSink(t)
-	var mu sync.Mutex
-	seen := 0
-	sink.DataReply = func([]string) error {
-		mu.Lock()
-		defer mu.Unlock()
-		if seen++; seen == 3 {
-			// The restart, while the engine waits for the last reply:
-			// everything left to do is recording.
-			proxy.Down()
-			proxy.Up()
-		}
-		return nil
-	}
-	eng := engine(t, e, sink, mailing.EngineConfig{Workers: 1})
-	if _, err := eng.RunOnce(ctx); err != nil {
-		t.Fatal(err)
-	}
-	var sent, other int
-	if err := store.RetryConnLost(ctx, db, func() error { // the test's own read may meet a dead connection too
-		return db.NewRaw("SELECT count(*) FILTER (WHERE status = 'sent'), count(*) FILTER (WHERE status <> 'sent') FROM mail_recipients").
-			Scan(ctx, &sent, &other)
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if sent != 3 || other != 0 || len(sink.Messages()) != 3 {
-		t.Fatalf("%d recipients sent and %d not, %d messages at the sink; want 3, 0, 3", sent, other, len(sink.Messages()))
-	}
-}
-
 // PostgreSQL going away after a group's COMMIT reached it but before its
-// reply came back: the group is stored, and Send says so (a read on a
-// fresh connection finds its messages), rather than an error that would
-// make the caller send, and be charged for, the message again.
+// reply came back: the group is stored, and Send says so (PostgreSQL,
+// asked on a fresh connection, says the transaction committed), rather
+// than an error that would make the caller send, and be charged for, the
+// message again.
 func TestSendWhenTheCommitReplyIsLost(t *testing.T) {
 	ctx := context.Background()
-	u, err := url.Parse(storetest.DSN(t, store.Postgres))
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := storetest.NewProxy(t, u.Host)
-	u.Host = proxy.Addr
-	db, err := store.Open(ctx, store.Config{DSN: u.String(), MaxOpenConns: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if _, err := store.Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
-	e := setup(t, db, map[string]int64{"enap/eventos": 100}, mailing.Config{})
-	proxy.CutAfter(func(b []byte) bool { return bytes.Contains(bytes.ToLower(b), []byte("commit\x00")) })
-	one := basic()
-	one.Account = "enap/eventos"
-	r, err := e.m.Send(ctx, one)
-	if err != nil {
-		t.Fatalf("Send: %v", err)
-	}
+	e, db, proxy := behindProxy(t)
+	proxy.CutAfter(storetest.IsCommit)
+	r := sendOne(t, e)
 	if proxy.Cuts() != 1 {
 		t.Fatal("the COMMIT was not cut")
 	}
@@ -167,50 +91,37 @@ func TestSendWhenTheCommitReplyIsLost(t *testing.T) {
 	}
 }
 
-// The COMMIT of delivery outcomes lost on its way (the database crashing):
-// the outcomes are not stored, the rows still leased say so, and the batch
-// is written again — else the leases would expire and the recipients be
-// delivered twice. And the COMMIT taken but its reply lost: nothing is
-// written twice.
-func TestEngineRecordsWhenTheCommitIsLost(t *testing.T) {
-	for _, reached := range []bool{false, true} {
-		t.Run(fmt.Sprintf("reached=%v", reached), func(t *testing.T) {
+// PostgreSQL restarting while messages are being delivered, just as the
+// last reply is awaited, so that all that is left is recording the
+// outcomes: the outcomes' transaction is seen through — run again when it
+// met a dead connection or its COMMIT never arrived, found committed when
+// only the COMMIT's reply was lost — so every recipient is recorded sent
+// once, none left leased to be delivered a second time.
+func TestEngineRecordsThroughARestart(t *testing.T) {
+	tests := []struct {
+		name    string
+		restart func(*storetest.Proxy)
+		cuts    int
+	}{
+		{"the pool died", func(p *storetest.Proxy) { p.Down(); p.Up() }, 0},
+		{"the COMMIT lost on its way", func(p *storetest.Proxy) { p.CutBefore(storetest.IsCommit) }, 1},
+		{"the COMMIT's reply lost", func(p *storetest.Proxy) { p.CutAfter(storetest.IsCommit) }, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
 			ctx := context.Background()
-			u, err := url.Parse(storetest.DSN(t, store.Postgres))
-			if err != nil {
-				t.Fatal(err)
-			}
-			proxy := storetest.NewProxy(t, u.Host)
-			u.Host = proxy.Addr
-			db, err := store.Open(ctx, store.Config{DSN: u.String(), MaxOpenConns: 4})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { db.Close() })
-			if _, err := store.Migrate(ctx, db); err != nil {
-				t.Fatal(err)
-			}
-			e := setup(t, db, map[string]int64{"enap/eventos": 100}, mailing.Config{})
+			e, db, proxy := behindProxy(t)
 			for range 3 {
-				one := basic()
-				one.Account = "enap/eventos"
-				if _, err := e.m.Send(ctx, one); err != nil {
-					t.Fatal(err)
-				}
+				sendOne(t, e)
 			}
 			sink := mailtest.NewSink(t)
 			var mu sync.Mutex
 			seen := 0
-			commit := func(b []byte) bool { return bytes.Contains(bytes.ToLower(b), []byte("commit\x00")) }
 			sink.DataReply = func([]string) error {
 				mu.Lock()
 				defer mu.Unlock()
-				if seen++; seen == 3 { // the next COMMIT is the one recording the outcomes
-					if reached {
-						proxy.CutAfter(commit)
-					} else {
-						proxy.CutBefore(commit)
-					}
+				if seen++; seen == 3 {
+					tt.restart(proxy)
 				}
 				return nil
 			}
@@ -219,7 +130,7 @@ func TestEngineRecordsWhenTheCommitIsLost(t *testing.T) {
 				t.Fatal(err)
 			}
 			var sent, other, events int
-			if err := store.RetryConnLost(ctx, db, func() error {
+			if err := store.RetryConnLost(ctx, db, func() error { // the test's own read may meet a dead connection too
 				return db.NewRaw("SELECT count(*) FILTER (WHERE status = 'sent'), count(*) FILTER (WHERE status <> 'sent'), "+
 					"(SELECT count(*) FROM mail_events WHERE type = 'sent') FROM mail_recipients").Scan(ctx, &sent, &other, &events)
 			}); err != nil {
@@ -229,8 +140,8 @@ func TestEngineRecordsWhenTheCommitIsLost(t *testing.T) {
 				t.Fatalf("%d recipients sent and %d not, %d sent events, %d messages at the sink; want 3, 0, 3, 3",
 					sent, other, events, len(sink.Messages()))
 			}
-			if proxy.Cuts() != 1 {
-				t.Fatal("the COMMIT was not cut")
+			if proxy.Cuts() != tt.cuts {
+				t.Fatalf("%d cuts made, want %d", proxy.Cuts(), tt.cuts)
 			}
 			if n := eng.Stats().Outcomes[mailing.StatusSent]; n != 3 {
 				t.Fatalf("Stats count %d sent, want 3", n)

@@ -2,11 +2,9 @@ package relay_test
 
 import (
 	"context"
-	"net/url"
 	"testing"
 	"time"
 
-	"github.com/servir-pe/envios/internal/store"
 	"github.com/servir-pe/envios/internal/storetest"
 	"github.com/servir-pe/envios/relay"
 )
@@ -15,22 +13,8 @@ import (
 // and 451 (never a permanent 5xx), and once it is back the client's retry
 // gives exactly one message and one charge.
 func TestDatabaseOutage(t *testing.T) {
-	dsn := storetest.DSN(t, store.Postgres)
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := storetest.NewProxy(t, u.Host)
-	u.Host = proxy.Addr
 	ctx := context.Background()
-	db, err := store.Open(ctx, store.Config{DSN: u.String()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if _, err := store.Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
+	db, proxy := storetest.OpenBehindProxy(t, 0)
 	f := newFixture(t, db, 100, relay.Limits{})
 	d, _ := f.secure(t)
 

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -18,7 +17,6 @@ import (
 
 	"github.com/servir-pe/envios/internal/apitoken"
 	"github.com/servir-pe/envios/internal/httpapi"
-	"github.com/servir-pe/envios/internal/store"
 	"github.com/servir-pe/envios/internal/storetest"
 	"github.com/servir-pe/envios/mailing"
 	"github.com/servir-pe/envios/quota"
@@ -441,20 +439,7 @@ func TestAPIAdminActionsAreAudited(t *testing.T) {
 // once it is back the same request is accepted, stored and charged once.
 func TestAPIDatabaseOutage(t *testing.T) {
 	ctx := context.Background()
-	u, err := url.Parse(storetest.DSN(t, store.Postgres))
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := storetest.NewProxy(t, u.Host)
-	u.Host = proxy.Addr
-	db, err := store.Open(ctx, store.Config{DSN: u.String()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if _, err := store.Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
+	db, proxy := storetest.OpenBehindProxy(t, 0)
 	f := newFixture(t, db)
 	proxy.Down()
 	st, out := f.call(t, "POST", "/v1/messages", f.talento, msg("ana@example.org"))

@@ -1,13 +1,11 @@
 package store_test
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
 	"testing"
 	"time"
 
@@ -45,17 +43,7 @@ func TestConnLost(t *testing.T) {
 // error that ConnLost recognises.
 func TestRetryConnLostWhenTheConnectionIsCut(t *testing.T) {
 	ctx := context.Background()
-	u, err := url.Parse(storetest.DSN(t, store.Postgres))
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := storetest.NewProxy(t, u.Host)
-	u.Host = proxy.Addr
-	db, err := store.Open(ctx, store.Config{DSN: u.String(), MaxOpenConns: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db, proxy := storetest.OpenBehindProxy(t, 4)
 	read := func(n *int) error { return db.NewRaw("SELECT 7 FROM pg_sleep(0.3)").Scan(ctx, n) }
 	cut := func() {
 		time.Sleep(100 * time.Millisecond)
@@ -63,6 +51,7 @@ func TestRetryConnLostWhenTheConnectionIsCut(t *testing.T) {
 		proxy.Up()
 	}
 	for _, retry := range []bool{false, true} {
+		store.DropIdle(db) // start from live connections: the last cut left dead ones idle
 		var n, tries int
 		go cut()
 		var err error
@@ -133,21 +122,10 @@ func TestRetryUncommitted(t *testing.T) {
 // Either way its row is there once.
 func TestRunInTxWhenTheCommitIsLost(t *testing.T) {
 	ctx := context.Background()
-	u, err := url.Parse(storetest.DSN(t, store.Postgres))
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := storetest.NewProxy(t, u.Host)
-	u.Host = proxy.Addr
-	db, err := store.Open(ctx, store.Config{DSN: u.String(), MaxOpenConns: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db, proxy := storetest.OpenBehindProxy(t, 4)
 	if _, err := db.ExecContext(ctx, "CREATE TABLE t (k text PRIMARY KEY)"); err != nil {
 		t.Fatal(err)
 	}
-	commit := func(b []byte) bool { return bytes.Contains(bytes.ToLower(b), []byte("commit\x00")) }
 	for _, c := range []struct {
 		name  string
 		arm   func(func([]byte) bool)
@@ -158,7 +136,7 @@ func TestRunInTxWhenTheCommitIsLost(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			tries := 0
-			c.arm(commit)
+			c.arm(storetest.IsCommit)
 			err := store.RunInTx(ctx, db, func(ctx context.Context, tx bun.Tx) error {
 				tries++
 				_, err := tx.ExecContext(ctx, "INSERT INTO t VALUES (?)", c.name)

@@ -1,11 +1,18 @@
 package storetest
 
 import (
+	"bytes"
+	"context"
 	"io"
 	"net"
+	"net/url"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/servir-pe/envios/internal/store"
 )
 
 // Proxy stands between a client and a database server on loopback. Down is
@@ -147,4 +154,33 @@ func (p *Proxy) forward(c, up net.Conn) {
 			return
 		}
 	}
+}
+
+// OpenBehindProxy opens a new, migrated PostgreSQL database for the test
+// (as Open does) that is reached through a Proxy, with at most maxOpen
+// connections (0: store's default).
+func OpenBehindProxy(t testing.TB, maxOpen int) (*bun.DB, *Proxy) {
+	t.Helper()
+	ctx := context.Background()
+	u, err := url.Parse(DSN(t, store.Postgres))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewProxy(t, u.Host)
+	u.Host = p.Addr
+	db, err := store.Open(ctx, store.Config{DSN: u.String(), MaxOpenConns: maxOpen})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if _, err := store.Migrate(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	return db, p
+}
+
+// IsCommit matches what a client sends to commit a transaction, for
+// CutAfter and CutBefore.
+func IsCommit(fromClient []byte) bool {
+	return bytes.Contains(bytes.ToLower(fromClient), []byte("commit\x00"))
 }
