@@ -17,6 +17,8 @@ import (
 
 	"github.com/uptrace/bun"
 
+	"github.com/servir-pe/envios/internal/compose"
+	"github.com/servir-pe/envios/internal/mailstore"
 	"github.com/servir-pe/envios/quota"
 )
 
@@ -88,9 +90,6 @@ type BatchReceipt struct {
 	NRejected int         // all of them
 }
 
-// ErrCancelled: the batch was cancelled while it was being enqueued.
-var ErrCancelled = errors.New("mailing: batch cancelled")
-
 // SendBatch validates the batch and parses its templates once, then reads
 // Recipients and stores them in chunks of Config.ChunkSize, each chunk
 // committed in one transaction with its charge (one message per
@@ -123,7 +122,7 @@ func (m *Mailer) SendBatch(ctx context.Context, b Batch) (BatchReceipt, error) {
 	if b.Recipients == nil {
 		return BatchReceipt{}, ErrNoRecipients
 	}
-	tpl, err := parseTemplates(c.subject, c.text, c.html, m.cfg.MaxMessageSize)
+	tpl, err := compose.ParseTemplates(c.subject, c.text, c.html, m.cfg.MaxMessageSize)
 	if err != nil {
 		return BatchReceipt{}, err
 	}
@@ -135,7 +134,7 @@ func (m *Mailer) SendBatch(ctx context.Context, b Batch) (BatchReceipt, error) {
 	rec := BatchReceipt{MessageID: m.cfg.NewID()}
 	created, stored := false, 0 // an earlier call with the key: its message and recipient count
 	if c.key != "" {
-		var rows []messageRow
+		var rows []mailstore.MessageRow
 		if err := m.db.NewSelect().Model(&rows).Where("account_id = ? AND idempotency_key = ?", acct.ID, c.key).Scan(ctx); err != nil {
 			return rec, fmt.Errorf("mailing: read batch by idempotency key: %w", err)
 		}
@@ -176,7 +175,7 @@ func (m *Mailer) SendBatch(ctx context.Context, b Batch) (BatchReceipt, error) {
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	raw := make(chan rawChunk, 2)
-	ready := make(chan []recipientRow, m.cfg.Committers)
+	ready := make(chan []mailstore.RecipientRow, m.cfg.Committers)
 	var rejMu sync.Mutex
 	reject := func(i int, addr string, err error) {
 		rejMu.Lock()
@@ -222,7 +221,7 @@ func (m *Mailer) SendBatch(ctx context.Context, b Batch) (BatchReceipt, error) {
 		g.Go(func() error {
 			defer workers.Done()
 			for rc := range raw {
-				rows := make([]recipientRow, 0, len(rc.recs))
+				rows := make([]mailstore.RecipientRow, 0, len(rc.recs))
 				for j, r := range rc.recs {
 					row, err := m.batchRecipient(tpl, r)
 					if err != nil {
@@ -277,14 +276,14 @@ func (m *Mailer) SendBatch(ctx context.Context, b Batch) (BatchReceipt, error) {
 
 // batchRecipient validates one recipient and renders its templates with
 // the JSON form of its data, exactly as delivery will.
-func (m *Mailer) batchRecipient(tpl *templates, r Recipient) (recipientRow, error) {
+func (m *Mailer) batchRecipient(tpl *compose.Templates, r Recipient) (mailstore.RecipientRow, error) {
 	a, err := ParseAddress(r.Address)
 	if err != nil {
-		return recipientRow{}, err
+		return mailstore.RecipientRow{}, err
 	}
 	raw, err := json.Marshal(r.Data)
 	if err != nil {
-		return recipientRow{}, contentErr("data: %v", err)
+		return mailstore.RecipientRow{}, contentErr("data", "data: %v", err)
 	}
 	var data map[string]any
 	if flat, ok := r.Data.(map[string]string); ok && validUTF8(flat) {
@@ -296,15 +295,15 @@ func (m *Mailer) batchRecipient(tpl *templates, r Recipient) (recipientRow, erro
 		}
 	} else {
 		s := string(raw)
-		if data, err = decodeData(&s); err != nil {
-			return recipientRow{}, contentErr("data must be a map or a struct, not %.40s", raw)
+		if data, err = mailstore.DecodeData(&s); err != nil {
+			return mailstore.RecipientRow{}, contentErr("data", "data must be a map or a struct, not %.40s", raw)
 		}
 	}
-	if _, err := tpl.render(data); err != nil {
-		return recipientRow{}, err
+	if _, err := tpl.Render(data); err != nil {
+		return mailstore.RecipientRow{}, err
 	}
 	stored := string(raw)
-	return recipientRow{Address: a.Addr, Name: a.Name, Kind: "to", Data: &stored}, nil
+	return mailstore.RecipientRow{Address: a.Addr, Name: a.Name, Kind: "to", Data: &stored}, nil
 }
 
 func validUTF8(m map[string]string) bool {
@@ -335,7 +334,7 @@ type batchState struct {
 }
 
 // commit stores one chunk and charges it, in one transaction.
-func (s *batchState) commit(ctx context.Context, chunk []recipientRow) error {
+func (s *batchState) commit(ctx context.Context, chunk []mailstore.RecipientRow) error {
 	if !s.created.Load() {
 		s.createMu.Lock()
 		if s.created.Load() {
@@ -356,21 +355,15 @@ func (s *batchState) commit(ctx context.Context, chunk []recipientRow) error {
 
 var errCopyConflict = errors.New("copy conflict")
 
-func (s *batchState) commitOnce(ctx context.Context, chunk []recipientRow, useCopy bool) error {
+func (s *batchState) commitOnce(ctx context.Context, chunk []mailstore.RecipientRow, useCopy bool) error {
 	m, c := s.m, s.c
 	id := s.id
 	now := m.now() // each chunk is accepted when it commits
 	var stored int64
-	// PostgreSQL's COPY needs the pgx connection under the transaction, so
-	// the transaction runs on a connection reserved for it.
-	conn, err := m.db.Conn(ctx)
-	if err != nil {
-		return fmt.Errorf("mailing: store recipients: %w", err)
-	}
-	defer conn.Close()
-	useCopy = useCopy && isPG(m.db)
 	creating := !s.created.Load()
-	err = conn.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+	copyFirst := useCopy && mailstore.IsPG(m.db)
+	err := m.write(ctx, "store recipients", func(ctx context.Context, tx bun.Tx, conn *bun.Conn) error {
+		id, useCopy, stored = s.id, copyFirst, 0 // a try may run again
 		if creating {
 			ok, err := m.insertMessage(ctx, tx, s.acct.ID, id, "batch", c, s.now, 0)
 			if err != nil {
@@ -404,7 +397,8 @@ func (s *batchState) commitOnce(ctx context.Context, chunk []recipientRow, useCo
 		}
 		var n int64
 		if useCopy {
-			if n, err = copyRecipients(ctx, conn, chunk); err != nil {
+			var err error
+			if n, err = copyRecipients(ctx, *conn, chunk); err != nil {
 				return err
 			}
 		} else {
@@ -427,9 +421,9 @@ func (s *batchState) commitOnce(ctx context.Context, chunk []recipientRow, useCo
 		if _, err := tx.NewRaw("UPDATE mail_messages SET recipients = recipients + ? WHERE id = ?", n, id).Exec(ctx); err != nil {
 			return fmt.Errorf("mailing: count recipients: %w", err)
 		}
-		accepted := counts{}
-		accepted.add(s.acct.ID, c.origin, now, kindAccepted, n)
-		if err := accepted.write(ctx, tx); err != nil {
+		accepted := mailstore.Counts{}
+		accepted.Add(s.acct.ID, c.origin, now, mailstore.KindAccepted, n)
+		if err := accepted.Write(ctx, tx); err != nil {
 			return err
 		}
 		_, err := m.ledger.Charge(ctx, tx, quota.Charge{Account: c.account, Amount: n, Origin: c.origin,

@@ -1,58 +1,25 @@
 package mailing_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"iter"
 	"os"
 	"runtime"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"testing"
 
 	"github.com/uptrace/bun"
 
+	"github.com/servir-pe/envios/internal/mailingtest"
 	"github.com/servir-pe/envios/internal/storetest"
 	"github.com/servir-pe/envios/mailing"
 )
 
-// peakRSS is this process's high-water resident set (VmHWM), in MB.
-func peakRSS() float64 {
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
-			kb, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
-			return float64(kb) / 1024
-		}
-	}
-	return 0
-}
-
-// people streams n recipients without holding them. Their data is what a
-// CSV import yields (strings) unless ENVIOS_BENCH_DATA=any, which gives
-// map[string]any with a number (decoded from JSON at acceptance).
-func people(n int) iter.Seq2[mailing.Recipient, error] {
-	anyData := os.Getenv("ENVIOS_BENCH_DATA") == "any"
-	return func(yield func(mailing.Recipient, error) bool) {
-		for i := range n {
-			var data any = map[string]string{"Nombre": fmt.Sprintf("Persona %d", i), "Curso": "Gestión Pública", "N": strconv.Itoa(i)}
-			if anyData {
-				data = map[string]any{"Nombre": fmt.Sprintf("Persona %d", i), "Curso": "Gestión Pública", "N": i}
-			}
-			r := mailing.Recipient{Address: fmt.Sprintf("persona%d@example.com", i), Data: data}
-			if !yield(r, nil) {
-				return
-			}
-		}
-	}
-}
+var (
+	peakRSS = mailingtest.PeakRSS
+	people  = mailingtest.People
+)
 
 // BenchmarkBatchEnqueue enqueues one personalised batch of
 // ENVIOS_BENCH_RECIPIENTS recipients (default 100,000; BENCHMARKS.md uses
@@ -71,7 +38,7 @@ func BenchmarkBatchEnqueue(b *testing.B) {
 		ctx := context.Background()
 		var total int
 		for b.Loop() {
-			rec, err := e.m.SendBatch(ctx, mailing.Batch{
+			rec, err := e.M.SendBatch(ctx, mailing.Batch{
 				Account: "enap/eventos", From: "ENAP <cursos@servir.gob.pe>",
 				Subject:    "{{.Nombre}}: inscripción abierta",
 				Text:       "Estimado/a {{.Nombre}}, el curso {{.Curso}} abre inscripciones.",
@@ -89,13 +56,7 @@ func BenchmarkBatchEnqueue(b *testing.B) {
 	})
 }
 
-// bumpPool makes the test pool big enough for any benchmark.
-func bumpPool(b *testing.B, db *bun.DB) {
-	b.Helper()
-	if _, err := db.ExecContext(context.Background(), "UPDATE quota_pools SET total = 100000000000"); err != nil {
-		b.Fatal(err)
-	}
-}
+var bumpPool = mailingtest.BumpPool
 
 // BenchmarkSendConcurrent32 measures single sends (one recipient each,
 // committed before Send returns) from 32 concurrent callers.
@@ -110,7 +71,7 @@ func BenchmarkSendConcurrent32(b *testing.B) {
 			for pb.Next() {
 				msg := basic()
 				msg.To = []string{fmt.Sprintf("u%d@example.com", seq.Add(1))}
-				if _, err := e.m.Send(ctx, msg); err != nil {
+				if _, err := e.M.Send(ctx, msg); err != nil {
 					b.Error(err)
 					return
 				}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/uptrace/bun"
 
+	"github.com/servir-pe/envios/internal/mailstore"
 	"github.com/servir-pe/envios/internal/store"
 	"github.com/servir-pe/envios/quota"
 )
@@ -151,31 +152,12 @@ func (m *Mailer) commitGroup(ctx context.Context, group []*pending) {
 // that callers get their receipts for messages that are stored (an error
 // would make each client send, and be charged for, the message again).
 func (m *Mailer) groupTx(ctx context.Context, group []*pending) error {
-	return store.RetryUncommitted(ctx, m.db, func(t *store.Try) error { return m.groupTxOnce(ctx, group, t) })
-}
-
-// groupTxOnce is one try of groupTx.
-func (m *Mailer) groupTxOnce(ctx context.Context, group []*pending, t *store.Try) error {
-	for _, p := range group {
-		p.err, p.dup, p.receipt = nil, "", Receipt{}
-	}
-	run := func(ctx context.Context, tx bun.Tx, conn *bun.Conn) error {
-		if err := t.Begin(ctx, tx); err != nil {
-			return err
+	return m.write(ctx, "store messages", func(ctx context.Context, tx bun.Tx, conn *bun.Conn) error {
+		for _, p := range group {
+			p.err, p.dup, p.receipt = nil, "", Receipt{}
 		}
-		err := m.commitIn(ctx, tx, conn, group)
-		t.Committing(err == nil)
-		return err
-	}
-	if !isPG(m.db) {
-		return m.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error { return run(ctx, tx, nil) })
-	}
-	conn, err := m.db.Conn(ctx)
-	if err != nil {
-		return fmt.Errorf("mailing: store messages: %w", err)
-	}
-	defer conn.Close()
-	return conn.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error { return run(ctx, tx, &conn) })
+		return m.commitIn(ctx, tx, conn, group)
+	})
 }
 
 // commitIn decides and writes every message of group inside tx, which runs
@@ -217,8 +199,8 @@ func (m *Mailer) commitIn(ctx context.Context, tx bun.Tx, conn *bun.Conn, group 
 	if err != nil {
 		return err
 	}
-	var msgs []messageRow
-	var rows []recipientRow
+	var msgs []mailstore.MessageRow
+	var rows []mailstore.RecipientRow
 	var stored []*pending
 	for i, p := range charged {
 		if errs[i] != nil {
@@ -234,7 +216,7 @@ func (m *Mailer) commitIn(ctx context.Context, tx bun.Tx, conn *bun.Conn, group 
 		row.Raw = p.raw
 		msgs = append(msgs, row)
 		for j, r := range p.rcpts {
-			rows = append(rows, recipientRow{MessageID: p.id, Seq: j, AccountID: acct.ID, Origin: p.c.origin, Kind: r.kind,
+			rows = append(rows, mailstore.RecipientRow{MessageID: p.id, Seq: j, AccountID: acct.ID, Origin: p.c.origin, Kind: r.kind,
 				Address: r.addr.Addr, Name: r.addr.Name, RFCMessageID: p.rfcID, Status: status,
 				Priority: p.c.priority, DueAt: due, AcceptedAt: p.now})
 		}
@@ -247,9 +229,9 @@ func (m *Mailer) commitIn(ctx context.Context, tx bun.Tx, conn *bun.Conn, group 
 	if err := insertMessages(ctx, tx, conn, msgs); err != nil {
 		return err
 	}
-	accepted := counts{}
+	accepted := mailstore.Counts{}
 	for _, r := range rows {
-		accepted.add(r.AccountID, r.Origin, r.AcceptedAt, kindAccepted, 1)
+		accepted.Add(r.AccountID, r.Origin, r.AcceptedAt, mailstore.KindAccepted, 1)
 	}
 	if conn != nil {
 		if err := insertRecipientsPG(ctx, tx, rows, accepted); err != nil {
@@ -259,7 +241,7 @@ func (m *Mailer) commitIn(ctx context.Context, tx bun.Tx, conn *bun.Conn, group 
 		if _, err := tx.NewInsert().Model(&rows).Exec(ctx); err != nil {
 			return fmt.Errorf("mailing: store recipients: %w", err)
 		}
-		if err := accepted.write(ctx, tx); err != nil {
+		if err := accepted.Write(ctx, tx); err != nil {
 			return err
 		}
 	}
@@ -270,14 +252,14 @@ func (m *Mailer) commitIn(ctx context.Context, tx bun.Tx, conn *bun.Conn, group 
 	for _, p := range stored {
 		p.receipt.RecipientIDs = byMessage[p.id]
 	}
-	var tags []tagRow
-	var atts []attachmentRow
+	var tags []mailstore.TagRow
+	var atts []mailstore.AttachmentRow
 	for _, p := range stored {
 		for _, t := range p.c.tags {
-			tags = append(tags, tagRow{MessageID: p.id, Tag: t})
+			tags = append(tags, mailstore.TagRow{MessageID: p.id, Tag: t})
 		}
 		for i, a := range p.c.attach {
-			atts = append(atts, attachmentRow{MessageID: p.id, Seq: i, Filename: a.Filename, ContentType: a.ContentType, ContentID: a.ContentID, Data: a.Data})
+			atts = append(atts, mailstore.AttachmentRow{MessageID: p.id, Seq: i, Filename: a.Filename, ContentType: a.ContentType, ContentID: a.ContentID, Data: a.Data})
 		}
 	}
 	if len(tags) > 0 {
@@ -297,7 +279,7 @@ func (m *Mailer) commitIn(ctx context.Context, tx bun.Tx, conn *bun.Conn, group 
 // counters in tx with one prepared statement (PostgreSQL): the rows travel
 // as arrays, the counters ride along as a WITH clause, and the rows' ids
 // come back by (message_id, seq).
-func insertRecipientsPG(ctx context.Context, tx bun.Tx, rows []recipientRow, accepted counts) error {
+func insertRecipientsPG(ctx context.Context, tx bun.Tx, rows []mailstore.RecipientRow, accepted mailstore.Counts) error {
 	n := len(rows)
 	msgIDs, seqs, accounts := make([]string, n), make([]int64, n), make([]int64, n)
 	origins, kinds, addrs, names := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
@@ -311,8 +293,8 @@ func insertRecipientsPG(ctx context.Context, tx bun.Tx, rows []recipientRow, acc
 	}
 	var cAccounts, cHours, cNs []int64
 	var cOrigins, cKinds []string
-	for _, k := range accepted.keys() {
-		cAccounts, cOrigins, cHours, cKinds, cNs = append(cAccounts, k.account), append(cOrigins, string(k.origin)), append(cHours, k.hour), append(cKinds, k.kind), append(cNs, accepted[k])
+	for _, k := range accepted.Keys() {
+		cAccounts, cOrigins, cHours, cKinds, cNs = append(cAccounts, k.Account), append(cOrigins, string(k.Origin)), append(cHours, k.Hour), append(cKinds, k.Kind), append(cNs, accepted[k])
 	}
 	res, err := store.QueryIDBCached(ctx, tx, insertRecipientsSQL, cAccounts, cOrigins, cHours, cKinds, cNs,
 		msgIDs, seqs, accounts, origins, kinds, addrs, names, data, rfcIDs, statuses, prios, dues, ats)
@@ -357,9 +339,9 @@ RETURNING message_id, seq, id`
 // without an idempotency key go by COPY; a message with a key may meet one
 // stored concurrently by another process, and goes by INSERT … ON CONFLICT
 // DO NOTHING, which tells (errKeyRace) instead of failing the transaction.
-func insertMessages(ctx context.Context, tx bun.Tx, conn *bun.Conn, msgs []messageRow) error {
+func insertMessages(ctx context.Context, tx bun.Tx, conn *bun.Conn, msgs []mailstore.MessageRow) error {
 	if conn != nil {
-		var plain, keyed []messageRow
+		var plain, keyed []mailstore.MessageRow
 		for _, r := range msgs {
 			if r.IdempotencyKey == nil {
 				plain = append(plain, r)
@@ -479,7 +461,7 @@ func (k *checker) read(ctx context.Context, name string, addrs []string, domain 
 	}
 	q.WriteString(" FROM quota_accounts AS a WHERE a.name = ?")
 	args = append(args, n)
-	if isPG(k.m.db) {
+	if mailstore.IsPG(k.m.db) {
 		// A prepared statement (one per number of addresses).
 		var rows *sql.Rows
 		if rows, err = store.QueryIDBCached(ctx, k.idb, q.String(), args...); err == nil {

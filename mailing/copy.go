@@ -12,11 +12,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/servir-pe/envios/internal/mailstore"
 	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect"
 )
-
-func isPG(db *bun.DB) bool { return db.Dialect().Name() == dialect.PG }
 
 // withPgx runs fn on the pgx connection under conn (PostgreSQL's COPY is
 // not in database/sql), inside whatever transaction is open on it.
@@ -37,7 +35,7 @@ var copyColumns = []string{"message_id", "seq", "account_id", "origin", "kind", 
 // transaction open on conn: several times faster than a multi-row INSERT
 // for a chunk of thousands. A row that already exists fails the whole COPY
 // with errCopyConflict (the caller retries with INSERT … ON CONFLICT).
-func copyRecipients(ctx context.Context, conn bun.Conn, rows []recipientRow) (int64, error) {
+func copyRecipients(ctx context.Context, conn bun.Conn, rows []mailstore.RecipientRow) (int64, error) {
 	var n int64
 	err := withPgx(conn, func(pc *pgx.Conn) error {
 		var err error
@@ -69,7 +67,7 @@ var messageColumns = []string{"id", "account_id", "origin", "actor", "kind", "pr
 // sent as they are). The rows are encoded here, for messageColumns' types,
 // rather than by pgx's CopyFrom, which first asks the server for the
 // columns' types: a round trip per group commit.
-func copyMessages(ctx context.Context, conn bun.Conn, rows []messageRow) error {
+func copyMessages(ctx context.Context, conn bun.Conn, rows []mailstore.MessageRow) error {
 	if len(rows) == 0 {
 		return nil
 	}
@@ -98,7 +96,7 @@ var pgEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 // field as a 32-bit length (-1 for NULL) and its binary value: text as its
 // bytes, bigint/integer/smallint big-endian, timestamptz as microseconds
 // since 2000-01-01 UTC, bytea as its bytes.
-func encodeMessages(rows []messageRow) []byte {
+func encodeMessages(rows []mailstore.MessageRow) []byte {
 	size := 19 + 2
 	for i := range rows {
 		size += 2 + 4*len(messageColumns) + 256 + len(rows[i].Raw) + len(rows[i].Headers)

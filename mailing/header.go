@@ -33,18 +33,18 @@ func splitHeader(msg []byte) ([]field, []byte, error) {
 		}
 		i := bytes.Index(rest, []byte("\r\n"))
 		if i < 0 {
-			return nil, nil, contentErr("header line %d does not end with CRLF", line)
+			return nil, nil, contentErr("message", "header line %d does not end with CRLF", line)
 		}
 		l := rest[:i]
 		if bytes.IndexByte(l, '\r') >= 0 || bytes.IndexByte(l, '\n') >= 0 || bytes.IndexByte(l, 0) >= 0 {
-			return nil, nil, contentErr("header line %d has a bare CR, LF or NUL", line)
+			return nil, nil, contentErr("message", "header line %d has a bare CR, LF or NUL", line)
 		}
 		if len(l) == 0 {
 			return fields, rest[2:], nil
 		}
 		if l[0] == ' ' || l[0] == '\t' {
 			if len(fields) == 0 {
-				return nil, nil, contentErr("header line %d continues no field", line)
+				return nil, nil, contentErr("message", "header line %d continues no field", line)
 			}
 			f := &fields[len(fields)-1]
 			f.Raw = f.Raw[:len(f.Raw):len(f.Raw)] // never write into msg
@@ -54,12 +54,12 @@ func splitHeader(msg []byte) ([]field, []byte, error) {
 		}
 		colon := bytes.IndexByte(l, ':')
 		if colon <= 0 {
-			return nil, nil, contentErr("header line %d is not a field (name: value)", line)
+			return nil, nil, contentErr("message", "header line %d is not a field (name: value)", line)
 		}
 		name := l[:colon]
 		for _, c := range name {
 			if c < 33 || c > 126 {
-				return nil, nil, contentErr("header line %d has an invalid field name %q", line, name)
+				return nil, nil, contentErr("message", "header line %d has an invalid field name %q", line, name)
 			}
 		}
 		fields = append(fields, field{Name: string(name), Raw: rest[: i+2 : i+2]})
@@ -73,13 +73,13 @@ func checkBody(body []byte) error {
 		switch body[i] {
 		case '\r':
 			if i+1 >= len(body) || body[i+1] != '\n' {
-				return contentErr("the body has a bare CR at byte %d", i)
+				return contentErr("message", "the body has a bare CR at byte %d", i)
 			}
 			i++
 		case '\n':
-			return contentErr("the body has a bare LF at byte %d", i)
+			return contentErr("message", "the body has a bare LF at byte %d", i)
 		case 0:
-			return contentErr("the body has a NUL at byte %d", i)
+			return contentErr("message", "the body has a NUL at byte %d", i)
 		}
 	}
 	return nil
@@ -105,7 +105,7 @@ func single(fields []field, name string) (string, bool, error) {
 	case 1:
 		return fs[0].Value(), true, nil
 	}
-	return "", false, contentErr("the message has %d %s fields; at most one is allowed", len(fs), name)
+	return "", false, contentErr("message", "the message has %d %s fields; at most one is allowed", len(fs), name)
 }
 
 func joinFields(fields []field) []byte {

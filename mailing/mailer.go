@@ -14,6 +14,7 @@ import (
 
 	"github.com/servir-pe/envios/internal/audit"
 	"github.com/servir-pe/envios/internal/dkimkey"
+	"github.com/servir-pe/envios/internal/mailstore"
 	"github.com/servir-pe/envios/internal/store"
 	"github.com/servir-pe/envios/quota"
 )
@@ -79,7 +80,8 @@ type Config struct {
 // state except through their databases.
 type Mailer struct {
 	cfg    Config
-	sealer *dkimkey.Sealer // nil: DKIM keys in clear
+	st     *mailstore.Store // what acceptance and delivery share
+	sealer *dkimkey.Sealer  // nil: DKIM keys in clear
 	db     *bun.DB
 	ledger *quota.Ledger
 	ownDB  bool
@@ -93,9 +95,6 @@ type Mailer struct {
 	gqueue  []*pending
 	gactive int
 }
-
-// ErrClosed is returned by calls on a Mailer after Shutdown or Close.
-var ErrClosed = errors.New("mailing: mailer closed")
 
 // New returns a Mailer on cfg.DB, which must be migrated.
 func New(cfg Config) (*Mailer, error) {
@@ -137,6 +136,7 @@ func New(cfg Config) (*Mailer, error) {
 		}
 		m.sealer = s
 	}
+	m.st = &mailstore.Store{DB: m.db, Ledger: m.ledger, Sealer: m.sealer, Clock: cfg.Now, Logger: cfg.Logger, MaxMessageSize: cfg.MaxMessageSize}
 	m.gcond = sync.NewCond(&m.gmu)
 	return m, nil
 }
@@ -213,10 +213,6 @@ type Sender struct {
 	Created time.Time
 }
 
-// ErrNoDKIMKey: the From domain has no DKIM key and is not configured to
-// send unsigned.
-var ErrNoDKIMKey = errors.New("mailing: no DKIM key for the From domain")
-
 // AddDomainKey generates a DKIM key for domain ("rsa2048" or "ed25519"),
 // stores it, and returns the DNS TXT record to publish (name and value).
 // The private key never leaves the database.
@@ -228,10 +224,6 @@ func (m *Mailer) AddDomainKey(ctx context.Context, domain, algorithm string) (na
 	name, value = k.Record()
 	return name, value, nil
 }
-
-// ErrSenderNotAllowed: the From address is not one of the account's sender
-// identities.
-var ErrSenderNotAllowed = errors.New("mailing: sender not allowed for the account")
 
 // normaliseSender checks and lowercases an address or @domain pattern.
 func normaliseSender(pattern string) (string, error) {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,108 +14,27 @@ import (
 	"github.com/jhillyerd/enmime/v2"
 	"github.com/uptrace/bun"
 
+	"github.com/servir-pe/envios/internal/mailingtest"
 	"github.com/servir-pe/envios/internal/storetest"
 	"github.com/servir-pe/envios/mailing"
 	"github.com/servir-pe/envios/quota"
 )
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+type env = mailingtest.Env
 
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+var (
+	start  = mailingtest.Start
+	setup  = mailingtest.Setup
+	verify = mailingtest.Verify
+)
 
-var start = time.Date(2026, 11, 26, 17, 0, 0, 0, time.UTC)
-
-type env struct {
-	m     *mailing.Mailer
-	db    *bun.DB
-	clock *clock
-}
-
-// setup makes a mailer with a pool of 100,000,000, the accounts given, and
-// sender identities: avisos@servir.gob.pe for every account, @servir.gob.pe
-// for enap/eventos.
-func setup(t testing.TB, db *bun.DB, accounts map[string]int64, cfg mailing.Config) env {
-	t.Helper()
-	ctx := context.Background()
-	clk := &clock{t: start}
-	cfg.DB, cfg.Now = db, clk.Now
-	if cfg.MessageIDDomain == "" {
-		cfg.MessageIDDomain = "envios.servir.gob.pe"
-	}
-	m, err := mailing.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	plan := quota.Plan{Pool: quota.PoolSpec{Name: "p", Total: 100_000_000, StartsAt: start.AddDate(0, -1, 0), EndsAt: start.AddDate(1, 0, 0)}}
-	for name, n := range accounts {
-		plan.Accounts = append(plan.Accounts, quota.AccountSpec{Name: name, Allocation: n})
-	}
-	if _, err := m.Ledger().Init(ctx, plan, "test"); err != nil {
-		t.Fatal(err)
-	}
-	for name := range accounts {
-		if _, err := m.AddSender(ctx, name, "avisos@servir.gob.pe", "test"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if !slices.Contains(cfg.UnsignedDomains, "servir.gob.pe") {
-		if _, _, err := m.AddDomainKey(ctx, "servir.gob.pe", "ed25519"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, ok := accounts["enap/eventos"]; ok {
-		if _, err := m.AddSender(ctx, "enap/eventos", "@servir.gob.pe", "test"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return env{m: m, db: db, clock: clk}
-}
-
-func (e env) used(t testing.TB, account string) int64 {
-	t.Helper()
-	a, err := e.m.Ledger().Account(context.Background(), account)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a.Used
-}
-
-func (e env) count(t testing.TB, table string) int {
-	t.Helper()
-	var n int
-	if err := e.db.QueryRowContext(context.Background(), "SELECT count(*) FROM "+table).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
-func verify(t testing.TB, m *mailing.Mailer) {
-	t.Helper()
-	problems, err := m.Ledger().Verify(context.Background())
-	if err != nil || len(problems) > 0 {
-		t.Fatalf("ledger: %v %v", problems, err)
-	}
-}
-
-func basic() mailing.Message {
-	return mailing.Message{Account: "sjti/talento", From: "SERVIR <avisos@servir.gob.pe>",
-		To: []string{"ana@example.com"}, Subject: "Hola", Text: "Cuerpo"}
-}
+var basic = mailingtest.Basic
 
 func TestSendRefusesBadInputAndChargesNothing(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, db *bun.DB) {
 		e := setup(t, db, map[string]int64{"sjti/talento": 100, "sjci/imagen": 100}, mailing.Config{MaxRecipients: 3, MaxMessageSize: 1000})
 		ctx := context.Background()
-		if _, err := e.m.Ledger().SetDisabled(ctx, "sjci/imagen", true, "t"); err != nil {
+		if _, err := e.M.Ledger().SetDisabled(ctx, "sjci/imagen", true, "t"); err != nil {
 			t.Fatal(err)
 		}
 		tests := []struct {
@@ -138,10 +56,10 @@ func TestSendRefusesBadInputAndChargesNothing(t *testing.T) {
 			{"bad reply-to", func(m *mailing.Message) { m.ReplyTo = []string{"x"} }, mailing.ErrAddress, ""},
 			{"crlf subject", func(m *mailing.Message) { m.Subject = "Hola\r\nBcc: x@evil.com" }, mailing.ErrContent, "subject contains CR"},
 			{"lf subject", func(m *mailing.Message) { m.Subject = "Hola\nX: y" }, mailing.ErrContent, "subject"},
-			{"crlf header value", func(m *mailing.Message) { m.Headers = []mailing.Header{{"X-Ref", "a\r\nBcc: x"}} }, mailing.ErrContent, "X-Ref"},
-			{"bad header name", func(m *mailing.Message) { m.Headers = []mailing.Header{{"X Ref", "a"}} }, mailing.ErrContent, "field name"},
-			{"reserved header", func(m *mailing.Message) { m.Headers = []mailing.Header{{"bcc", "x@evil.com"}} }, mailing.ErrContent, "Bcc is set by envios"},
-			{"envios header", func(m *mailing.Message) { m.Headers = []mailing.Header{{"X-Envios-Send-At", "x"}} }, mailing.ErrContent, "set by envios"},
+			{"crlf header value", func(m *mailing.Message) { m.Headers = []mailing.Header{{Name: "X-Ref", Value: "a\r\nBcc: x"}} }, mailing.ErrContent, "X-Ref"},
+			{"bad header name", func(m *mailing.Message) { m.Headers = []mailing.Header{{Name: "X Ref", Value: "a"}} }, mailing.ErrContent, "field name"},
+			{"reserved header", func(m *mailing.Message) { m.Headers = []mailing.Header{{Name: "bcc", Value: "x@evil.com"}} }, mailing.ErrContent, "Bcc is set by envios"},
+			{"envios header", func(m *mailing.Message) { m.Headers = []mailing.Header{{Name: "X-Envios-Send-At", Value: "x"}} }, mailing.ErrContent, "set by envios"},
 			{"crlf campaign", func(m *mailing.Message) { m.Campaign = "a\nb" }, mailing.ErrContent, "campaign"},
 			{"crlf attachment name", func(m *mailing.Message) {
 				m.Attachments = []mailing.Attachment{{Filename: "a\r\n.pdf", Data: []byte("x")}}
@@ -172,7 +90,7 @@ func TestSendRefusesBadInputAndChargesNothing(t *testing.T) {
 			t.Run(tt.name, func(t *testing.T) {
 				msg := basic()
 				tt.edit(&msg)
-				_, err := e.m.Send(ctx, msg)
+				_, err := e.M.Send(ctx, msg)
 				if tt.want == nil {
 					if err != nil {
 						t.Fatalf("control case failed: %v", err)
@@ -185,30 +103,30 @@ func TestSendRefusesBadInputAndChargesNothing(t *testing.T) {
 			})
 		}
 		// Only the control case was stored and charged.
-		if n := e.count(t, "mail_messages"); n != 1 {
+		if n := e.Count(t, "mail_messages"); n != 1 {
 			t.Fatalf("%d messages stored", n)
 		}
-		if u := e.used(t, "sjti/talento"); u != 3 {
+		if u := e.Used(t, "sjti/talento"); u != 3 {
 			t.Fatalf("used = %d, want 3", u)
 		}
 		// Pool exhausted: errors.Is quota.ErrInsufficient, nothing stored.
 		msg := basic()
 		msg.To = []string{"a@x.pe", "b@x.pe", "c@x.pe"}
 		for range 32 {
-			if _, err := e.m.Send(ctx, msg); err != nil {
+			if _, err := e.M.Send(ctx, msg); err != nil {
 				if !errors.Is(err, quota.ErrInsufficient) {
 					t.Fatalf("err = %v", err)
 				}
 				break
 			}
 		}
-		if u := e.used(t, "sjti/talento"); u != 99 {
+		if u := e.Used(t, "sjti/talento"); u != 99 {
 			t.Fatalf("used = %d, want 99 (33 sends of 3)", u)
 		}
-		if n := e.count(t, "mail_recipients"); n != 99 {
+		if n := e.Count(t, "mail_recipients"); n != 99 {
 			t.Fatalf("%d recipient rows, want 99", n)
 		}
-		verify(t, e.m)
+		verify(t, e.M)
 	})
 }
 
@@ -220,27 +138,27 @@ func TestSendStoresRecipientsAndRenders(t *testing.T) {
 			ReplyTo: []string{"consultas@servir.gob.pe"},
 			To:      []string{"Ana Pérez <ana@example.com>", "ANA@example.com"}, Cc: []string{"luis@münchen.de"}, Bcc: []string{"oculto@example.org"},
 			Subject: "Invitación: año 2027", Text: "Hola", HTML: "<p>Hola</p>",
-			Headers:     []mailing.Header{{"X-Curso", "GP-101"}},
+			Headers:     []mailing.Header{{Name: "X-Curso", Value: "GP-101"}},
 			Attachments: []mailing.Attachment{{Filename: "programa.pdf", Data: []byte("%PDF-1.4")}},
 			Tags:        []string{"cursos", "2027"}, Campaign: "invitaciones-2027"}
-		r, err := e.m.Send(ctx, msg)
+		r, err := e.M.Send(ctx, msg)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if r.Recipients != 3 || r.Status != mailing.StatusQueued || r.Duplicate {
 			t.Fatalf("receipt %+v (the duplicate ANA@ must be folded)", r)
 		}
-		info, err := e.m.Message(ctx, "enap/eventos", r.MessageID)
+		info, err := e.M.Message(ctx, "enap/eventos", r.MessageID)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if info.Counts[mailing.StatusQueued] != 3 || info.Campaign != "invitaciones-2027" || strings.Join(info.Tags, ",") != "2027,cursos" || info.Priority != mailing.Transactional {
 			t.Fatalf("info %+v", info)
 		}
-		if _, err := e.m.Message(ctx, "sjti/talento", r.MessageID); !errors.Is(err, mailing.ErrNotFound) {
+		if _, err := e.M.Message(ctx, "sjti/talento", r.MessageID); !errors.Is(err, mailing.ErrNotFound) {
 			t.Fatalf("another account sees the message: %v", err)
 		}
-		rs, err := e.m.Recipients(ctx, "", r.MessageID, -1, 0)
+		rs, err := e.M.Recipients(ctx, "", r.MessageID, -1, 0)
 		if err != nil || len(rs) != 3 {
 			t.Fatalf("recipients %v %v", rs, err)
 		}
@@ -250,15 +168,15 @@ func TestSendStoresRecipientsAndRenders(t *testing.T) {
 		if len(r.RecipientIDs) != 3 || r.RecipientIDs[0] != rs[0].ID || r.RecipientIDs[2] != rs[2].ID {
 			t.Fatalf("receipt ids %v, rows %d %d %d", r.RecipientIDs, rs[0].ID, rs[1].ID, rs[2].ID)
 		}
-		h, _ := e.m.Ledger().History(ctx, quota.HistoryFilter{Kind: quota.KindCharge})
+		h, _ := e.M.Ledger().History(ctx, quota.HistoryFilter{Kind: quota.KindCharge})
 		if len(h) != 1 || h[0].Amount != 3 || h[0].Reference != r.MessageID || h[0].Origin != quota.OriginLibrary {
 			t.Fatalf("charge entries %+v", h)
 		}
-		raw, err := e.m.Render(ctx, rs[2].ID)
+		raw, err := e.M.Render(ctx, rs[2].ID)
 		if err != nil {
 			t.Fatal(err)
 		}
-		again, _ := e.m.Render(ctx, rs[2].ID)
+		again, _ := e.M.Render(ctx, rs[2].ID)
 		if !bytes.Equal(raw, again) {
 			t.Fatal("Render is not deterministic")
 		}
@@ -280,7 +198,7 @@ func TestSendStoresRecipientsAndRenders(t *testing.T) {
 		if env.Text != "Hola" || !strings.Contains(env.HTML, "<p>Hola</p>") || len(env.Attachments) != 1 || env.Attachments[0].FileName != "programa.pdf" {
 			t.Errorf("body text %q html %q attachments %d", env.Text, env.HTML, len(env.Attachments))
 		}
-		verify(t, e.m)
+		verify(t, e.M)
 	})
 }
 
@@ -292,7 +210,7 @@ func TestBatchPersonalises(t *testing.T) {
 			Nombre string
 			Curso  string
 		}
-		rec, err := e.m.SendBatch(ctx, mailing.Batch{
+		rec, err := e.M.SendBatch(ctx, mailing.Batch{
 			Account: "gdcrsc/capacidades", From: "avisos@servir.gob.pe",
 			Subject: "{{.Nombre}}, su curso {{.Curso}}",
 			Text:    "Estimado/a {{.Nombre}}: {{.Curso}}",
@@ -318,14 +236,14 @@ func TestBatchPersonalises(t *testing.T) {
 				t.Errorf("rejection %d: %v, want %q", r.Index, r.Err, w)
 			}
 		}
-		if u := e.used(t, "gdcrsc/capacidades"); u != 2 {
+		if u := e.Used(t, "gdcrsc/capacidades"); u != 2 {
 			t.Fatalf("used %d", u)
 		}
-		rs, err := e.m.Recipients(ctx, "", rec.MessageID, -1, 0)
+		rs, err := e.M.Recipients(ctx, "", rec.MessageID, -1, 0)
 		if err != nil || len(rs) != 2 || rs[0].Seq != 0 || rs[1].Seq != 2 || rs[0].RFCMessageID == rs[1].RFCMessageID {
 			t.Fatalf("recipients %+v %v", rs, err)
 		}
-		raw, err := e.m.Render(ctx, rs[1].ID)
+		raw, err := e.M.Render(ctx, rs[1].ID)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -343,12 +261,12 @@ func TestBatchPersonalises(t *testing.T) {
 			t.Errorf("To %q Message-ID %q", env.GetHeader("To"), env.GetHeader("Message-Id"))
 		}
 		// A template that does not parse is refused before anything is charged.
-		_, err = e.m.SendBatch(ctx, mailing.Batch{Account: "gdcrsc/capacidades", From: "avisos@servir.gob.pe",
+		_, err = e.M.SendBatch(ctx, mailing.Batch{Account: "gdcrsc/capacidades", From: "avisos@servir.gob.pe",
 			Subject: "{{.Nombre", Text: "x", Recipients: mailing.List(mailing.Recipient{Address: "a@example.com"})})
 		if !errors.Is(err, mailing.ErrContent) {
 			t.Fatalf("bad template: %v", err)
 		}
-		verify(t, e.m)
+		verify(t, e.M)
 	})
 }
 
@@ -367,42 +285,42 @@ func TestBatchThatDoesNotFitChargesNothing(t *testing.T) {
 			IdempotencyKey: "campaign-1"}
 		// Known size beyond the allocation: refused whole.
 		b.Recipients, b.Expected = mailing.List(recips(30)...), 30
-		rec, err := e.m.SendBatch(ctx, b)
+		rec, err := e.M.SendBatch(ctx, b)
 		if !errors.Is(err, quota.ErrInsufficient) || rec.Accepted != 0 {
 			t.Fatalf("expected 30 of 25: %+v %v", rec, err)
 		}
-		if e.count(t, "mail_messages") != 0 || e.count(t, "mail_recipients") != 0 || e.used(t, "enap/eventos") != 0 {
+		if e.Count(t, "mail_messages") != 0 || e.Count(t, "mail_recipients") != 0 || e.Used(t, "enap/eventos") != 0 {
 			t.Fatal("a refused batch stored or charged something")
 		}
 		// A chunk that does not fit charges nothing of that chunk.
 		b.Expected = 0
-		rec, err = e.m.SendBatch(ctx, b)
+		rec, err = e.M.SendBatch(ctx, b)
 		if !errors.Is(err, quota.ErrInsufficient) || rec.Accepted != 20 {
 			t.Fatalf("stream of 30 in chunks of 10 over 25: %+v %v", rec, err)
 		}
-		if e.used(t, "enap/eventos") != 20 || e.count(t, "mail_recipients") != 20 {
-			t.Fatalf("used %d rows %d", e.used(t, "enap/eventos"), e.count(t, "mail_recipients"))
+		if e.Used(t, "enap/eventos") != 20 || e.Count(t, "mail_recipients") != 20 {
+			t.Fatalf("used %d rows %d", e.Used(t, "enap/eventos"), e.Count(t, "mail_recipients"))
 		}
 		// More allocation, the same key: the batch resumes where it stopped.
-		if err := e.m.Ledger().Transfer(ctx, quota.Transfer{From: "enap/biblioteca", To: "enap/eventos", Amount: 10, Actor: "t"}); err != nil {
+		if err := e.M.Ledger().Transfer(ctx, quota.Transfer{From: "enap/biblioteca", To: "enap/eventos", Amount: 10, Actor: "t"}); err != nil {
 			t.Fatal(err)
 		}
-		rec2, err := e.m.SendBatch(ctx, b)
+		rec2, err := e.M.SendBatch(ctx, b)
 		if err != nil || rec2.MessageID != rec.MessageID || rec2.Resumed != 20 || rec2.Accepted != 10 {
 			t.Fatalf("resume: %+v %v", rec2, err)
 		}
-		rec3, err := e.m.SendBatch(ctx, b)
+		rec3, err := e.M.SendBatch(ctx, b)
 		if err != nil || rec3.Accepted != 0 || rec3.Resumed != 30 {
 			t.Fatalf("replay of a complete batch: %+v %v", rec3, err)
 		}
-		if e.used(t, "enap/eventos") != 30 || e.count(t, "mail_recipients") != 30 {
+		if e.Used(t, "enap/eventos") != 30 || e.Count(t, "mail_recipients") != 30 {
 			t.Fatal("resume charged or stored twice")
 		}
-		info, _ := e.m.Message(ctx, "", rec.MessageID)
+		info, _ := e.M.Message(ctx, "", rec.MessageID)
 		if info.Recipients != 30 || info.Counts[mailing.StatusQueued] != 30 {
 			t.Fatalf("info %+v", info)
 		}
-		verify(t, e.m)
+		verify(t, e.M)
 	})
 }
 
@@ -420,7 +338,7 @@ func TestConcurrentSendsNeverOverdraw(t *testing.T) {
 				for i := range 20 {
 					msg := basic()
 					msg.To = []string{fmt.Sprintf("u%d-%d@example.com", w, i)}
-					_, err := e.m.Send(ctx, msg)
+					_, err := e.M.Send(ctx, msg)
 					switch {
 					case err == nil:
 						ok.Add(1)
@@ -438,10 +356,10 @@ func TestConcurrentSendsNeverOverdraw(t *testing.T) {
 		for err := range errc {
 			t.Fatal(err)
 		}
-		if ok.Load() != 1000 || refused.Load() != 280 || e.count(t, "mail_recipients") != 1000 || e.used(t, "sjti/talento") != 1000 {
-			t.Fatalf("accepted %d refused %d rows %d", ok.Load(), refused.Load(), e.count(t, "mail_recipients"))
+		if ok.Load() != 1000 || refused.Load() != 280 || e.Count(t, "mail_recipients") != 1000 || e.Used(t, "sjti/talento") != 1000 {
+			t.Fatalf("accepted %d refused %d rows %d", ok.Load(), refused.Load(), e.Count(t, "mail_recipients"))
 		}
-		verify(t, e.m)
+		verify(t, e.M)
 	})
 }
 
@@ -457,7 +375,7 @@ func TestIdempotencyUnderConcurrency(t *testing.T) {
 		var wg sync.WaitGroup
 		for i := range ids {
 			wg.Go(func() {
-				r, err := e.m.Send(ctx, msg)
+				r, err := e.M.Send(ctx, msg)
 				if err != nil {
 					t.Error(err)
 					return
@@ -475,11 +393,11 @@ func TestIdempotencyUnderConcurrency(t *testing.T) {
 				first++
 			}
 		}
-		if first != 1 || e.count(t, "mail_messages") != 1 || e.used(t, "sjti/talento") != 2 {
-			t.Fatalf("%d originals, %d messages, used %d", first, e.count(t, "mail_messages"), e.used(t, "sjti/talento"))
+		if first != 1 || e.Count(t, "mail_messages") != 1 || e.Used(t, "sjti/talento") != 2 {
+			t.Fatalf("%d originals, %d messages, used %d", first, e.Count(t, "mail_messages"), e.Used(t, "sjti/talento"))
 		}
 		// The same key on another account is another message.
-		verify(t, e.m)
+		verify(t, e.M)
 	})
 }
 
@@ -491,16 +409,16 @@ func TestScheduleAndCancel(t *testing.T) {
 		msg.Account = "enap/eventos"
 		msg.To = []string{"a@example.com", "b@example.com"}
 		msg.SendAt = start.Add(2 * time.Hour)
-		r, err := e.m.Send(ctx, msg)
+		r, err := e.M.Send(ctx, msg)
 		if err != nil || r.Status != mailing.StatusScheduled {
 			t.Fatalf("%+v %v", r, err)
 		}
-		if n, err := e.m.PromoteDue(ctx); err != nil || n != 0 {
+		if n, err := e.M.PromoteDue(ctx); err != nil || n != 0 {
 			t.Fatalf("promoted %d before time: %v", n, err)
 		}
-		e.clock.Add(2 * time.Hour)
+		e.Clock.Add(2 * time.Hour)
 		// A new Mailer on the same database (a restart) sees them due.
-		m2, err := mailing.New(mailing.Config{DB: db, Now: e.clock.Now})
+		m2, err := mailing.New(mailing.Config{DB: db, Now: e.Clock.Now})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -508,37 +426,37 @@ func TestScheduleAndCancel(t *testing.T) {
 			t.Fatalf("promoted %d at send-at: %v", n, err)
 		}
 		// A scheduled batch, cancelled before its time: released.
-		b, err := e.m.SendBatch(ctx, mailing.Batch{Account: "enap/eventos", From: "avisos@servir.gob.pe", Subject: "s", Text: "t",
+		b, err := e.M.SendBatch(ctx, mailing.Batch{Account: "enap/eventos", From: "avisos@servir.gob.pe", Subject: "s", Text: "t",
 			SendAt: start.AddDate(0, 0, 7), Recipients: mailing.List(
 				mailing.Recipient{Address: "x@example.com"}, mailing.Recipient{Address: "y@example.com"}, mailing.Recipient{Address: "z@example.com"})})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if u := e.used(t, "enap/eventos"); u != 5 {
+		if u := e.Used(t, "enap/eventos"); u != 5 {
 			t.Fatalf("used %d", u)
 		}
-		c, err := e.m.Cancel(ctx, "enap/eventos", b.MessageID, "test")
+		c, err := e.M.Cancel(ctx, "enap/eventos", b.MessageID, "test")
 		if err != nil || c.Cancelled != 3 || c.Released != 3 {
 			t.Fatalf("cancel %+v %v", c, err)
 		}
-		if c, err := e.m.Cancel(ctx, "enap/eventos", b.MessageID, "test"); err != nil || c.Cancelled != 0 {
+		if c, err := e.M.Cancel(ctx, "enap/eventos", b.MessageID, "test"); err != nil || c.Cancelled != 0 {
 			t.Fatalf("second cancel %+v %v", c, err)
 		}
-		if _, err := e.m.Cancel(ctx, "sjti/talento", b.MessageID, "test"); !errors.Is(err, mailing.ErrNotFound) {
+		if _, err := e.M.Cancel(ctx, "sjti/talento", b.MessageID, "test"); !errors.Is(err, mailing.ErrNotFound) {
 			t.Fatalf("cancel from another account: %v", err)
 		}
-		info, _ := e.m.Message(ctx, "", b.MessageID)
+		info, _ := e.M.Message(ctx, "", b.MessageID)
 		if info.Counts[mailing.StatusCancelled] != 3 || info.CancelledAt.IsZero() {
 			t.Fatalf("info %+v", info)
 		}
-		if u := e.used(t, "enap/eventos"); u != 2 {
+		if u := e.Used(t, "enap/eventos"); u != 2 {
 			t.Fatalf("used %d after cancel, want 2", u)
 		}
-		h, _ := e.m.Ledger().History(ctx, quota.HistoryFilter{Kind: quota.KindRelease})
+		h, _ := e.M.Ledger().History(ctx, quota.HistoryFilter{Kind: quota.KindRelease})
 		if len(h) != 1 || h[0].Amount != 3 || h[0].Reason != "cancelled" || h[0].Reference != b.MessageID {
 			t.Fatalf("release entries %+v", h)
 		}
-		verify(t, e.m)
+		verify(t, e.M)
 	})
 }
 
@@ -546,15 +464,15 @@ func TestSenders(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, db *bun.DB) {
 		e := setup(t, db, map[string]int64{"enap/eventos": 10, "sjti/talento": 10}, mailing.Config{})
 		ctx := context.Background()
-		if added, err := e.m.AddSender(ctx, "enap/eventos", "@SERVIR.gob.pe", "t"); err != nil || added {
+		if added, err := e.M.AddSender(ctx, "enap/eventos", "@SERVIR.gob.pe", "t"); err != nil || added {
 			t.Fatalf("re-adding a domain: added %v, %v", added, err)
 		}
 		for _, bad := range []string{"", "@", "@localhost", "Name <a@b.pe>", "a@b@c", "x@[1.2.3.4]"} {
-			if _, err := e.m.AddSender(ctx, "enap/eventos", bad, "t"); !errors.Is(err, mailing.ErrAddress) {
+			if _, err := e.M.AddSender(ctx, "enap/eventos", bad, "t"); !errors.Is(err, mailing.ErrAddress) {
 				t.Errorf("AddSender(%q): %v", bad, err)
 			}
 		}
-		ss, err := e.m.Senders(ctx, "enap/eventos")
+		ss, err := e.M.Senders(ctx, "enap/eventos")
 		if err != nil || len(ss) != 2 || ss[0].Pattern != "@servir.gob.pe" || ss[1].Pattern != "avisos@servir.gob.pe" {
 			t.Fatalf("senders %+v %v", ss, err)
 		}
@@ -562,21 +480,21 @@ func TestSenders(t *testing.T) {
 		msg := basic()
 		msg.From = "cursos@servir.gob.pe"
 		msg.Account = "enap/eventos"
-		if _, err := e.m.Send(ctx, msg); err != nil {
+		if _, err := e.M.Send(ctx, msg); err != nil {
 			t.Fatal(err)
 		}
 		msg.Account = "sjti/talento"
-		if _, err := e.m.Send(ctx, msg); !errors.Is(err, mailing.ErrSenderNotAllowed) {
+		if _, err := e.M.Send(ctx, msg); !errors.Is(err, mailing.ErrSenderNotAllowed) {
 			t.Fatalf("sjti/talento as cursos@: %v", err)
 		}
-		if err := e.m.RemoveSender(ctx, "sjti/talento", "avisos@servir.gob.pe", "t"); err != nil {
+		if err := e.M.RemoveSender(ctx, "sjti/talento", "avisos@servir.gob.pe", "t"); err != nil {
 			t.Fatal(err)
 		}
-		if err := e.m.RemoveSender(ctx, "sjti/talento", "avisos@servir.gob.pe", "t"); !errors.Is(err, quota.ErrNotFound) {
+		if err := e.M.RemoveSender(ctx, "sjti/talento", "avisos@servir.gob.pe", "t"); !errors.Is(err, quota.ErrNotFound) {
 			t.Fatalf("removing twice: %v", err)
 		}
 		msg.From = "avisos@servir.gob.pe"
-		if _, err := e.m.Send(ctx, msg); !errors.Is(err, mailing.ErrSenderNotAllowed) {
+		if _, err := e.M.Send(ctx, msg); !errors.Is(err, mailing.ErrSenderNotAllowed) {
 			t.Fatalf("after removal: %v", err)
 		}
 	})
@@ -599,7 +517,7 @@ func TestConcurrentBatchesWithOneKey(t *testing.T) {
 		for i := range recs {
 			wg.Go(func() {
 				var err error
-				recs[i], err = e.m.SendBatch(ctx, b)
+				recs[i], err = e.M.SendBatch(ctx, b)
 				if err != nil {
 					t.Error(err)
 				}
@@ -613,16 +531,16 @@ func TestConcurrentBatchesWithOneKey(t *testing.T) {
 			}
 			accepted += r.Accepted
 		}
-		if accepted != 1000 || e.used(t, "enap/eventos") != 1000 || e.count(t, "mail_recipients") != 1000 || e.count(t, "mail_messages") != 1 {
-			t.Fatalf("accepted %d, used %d, rows %d", accepted, e.used(t, "enap/eventos"), e.count(t, "mail_recipients"))
+		if accepted != 1000 || e.Used(t, "enap/eventos") != 1000 || e.Count(t, "mail_recipients") != 1000 || e.Count(t, "mail_messages") != 1 {
+			t.Fatalf("accepted %d, used %d, rows %d", accepted, e.Used(t, "enap/eventos"), e.Count(t, "mail_recipients"))
 		}
 		// Large numbers render as written, at acceptance and at delivery.
-		list, _ := e.m.Recipients(ctx, "", recs[0].MessageID, -1, 1)
-		raw, err := e.m.Render(ctx, list[0].ID)
+		list, _ := e.M.Recipients(ctx, "", recs[0].MessageID, -1, 1)
+		raw, err := e.M.Render(ctx, list[0].ID)
 		if err != nil || !bytes.Contains(raw, []byte("Subject: N=12345678\r\n")) {
 			t.Fatalf("render: %v\n%s", err, raw)
 		}
-		verify(t, e.m)
+		verify(t, e.M)
 	})
 }
 
@@ -635,11 +553,11 @@ func TestListByCampaignAndTagAndInlineImages(t *testing.T) {
 			msg.Account, msg.Campaign, msg.Tags = account, campaign, tags
 			msg.HTML = `<p><img src="cid:logo"></p>`
 			msg.Attachments = []mailing.Attachment{{Filename: "logo.png", ContentID: "logo", Data: []byte("\x89PNG")}}
-			r, err := e.m.Send(ctx, msg)
+			r, err := e.M.Send(ctx, msg)
 			if err != nil {
 				t.Fatal(err)
 			}
-			e.clock.Add(time.Minute)
+			e.Clock.Add(time.Minute)
 			return r.MessageID
 		}
 		a := send("enap/eventos", "cursos", "etica")
@@ -655,7 +573,7 @@ func TestListByCampaignAndTagAndInlineImages(t *testing.T) {
 			{mailing.MessageFilter{Account: "enap/eventos", Tag: "gestion"}, []string{b}},
 			{mailing.MessageFilter{Limit: 1}, []string{c}},
 		} {
-			got, err := e.m.Messages(ctx, tt.f)
+			got, err := e.M.Messages(ctx, tt.f)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -667,8 +585,8 @@ func TestListByCampaignAndTagAndInlineImages(t *testing.T) {
 				t.Errorf("%+v: %v, want %v", tt.f, ids, tt.want)
 			}
 		}
-		rs, _ := e.m.Recipients(ctx, "", c, -1, 0)
-		raw, err := e.m.Render(ctx, rs[0].ID)
+		rs, _ := e.M.Recipients(ctx, "", c, -1, 0)
+		raw, err := e.M.Render(ctx, rs[0].ID)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -685,15 +603,15 @@ func TestListByCampaignAndTagAndInlineImages(t *testing.T) {
 func TestShutdownRefusesNewCallsOnlyForItsMailer(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, db *bun.DB) {
 		e := setup(t, db, map[string]int64{"sjti/talento": 100}, mailing.Config{})
-		other, err := mailing.New(mailing.Config{DB: db, Now: e.clock.Now})
+		other, err := mailing.New(mailing.Config{DB: db, Now: e.Clock.Now})
 		if err != nil {
 			t.Fatal(err)
 		}
 		ctx := context.Background()
-		if err := e.m.Shutdown(ctx); err != nil {
+		if err := e.M.Shutdown(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := e.m.Send(ctx, basic()); !errors.Is(err, mailing.ErrClosed) {
+		if _, err := e.M.Send(ctx, basic()); !errors.Is(err, mailing.ErrClosed) {
 			t.Fatalf("send after shutdown: %v", err)
 		}
 		if _, err := other.Send(ctx, basic()); err != nil {
@@ -706,24 +624,24 @@ func TestNoDKIMKeyRefusedAtAcceptance(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, db *bun.DB) {
 		e := setup(t, db, map[string]int64{"sjti/talento": 100}, mailing.Config{})
 		ctx := context.Background()
-		if _, err := e.m.AddSender(ctx, "sjti/talento", "@talento.pe", "t"); err != nil {
+		if _, err := e.M.AddSender(ctx, "sjti/talento", "@talento.pe", "t"); err != nil {
 			t.Fatal(err)
 		}
 		msg := basic()
 		msg.From = "avisos@talento.pe"
-		if _, err := e.m.Send(ctx, msg); !errors.Is(err, mailing.ErrNoDKIMKey) || !strings.Contains(err.Error(), "relayd domain add talento.pe") {
+		if _, err := e.M.Send(ctx, msg); !errors.Is(err, mailing.ErrNoDKIMKey) || !strings.Contains(err.Error(), "relayd domain add talento.pe") {
 			t.Fatalf("no key: %v", err)
 		}
-		_, err := e.m.SendBatch(ctx, mailing.Batch{Account: "sjti/talento", From: "avisos@talento.pe", Subject: "s", Text: "t",
+		_, err := e.M.SendBatch(ctx, mailing.Batch{Account: "sjti/talento", From: "avisos@talento.pe", Subject: "s", Text: "t",
 			Recipients: mailing.List(mailing.Recipient{Address: "a@example.com"})})
 		if !errors.Is(err, mailing.ErrNoDKIMKey) {
 			t.Fatalf("batch without key: %v", err)
 		}
-		if u := e.used(t, "sjti/talento"); u != 0 {
+		if u := e.Used(t, "sjti/talento"); u != 0 {
 			t.Fatalf("charged %d", u)
 		}
 		// Configured as allowed to send unsigned: accepted.
-		m2, err := mailing.New(mailing.Config{DB: db, Now: e.clock.Now, UnsignedDomains: []string{"TALENTO.pe"}})
+		m2, err := mailing.New(mailing.Config{DB: db, Now: e.Clock.Now, UnsignedDomains: []string{"TALENTO.pe"}})
 		if err != nil {
 			t.Fatal(err)
 		}

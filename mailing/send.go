@@ -3,7 +3,6 @@ package mailing
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -12,6 +11,8 @@ import (
 
 	"github.com/uptrace/bun"
 
+	"github.com/servir-pe/envios/internal/compose"
+	"github.com/servir-pe/envios/internal/mailstore"
 	"github.com/servir-pe/envios/quota"
 )
 
@@ -31,23 +32,23 @@ func (p Priority) rank() (int16, error) {
 	case Bulk:
 		return 1, nil
 	}
-	return 0, contentErr("priority %q must be transactional or bulk", p)
+	return 0, contentErr("priority", "priority %q must be transactional or bulk", p)
 }
 
 // Status is where a recipient stands.
-type Status string
+type Status = mailstore.Status
 
 // The recipient statuses (DESIGN.md §3).
 const (
-	StatusQueued     Status = "queued"
-	StatusScheduled  Status = "scheduled"
-	StatusSending    Status = "sending"
-	StatusDeferred   Status = "deferred"
-	StatusSent       Status = "sent"
-	StatusBounced    Status = "bounced"
-	StatusFailed     Status = "failed"
-	StatusSuppressed Status = "suppressed"
-	StatusCancelled  Status = "cancelled"
+	StatusQueued     = mailstore.StatusQueued
+	StatusScheduled  = mailstore.StatusScheduled
+	StatusSending    = mailstore.StatusSending
+	StatusDeferred   = mailstore.StatusDeferred
+	StatusSent       = mailstore.StatusSent
+	StatusBounced    = mailstore.StatusBounced
+	StatusFailed     = mailstore.StatusFailed
+	StatusSuppressed = mailstore.StatusSuppressed
+	StatusCancelled  = mailstore.StatusCancelled
 )
 
 // Message is one message to one or more recipients, sent as written (no
@@ -122,18 +123,18 @@ func (m *Mailer) validateCommon(account, from string, replyTo []string, subject,
 		}
 		c.replyTo = append(c.replyTo, a)
 	}
-	if err := checkHeaderValue("subject", subject); err != nil {
+	if err := compose.CheckHeaderValue("subject", "subject", subject); err != nil {
 		return c, err
 	}
 	c.subject = subject
 	if text == "" && html == "" {
-		return c, contentErr("a message needs a text or an HTML body")
+		return c, contentErr("text", "a message needs a text or an HTML body")
 	}
-	for _, b := range []struct{ what, v string }{{"the text body", text}, {"the HTML body", html}} {
+	for _, b := range []struct{ field, what, v string }{{"text", "the text body", text}, {"html", "the HTML body", html}} {
 		// Stored as text (PostgreSQL refuses invalid UTF-8 and NUL there)
 		// and sent as charset=utf-8.
 		if !utf8.ValidString(b.v) || strings.IndexByte(b.v, 0) >= 0 {
-			return c, contentErr("%s is not valid UTF-8 text (or holds a NUL)", b.what)
+			return c, contentErr(b.field, "%s is not valid UTF-8 text (or holds a NUL)", b.what)
 		}
 	}
 	if text != "" {
@@ -169,20 +170,20 @@ func (m *Mailer) validateCommon(account, from string, replyTo []string, subject,
 func (c *common) setOptions(tags []string, campaign string, prio Priority, sendAt time.Time, key string, origin quota.Origin, actor string) error {
 	var err error
 	if len(tags) > 20 {
-		return contentErr("more than 20 tags")
+		return contentErr("tags", "more than 20 tags")
 	}
 	seen := map[string]bool{}
 	for _, t := range tags {
 		if !tagPattern.MatchString(t) {
-			return contentErr("tag %q must be 1–64 of a-z 0-9 . _ -", t)
+			return contentErr("tags", "tag %q must be 1–64 of a-z 0-9 . _ -", t)
 		}
 		if !seen[t] {
 			seen[t] = true
 			c.tags = append(c.tags, t)
 		}
 	}
-	if err := checkHeaderValue("campaign", campaign); err != nil || len(campaign) > 200 {
-		return contentErr("campaign must be at most 200 bytes on one line")
+	if err := compose.CheckHeaderValue("campaign", "campaign", campaign); err != nil || len(campaign) > 200 {
+		return contentErr("campaign", "campaign must be at most 200 bytes on one line")
 	}
 	c.campaign = campaign
 	if c.priority, err = prio.rank(); err != nil {
@@ -191,7 +192,7 @@ func (c *common) setOptions(tags []string, campaign string, prio Priority, sendA
 	c.sendAt = sendAt.UTC()
 	if key != "" {
 		if len(key) > 200 || strings.ContainsFunc(key, func(r rune) bool { return r < 0x21 || r > 0x7e }) {
-			return contentErr("idempotency key must be 1–200 printable ASCII characters without spaces")
+			return contentErr("idempotency_key", "idempotency key must be 1–200 printable ASCII characters without spaces")
 		}
 	}
 	c.key = key
@@ -199,7 +200,7 @@ func (c *common) setOptions(tags []string, campaign string, prio Priority, sendA
 		origin = quota.OriginLibrary
 	}
 	if !origin.Valid() {
-		return contentErr("origin %q is not one of library, smtp, http, campaign, cli", origin)
+		return contentErr("campaign", "origin %q is not one of library, smtp, http, campaign, cli", origin)
 	}
 	c.origin = origin
 	if actor == "" {
@@ -208,15 +209,6 @@ func (c *common) setOptions(tags []string, campaign string, prio Priority, sendA
 	c.actor = actor
 	return nil
 }
-
-// ErrTooBig: the message's bodies and attachments exceed MaxMessageSize.
-var ErrTooBig = errors.New("mailing: message too big")
-
-// ErrTooManyRecipients: a Send names more than MaxRecipients.
-var ErrTooManyRecipients = errors.New("mailing: too many recipients")
-
-// ErrNoRecipients: a Send names nobody.
-var ErrNoRecipients = errors.New("mailing: no recipients")
 
 type recipientIn struct {
 	addr Address
@@ -295,16 +287,16 @@ func (m *Mailer) insertMessage(ctx context.Context, tx bun.IDB, accountID int64,
 	return affected == 1, nil
 }
 
-func newMessageRow(accountID int64, id, kind string, c common, now time.Time, n int) (messageRow, error) {
+func newMessageRow(accountID int64, id, kind string, c common, now time.Time, n int) (mailstore.MessageRow, error) {
 	headers, err := json.Marshal(c.headers)
 	if err != nil {
-		return messageRow{}, fmt.Errorf("mailing: encode headers: %w", err)
+		return mailstore.MessageRow{}, fmt.Errorf("mailing: encode headers: %w", err)
 	}
 	var replyTo []string
 	for _, a := range c.replyTo {
 		replyTo = append(replyTo, a.String())
 	}
-	row := messageRow{ID: id, AccountID: accountID, Origin: c.origin, Actor: c.actor, Kind: kind, Priority: c.priority,
+	row := mailstore.MessageRow{ID: id, AccountID: accountID, Origin: c.origin, Actor: c.actor, Kind: kind, Priority: c.priority,
 		Campaign: c.campaign, FromAddr: c.from.Addr, FromName: c.from.Name, ReplyTo: strings.Join(replyTo, ", "),
 		Subject: c.subject, TextBody: c.text, HTMLBody: c.html, Headers: string(headers), AcceptedAt: now, Recipients: n}
 	if c.key != "" {
@@ -318,18 +310,18 @@ func newMessageRow(accountID int64, id, kind string, c common, now time.Time, n 
 
 func (m *Mailer) insertExtras(ctx context.Context, tx bun.IDB, id string, c common) error {
 	if len(c.tags) > 0 {
-		tags := make([]tagRow, len(c.tags))
+		tags := make([]mailstore.TagRow, len(c.tags))
 		for i, t := range c.tags {
-			tags[i] = tagRow{MessageID: id, Tag: t}
+			tags[i] = mailstore.TagRow{MessageID: id, Tag: t}
 		}
 		if _, err := tx.NewInsert().Model(&tags).Exec(ctx); err != nil {
 			return fmt.Errorf("mailing: store tags: %w", err)
 		}
 	}
 	if len(c.attach) > 0 {
-		rows := make([]attachmentRow, len(c.attach))
+		rows := make([]mailstore.AttachmentRow, len(c.attach))
 		for i, a := range c.attach {
-			rows[i] = attachmentRow{MessageID: id, Seq: i, Filename: a.Filename, ContentType: a.ContentType, ContentID: a.ContentID, Data: a.Data}
+			rows[i] = mailstore.AttachmentRow{MessageID: id, Seq: i, Filename: a.Filename, ContentType: a.ContentType, ContentID: a.ContentID, Data: a.Data}
 		}
 		if _, err := tx.NewInsert().Model(&rows).Exec(ctx); err != nil {
 			return fmt.Errorf("mailing: store attachments: %w", err)
@@ -357,69 +349,4 @@ func (m *Mailer) duplicateReceipt(ctx context.Context, id string) (Receipt, erro
 		st = StatusScheduled
 	}
 	return Receipt{MessageID: id, Recipients: info.Recipients, Status: st, Duplicate: true}, nil
-}
-
-// Database rows (migrations/…_mailing.tx.up.sql).
-
-type messageRow struct {
-	bun.BaseModel  `bun:"table:mail_messages,alias:msg"`
-	ID             string `bun:",pk"`
-	AccountID      int64
-	Origin         quota.Origin
-	Actor          string
-	Kind           string
-	Priority       int16
-	Campaign       string
-	FromAddr       string
-	FromName       string
-	ReplyTo        string
-	Subject        string
-	TextBody       *string
-	HTMLBody       *string `bun:"html_body"`
-	Headers        string
-	IdempotencyKey *string
-	SendAt         *time.Time
-	AcceptedAt     time.Time
-	Recipients     int
-	CancelledAt    *time.Time
-	Raw            []byte // set for a message submitted whole (Submit)
-}
-
-type recipientRow struct {
-	bun.BaseModel `bun:"table:mail_recipients,alias:r"`
-	ID            int64 `bun:",pk,autoincrement"`
-	MessageID     string
-	Seq           int
-	AccountID     int64
-	Origin        quota.Origin
-	Kind          string
-	Address       string
-	Name          string
-	Data          *string
-	RFCMessageID  string `bun:"rfc_message_id"`
-	Status        Status
-	Priority      int16
-	DueAt         time.Time
-	AcceptedAt    time.Time
-	Attempts      int
-	LastAttemptAt *time.Time
-	FinalAt       *time.Time
-	RemoteHost    string
-	Reply         string
-}
-
-type tagRow struct {
-	bun.BaseModel `bun:"table:mail_tags"`
-	MessageID     string
-	Tag           string
-}
-
-type attachmentRow struct {
-	bun.BaseModel `bun:"table:mail_attachments"`
-	MessageID     string
-	Seq           int
-	Filename      string
-	ContentType   string
-	ContentID     string
-	Data          []byte
 }

@@ -1,21 +1,16 @@
 package mailing
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/uptrace/bun"
 
+	"github.com/servir-pe/envios/internal/mailstore"
 	"github.com/servir-pe/envios/quota"
 )
-
-// ErrNotFound: no message with that id (for that account).
-var ErrNotFound = errors.New("mailing: no such message")
 
 // MessageInfo is a stored message and where its recipients stand.
 type MessageInfo struct {
@@ -55,8 +50,8 @@ type RecipientInfo struct {
 }
 
 type messageView struct {
-	messageRow `bun:",extend"`
-	Account    string `bun:",scanonly"`
+	mailstore.MessageRow `bun:",extend"`
+	Account              string `bun:",scanonly"`
 }
 
 func priorityName(rank int16) Priority {
@@ -157,7 +152,7 @@ func (m *Mailer) Recipients(ctx context.Context, account, id string, afterSeq, l
 	if limit <= 0 {
 		limit = 1000
 	}
-	var rows []recipientRow
+	var rows []mailstore.RecipientRow
 	err := m.db.NewSelect().Model(&rows).Where("message_id = ? AND seq > ?", id, afterSeq).
 		Order("seq").Limit(int64(limit)).Scan(ctx)
 	if err != nil {
@@ -165,12 +160,12 @@ func (m *Mailer) Recipients(ctx context.Context, account, id string, afterSeq, l
 	}
 	out := make([]RecipientInfo, len(rows))
 	for i, r := range rows {
-		out[i] = r.info()
+		out[i] = recipientInfo(r)
 	}
 	return out, nil
 }
 
-func (r recipientRow) info() RecipientInfo {
+func recipientInfo(r mailstore.RecipientRow) RecipientInfo {
 	i := RecipientInfo{ID: r.ID, MessageID: r.MessageID, Seq: r.Seq, Address: r.Address, Name: r.Name, Kind: r.Kind,
 		Status: r.Status, RFCMessageID: r.RFCMessageID, AcceptedAt: r.AcceptedAt.UTC(), DueAt: r.DueAt.UTC(),
 		Attempts: r.Attempts, RemoteHost: r.RemoteHost, Reply: r.Reply}
@@ -207,37 +202,32 @@ func (m *Mailer) Cancel(ctx context.Context, account, id, actor string) (CancelR
 		actor = "library"
 	}
 	var res CancelResult
-	err = m.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+	err = m.write(ctx, "cancel", func(ctx context.Context, tx bun.Tx, _ *bun.Conn) error {
 		now := m.now()
 		if _, err := tx.NewRaw("UPDATE mail_messages SET cancelled_at = ? WHERE id = ? AND cancelled_at IS NULL", now, id).Exec(ctx); err != nil {
 			return fmt.Errorf("mailing: cancel: %w", err)
 		}
-		type changed struct {
-			ID        int64
-			AccountID int64
-			Origin    quota.Origin
-		}
-		var first, second []changed
-		if err := tx.NewRaw("UPDATE mail_recipients SET status = 'cancelled', final_at = ? "+
-			"WHERE message_id = ? AND status IN ('queued', 'scheduled') AND attempts = 0 RETURNING id, account_id, origin", now, id).Scan(ctx, &first); err != nil {
-			return fmt.Errorf("mailing: cancel: %w", err)
-		}
-		if err := tx.NewRaw("UPDATE mail_recipients SET status = 'cancelled', final_at = ? "+
-			"WHERE message_id = ? AND status IN ('queued', 'scheduled', 'deferred') RETURNING id, account_id, origin", now, id).Scan(ctx, &second); err != nil {
-			return fmt.Errorf("mailing: cancel: %w", err)
-		}
-		never, tried := int64(len(first)), int64(len(second))
-		res = CancelResult{Cancelled: int(never + tried), Released: int(never)}
-		events := make([]eventRow, 0, never+tried)
-		c := counts{}
-		for _, x := range append(first, second...) {
-			events = append(events, eventRow{RecipientID: x.ID, MessageID: id, AccountID: x.AccountID, Origin: x.Origin, At: now, Type: StatusCancelled})
-			c.add(x.AccountID, x.Origin, now, string(StatusCancelled), 1)
-		}
-		if err := insertEvents(ctx, tx, events); err != nil {
+		stopped, err := mailstore.CancelRecipients(ctx, tx, id, now)
+		if err != nil {
 			return err
 		}
-		if err := c.write(ctx, tx); err != nil {
+		// Never attempted, whatever the status it waited in (queued,
+		// scheduled, or deferred by a destination's limits): released.
+		var never int64
+		events := make([]mailstore.EventRow, 0, len(stopped))
+		c := mailstore.Counts{}
+		for _, x := range stopped {
+			if x.Attempts == 0 {
+				never++
+			}
+			events = append(events, mailstore.EventRow{RecipientID: x.ID, MessageID: id, AccountID: x.AccountID, Origin: x.Origin, At: now, Type: StatusCancelled})
+			c.Add(x.AccountID, x.Origin, now, string(StatusCancelled), 1)
+		}
+		res = CancelResult{Cancelled: len(stopped), Released: int(never)}
+		if err := mailstore.InsertEvents(ctx, tx, events); err != nil {
+			return err
+		}
+		if err := c.Write(ctx, tx); err != nil {
 			return err
 		}
 		if never == 0 {
@@ -253,143 +243,14 @@ func (m *Mailer) Cancel(ctx context.Context, account, id, actor string) (CancelR
 // PromoteDue marks scheduled recipients whose time has come as queued and
 // returns how many changed. The delivery engine calls it as it runs; the
 // state it reads is only the database, so a restart loses nothing.
-func (m *Mailer) PromoteDue(ctx context.Context) (int, error) {
-	r, err := m.db.NewRaw("UPDATE mail_recipients SET status = 'queued' WHERE status = 'scheduled' AND due_at <= ?", m.now()).Exec(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("mailing: promote due recipients: %w", err)
-	}
-	n, _ := r.RowsAffected()
-	return int(n), nil
-}
+func (m *Mailer) PromoteDue(ctx context.Context) (int, error) { return m.st.PromoteDue(ctx) }
 
 // Render builds the exact RFC 5322 message for recipient id, as the
 // delivery engine will send it (before DKIM signing): a batch recipient's
 // templates are rendered with its data; every recipient of a message sent
 // with Send gets the same bytes. Building it twice gives the same bytes.
 func (m *Mailer) Render(ctx context.Context, recipientID int64) ([]byte, error) {
-	var r recipientRow
-	if err := m.db.NewSelect().Model(&r).Where("id = ?", recipientID).Scan(ctx); err != nil {
-		return nil, fmt.Errorf("mailing: read recipient %d: %w", recipientID, err)
-	}
-	src, err := m.loadSource(ctx, r.MessageID)
-	if err != nil {
-		return nil, err
-	}
-	return src.render(r)
-}
-
-// source is what every recipient of one message shares: the message row,
-// its attachments, its parsed templates (batch) or header recipients
-// (single). The engine caches it per message.
-type source struct {
-	msg  messageRow
-	base part
-	tpl  *templates // batch
-	raw  []byte     // a message submitted whole: sent as stored
-}
-
-func (m *Mailer) loadSource(ctx context.Context, messageID string) (*source, error) {
-	src := &source{}
-	msg := &src.msg
-	if err := m.db.NewSelect().Model(msg).Where("id = ?", messageID).Scan(ctx); err != nil {
-		return nil, fmt.Errorf("mailing: read message %s: %w", messageID, err)
-	}
-	if msg.Raw != nil {
-		src.raw = msg.Raw
-		src.base = part{from: Address{Name: msg.FromName, Addr: msg.FromAddr}}
-		return src, nil
-	}
-	var atts []attachmentRow
-	if err := m.db.NewSelect().Model(&atts).Where("message_id = ?", messageID).Order("seq").Scan(ctx); err != nil {
-		return nil, fmt.Errorf("mailing: read attachments: %w", err)
-	}
-	p := part{from: Address{Name: msg.FromName, Addr: msg.FromAddr}, subject: msg.Subject, text: msg.TextBody, html: msg.HTMLBody,
-		date: msg.AcceptedAt.UTC()}
-	if msg.SendAt != nil && msg.SendAt.After(msg.AcceptedAt) {
-		p.date = msg.SendAt.UTC()
-	}
-	if err := json.Unmarshal([]byte(msg.Headers), &p.headers); err != nil {
-		return nil, fmt.Errorf("mailing: message %s headers: %w", msg.ID, err)
-	}
-	if msg.ReplyTo != "" {
-		for _, s := range strings.Split(msg.ReplyTo, ", ") {
-			a, err := ParseAddress(s)
-			if err != nil {
-				return nil, err
-			}
-			p.replyTo = append(p.replyTo, a)
-		}
-	}
-	for _, a := range atts {
-		p.attach = append(p.attach, Attachment{Filename: a.Filename, ContentType: a.ContentType, ContentID: a.ContentID, Data: a.Data})
-	}
-	if msg.Kind == "batch" {
-		t, err := parseTemplates(msg.Subject, msg.TextBody, msg.HTMLBody, m.cfg.MaxMessageSize)
-		if err != nil {
-			return nil, err
-		}
-		src.tpl = t
-	} else {
-		var all []recipientRow
-		if err := m.db.NewSelect().Model(&all).Column("id", "address", "name", "kind").Where("message_id = ?", messageID).Order("seq").Scan(ctx); err != nil {
-			return nil, fmt.Errorf("mailing: read recipients: %w", err)
-		}
-		if len(all) > 0 {
-			// One message for every recipient: the same MIME boundaries,
-			// so recipients at one domain can share a transaction.
-			p.boundary = all[0].ID
-		}
-		for _, x := range all {
-			switch x.Kind {
-			case "to":
-				p.to = append(p.to, Address{Name: x.Name, Addr: x.Address})
-			case "cc":
-				p.cc = append(p.cc, Address{Name: x.Name, Addr: x.Address})
-			}
-		}
-	}
-	src.base = p
-	return src, nil
-}
-
-// render builds recipient r's message from the shared source. Every
-// recipient of a single message gets the same bytes (Bcc never appear);
-// a batch recipient gets its own.
-func (src *source) render(r recipientRow) ([]byte, error) {
-	if src.raw != nil {
-		return bytes.Clone(src.raw), nil
-	}
-	p := src.base
-	p.msgID = r.RFCMessageID
-	if src.tpl != nil {
-		p.boundary = r.ID
-		p.to = []Address{{Name: r.Name, Addr: r.Address}}
-		data, err := decodeData(r.Data)
-		if err != nil {
-			return nil, err
-		}
-		out, err := src.tpl.render(data)
-		if err != nil {
-			return nil, err
-		}
-		p.subject, p.text, p.html = out.subject, out.text, out.html
-	}
-	return build(p)
-}
-
-// decodeData reads a recipient's stored data. Numbers stay json.Number,
-// so 12345678 renders as written, not as 1.2345678e+07.
-func decodeData(s *string) (map[string]any, error) {
-	d := map[string]any{}
-	if s == nil || *s == "null" {
-		return d, nil
-	}
-	dec := json.NewDecoder(strings.NewReader(*s))
-	dec.UseNumber()
-	if err := dec.Decode(&d); err != nil {
-		return nil, fmt.Errorf("mailing: recipient data: %w", err)
-	}
-	return d, nil
+	return m.st.Render(ctx, recipientID)
 }
 
 // Attempt is one delivery attempt of a recipient.
@@ -416,7 +277,7 @@ func (m *Mailer) Attempts(ctx context.Context, account, messageID string, recipi
 	} else if n == 0 {
 		return nil, fmt.Errorf("%w: no recipient %d", ErrNotFound, recipientID)
 	}
-	var rows []eventRow
+	var rows []mailstore.EventRow
 	if err := m.db.NewSelect().Model(&rows).Where("recipient_id = ? AND attempt", recipientID).Order("id").Scan(ctx); err != nil {
 		return nil, fmt.Errorf("mailing: read attempts: %w", err)
 	}

@@ -100,25 +100,25 @@ func (m *Mailer) Submit(ctx context.Context, s Submission) (Receipt, error) {
 		}
 		name := canonicalDirective(f.Name)
 		if name == "" {
-			return Receipt{}, contentErr("%s: unknown X-Envios- field (known: %s, %s, %s, %s, %s)", f.Name,
+			return Receipt{}, contentErr("message", "%s: unknown X-Envios- field (known: %s, %s, %s, %s, %s)", f.Name,
 				HeaderSendAt, HeaderIdempotencyKey, HeaderCampaign, HeaderPriority, HeaderTags)
 		}
 		if _, dup := d[name]; dup {
-			return Receipt{}, contentErr("%s: given twice", name)
+			return Receipt{}, contentErr("message", "%s: given twice", name)
 		}
 		d[name] = f.Value()
 	}
 	var sendAt time.Time
 	if v, ok := d[HeaderSendAt]; ok {
 		if sendAt, err = time.Parse(time.RFC3339, v); err != nil {
-			return Receipt{}, contentErr("%s: %q is not an RFC 3339 time such as 2026-12-01T09:00:00-05:00", HeaderSendAt, v)
+			return Receipt{}, contentErr("message", "%s: %q is not an RFC 3339 time such as 2026-12-01T09:00:00-05:00", HeaderSendAt, v)
 		}
 	}
 	prio := Transactional
 	if v, ok := d[HeaderPriority]; ok {
 		prio = Priority(strings.ToLower(v))
 		if _, err := prio.rank(); err != nil {
-			return Receipt{}, contentErr("%s: %q must be transactional or bulk", HeaderPriority, v)
+			return Receipt{}, contentErr("message", "%s: %q must be transactional or bulk", HeaderPriority, v)
 		}
 	}
 	var tags []string
@@ -157,7 +157,7 @@ func (m *Mailer) Submit(ctx context.Context, s Submission) (Receipt, error) {
 		return Receipt{}, err
 	}
 	if !ok {
-		return Receipt{}, contentErr("the message has no From field")
+		return Receipt{}, contentErr("message", "the message has no From field")
 	}
 	if c.from, err = headerAddress("From", from); err != nil {
 		return Receipt{}, err
@@ -244,7 +244,7 @@ func (m *Mailer) Submit(ctx context.Context, s Submission) (Receipt, error) {
 	rfcID, valid := msgIDInside(msgID)
 	if !ok || !valid {
 		if ok {
-			return Receipt{}, contentErr("Message-ID: %q is not <id@domain>", msgID)
+			return Receipt{}, contentErr("message", "Message-ID: %q is not <id@domain>", msgID)
 		}
 		rfcID = id + "@" + m.cfg.MessageIDDomain
 		out = append(out, newField("Message-ID", "<"+rfcID+">"))
@@ -282,7 +282,7 @@ func canonicalDirective(name string) string {
 func headerAddress(name, v string) (Address, error) {
 	list, err := (&mail.AddressParser{WordDecoder: new(mime.WordDecoder)}).ParseList(v)
 	if err != nil || len(list) != 1 {
-		return Address{}, contentErr("%s: %q must be exactly one address", name, v)
+		return Address{}, contentErr("message", "%s: %q must be exactly one address", name, v)
 	}
 	a, err := ParseAddress(list[0].Address)
 	if err != nil {
@@ -329,7 +329,7 @@ func parseMIME(ctx context.Context, raw []byte) error {
 	go func() {
 		defer func() {
 			if p := recover(); p != nil {
-				done <- contentErr("the MIME structure could not be read (parser failure)")
+				done <- contentErr("message", "the MIME structure could not be read (parser failure)")
 			}
 		}()
 		// ReadEnvelope is ReadParts, then EnvelopeFromPart, which can fail
@@ -341,7 +341,7 @@ func parseMIME(ctx context.Context, raw []byte) error {
 			_, err = structureParser.EnvelopeFromPart(root)
 		}
 		if err != nil {
-			err = contentErr("the MIME structure could not be read: %v", err)
+			err = contentErr("message", "the MIME structure could not be read: %v", err)
 		}
 		done <- err
 	}()
@@ -349,7 +349,7 @@ func parseMIME(ctx context.Context, raw []byte) error {
 	case err := <-done:
 		return err
 	case <-ctx.Done():
-		return contentErr("the MIME structure could not be read within %s", ParseTimeout)
+		return contentErr("message", "the MIME structure could not be read within %s", ParseTimeout)
 	}
 }
 

@@ -10,7 +10,7 @@ import (
 
 	"github.com/uptrace/bun/dialect"
 
-	"github.com/servir-pe/envios/mailing"
+	"github.com/servir-pe/envios/internal/mailstore"
 	"github.com/servir-pe/envios/quota"
 )
 
@@ -37,17 +37,17 @@ func (a *Activity) add(kind string, n int64) {
 	switch kind {
 	case "accepted":
 		a.Accepted += n
-	case string(mailing.StatusSent):
+	case string(mailstore.StatusSent):
 		a.Sent += n
-	case string(mailing.StatusDeferred):
+	case string(mailstore.StatusDeferred):
 		a.Deferred += n
-	case string(mailing.StatusBounced):
+	case string(mailstore.StatusBounced):
 		a.Bounced += n
-	case string(mailing.StatusFailed):
+	case string(mailstore.StatusFailed):
 		a.Failed += n
-	case string(mailing.StatusSuppressed):
+	case string(mailstore.StatusSuppressed):
 		a.Suppressed += n
-	case string(mailing.StatusCancelled):
+	case string(mailstore.StatusCancelled):
 		a.Cancelled += n
 	}
 }
@@ -172,7 +172,7 @@ func (r *Reporter) counterRange(ctx context.Context, f ActivityFilter) (lo, hi i
 	}
 	lo, hi = *span.Lo, *span.Hi
 	if !f.From.IsZero() {
-		lo = max(lo, mailing.Hour(f.From))
+		lo = max(lo, mailstore.Hour(f.From))
 	}
 	if !f.To.IsZero() {
 		hi = min(hi, (f.To.Unix()+3599)/3600-1)

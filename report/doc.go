@@ -24,7 +24,7 @@
 // # Addresses
 //
 // Lookups by address ignore case: the stored address and the one asked
-// for are compared lowercased (mailing.ParseAddress already lowercases
+// for are compared lowercased (address.Parse already lowercases
 // the domain and converts it to its A-label form, RFC 5891; the local part
 // is kept as sent, RFC 5321 §2.4). The index mail_recipients_address_lower_idx
 // on (lower(address), id) serves the lookup and its keyset paging.

@@ -8,7 +8,8 @@ import (
 
 	"github.com/uptrace/bun"
 
-	"github.com/servir-pe/envios/mailing"
+	"github.com/servir-pe/envios/internal/address"
+	"github.com/servir-pe/envios/internal/mailstore"
 	"github.com/servir-pe/envios/quota"
 )
 
@@ -27,26 +28,26 @@ type Counts struct {
 }
 
 // Add counts n recipients with status s.
-func (c *Counts) Add(s mailing.Status, n int64) {
+func (c *Counts) Add(s mailstore.Status, n int64) {
 	c.Accepted += n
 	switch s {
-	case mailing.StatusQueued:
+	case mailstore.StatusQueued:
 		c.Queued += n
-	case mailing.StatusScheduled:
+	case mailstore.StatusScheduled:
 		c.Scheduled += n
-	case mailing.StatusSending:
+	case mailstore.StatusSending:
 		c.Sending += n
-	case mailing.StatusDeferred:
+	case mailstore.StatusDeferred:
 		c.Deferred += n
-	case mailing.StatusSent:
+	case mailstore.StatusSent:
 		c.Sent += n
-	case mailing.StatusBounced:
+	case mailstore.StatusBounced:
 		c.Bounced += n
-	case mailing.StatusFailed:
+	case mailstore.StatusFailed:
 		c.Failed += n
-	case mailing.StatusSuppressed:
+	case mailstore.StatusSuppressed:
 		c.Suppressed += n
-	case mailing.StatusCancelled:
+	case mailstore.StatusCancelled:
 		c.Cancelled += n
 	}
 }
@@ -90,7 +91,7 @@ type messageScan struct {
 
 func (r *Reporter) message(s messageScan) Message {
 	m := Message{ID: s.ID, Account: s.Account, Origin: s.Origin, Kind: s.Kind, Campaign: s.Campaign, Tags: []string{},
-		From: mailing.Address{Name: s.FromName, Addr: s.FromAddr}.String(), Subject: s.Subject, AcceptedAt: r.in(s.AcceptedAt)}
+		From: address.Address{Name: s.FromName, Addr: s.FromAddr}.String(), Subject: s.Subject, AcceptedAt: r.in(s.AcceptedAt)}
 	if s.SendAt != nil {
 		m.SendAt = r.in(*s.SendAt)
 	}
@@ -215,7 +216,7 @@ func (r *Reporter) fill(ctx context.Context, ms []Message) error {
 	}
 	var counts []struct {
 		MessageID string
-		Status    mailing.Status
+		Status    mailstore.Status
 		N         int64
 	}
 	err := r.db.NewSelect().TableExpr("mail_recipients").ColumnExpr("message_id, status, count(*) AS n").
@@ -301,7 +302,7 @@ func (r *Reporter) Campaign(ctx context.Context, f Filter) ([]CampaignPart, erro
 	var counts []struct {
 		Account string
 		Origin  quota.Origin
-		Status  mailing.Status
+		Status  mailstore.Status
 		N       int64
 	}
 	if err := q.Scan(ctx, &counts); err != nil {

@@ -10,7 +10,8 @@ import (
 
 	"github.com/uptrace/bun"
 
-	"github.com/servir-pe/envios/mailing"
+	"github.com/servir-pe/envios/internal/address"
+	"github.com/servir-pe/envios/internal/mailstore"
 	"github.com/servir-pe/envios/quota"
 )
 
@@ -71,14 +72,14 @@ func (r *Reporter) Location() *time.Location { return r.loc }
 // Filter selects recipient rows. Zero fields select everything; the
 // fields set all apply (AND).
 type Filter struct {
-	Account   string         // "area/name": only this account's rows
-	Address   string         // one recipient address, any case
-	MessageID string         // one message
-	Campaign  string         // messages with this campaign
-	Tag       string         // messages with this tag
-	Origin    quota.Origin   // library, smtp, http, campaign, cli
-	Status    mailing.Status // queued, sent, bounced, …
-	From, To  time.Time      // accepted in [From, To)
+	Account   string           // "area/name": only this account's rows
+	Address   string           // one recipient address, any case
+	MessageID string           // one message
+	Campaign  string           // messages with this campaign
+	Tag       string           // messages with this tag
+	Origin    quota.Origin     // library, smtp, http, campaign, cli
+	Status    mailstore.Status // queued, sent, bounced, …
+	From, To  time.Time        // accepted in [From, To)
 
 	// After continues a listing: only rows with a recipient id greater
 	// than After (Page.Next of the previous page).
@@ -91,22 +92,22 @@ type Filter struct {
 // Row is one recipient: what was accepted and what became of it. Times
 // are in the Reporter's Location; zero when it has not happened.
 type Row struct {
-	ID            int64          `json:"id"` // the recipient id
-	Account       string         `json:"account"`
-	Origin        quota.Origin   `json:"origin"`
-	MessageID     string         `json:"message_id"`
-	Campaign      string         `json:"campaign"`
-	Subject       string         `json:"subject"` // for a batch, its subject template
-	Address       string         `json:"address"`
-	Kind          string         `json:"kind"` // to, cc, bcc
-	Status        mailing.Status `json:"status"`
-	AcceptedAt    time.Time      `json:"accepted_at"`
-	Attempts      int            `json:"attempts"`
-	LastAttemptAt time.Time      `json:"last_attempt_at,omitzero"`
-	FinalAt       time.Time      `json:"final_at,omitzero"`
-	RemoteHost    string         `json:"remote_host"`
-	Reply         string         `json:"reply"` // the remote server's last reply, or why delivery could not be tried
-	RFCMessageID  string         `json:"rfc_message_id"`
+	ID            int64            `json:"id"` // the recipient id
+	Account       string           `json:"account"`
+	Origin        quota.Origin     `json:"origin"`
+	MessageID     string           `json:"message_id"`
+	Campaign      string           `json:"campaign"`
+	Subject       string           `json:"subject"` // for a batch, its subject template
+	Address       string           `json:"address"`
+	Kind          string           `json:"kind"` // to, cc, bcc
+	Status        mailstore.Status `json:"status"`
+	AcceptedAt    time.Time        `json:"accepted_at"`
+	Attempts      int              `json:"attempts"`
+	LastAttemptAt time.Time        `json:"last_attempt_at,omitzero"`
+	FinalAt       time.Time        `json:"final_at,omitzero"`
+	RemoteHost    string           `json:"remote_host"`
+	Reply         string           `json:"reply"` // the remote server's last reply, or why delivery could not be tried
+	RFCMessageID  string           `json:"rfc_message_id"`
 }
 
 // Page is one page of rows in recipient id order.
@@ -209,12 +210,12 @@ func (r *Reporter) rowQuery(ctx context.Context, f Filter) (*bun.SelectQuery, er
 }
 
 // NormalizeAddress is the form addresses are compared in: a mailbox that
-// mailing.ParseAddress accepts becomes its address with the domain in
+// address.Parse accepts becomes its address with the domain in
 // A-label form ("Ana <Ana@Bücher.example>" → "ana@xn--bcher-kva.example"),
 // anything else is only trimmed; then lowercased.
 func NormalizeAddress(s string) string {
 	s = strings.TrimSpace(s)
-	if a, err := mailing.ParseAddress(s); err == nil {
+	if a, err := address.Parse(s); err == nil {
 		s = a.Addr
 	}
 	return strings.ToLower(s)
@@ -237,10 +238,10 @@ func (r *Reporter) accountID(ctx context.Context, account string) (int64, error)
 	return id, nil
 }
 
-var statuses = []mailing.Status{mailing.StatusQueued, mailing.StatusScheduled, mailing.StatusSending, mailing.StatusDeferred,
-	mailing.StatusSent, mailing.StatusBounced, mailing.StatusFailed, mailing.StatusSuppressed, mailing.StatusCancelled}
+var statuses = []mailstore.Status{mailstore.StatusQueued, mailstore.StatusScheduled, mailstore.StatusSending, mailstore.StatusDeferred,
+	mailstore.StatusSent, mailstore.StatusBounced, mailstore.StatusFailed, mailstore.StatusSuppressed, mailstore.StatusCancelled}
 
-func validStatus(s mailing.Status) bool {
+func validStatus(s mailstore.Status) bool {
 	for _, x := range statuses {
 		if x == s {
 			return true

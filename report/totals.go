@@ -8,7 +8,7 @@ import (
 
 	"github.com/uptrace/bun/dialect"
 
-	"github.com/servir-pe/envios/mailing"
+	"github.com/servir-pe/envios/internal/mailstore"
 	"github.com/servir-pe/envios/quota"
 )
 
@@ -90,7 +90,7 @@ func (r *Reporter) Totals(ctx context.Context, f TotalsFilter) ([]Total, error) 
 	var rows []struct {
 		AccountID int64
 		Origin    quota.Origin
-		Status    mailing.Status
+		Status    mailstore.Status
 		Hour      int64
 		N         int64
 	}

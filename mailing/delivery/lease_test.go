@@ -1,4 +1,4 @@
-package mailing
+package delivery_test
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/servir-pe/envios/internal/storetest"
+	"github.com/servir-pe/envios/mailing"
+	"github.com/servir-pe/envios/mailing/smtpout"
 	"github.com/servir-pe/envios/quota"
 )
 
@@ -17,11 +19,15 @@ type nopTransport struct {
 	sent []string
 }
 
-func (t *nopTransport) Deliver(_ context.Context, _ string, to []string, _ []byte) []Result {
+func (t *nopTransport) Deliver(_ context.Context, _ string, to []string, _ []byte) []smtpout.Result {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.sent = append(t.sent, to...)
-	return all(to, Result{Host: "next.hop", Code: 250, Text: "ok"})
+	out := make([]smtpout.Result, len(to))
+	for i := range out {
+		out[i] = smtpout.Result{Host: "next.hop", Code: 250, Text: "ok"}
+	}
+	return out
 }
 
 // An engine that claims recipients and dies (never records, never returns
@@ -32,7 +38,7 @@ func TestExpiredLeasesAreTakenOver(t *testing.T) {
 		ctx := context.Background()
 		now := time.Date(2026, 11, 26, 17, 0, 0, 0, time.UTC)
 		clock := func() time.Time { return now }
-		m, err := New(Config{DB: db, Now: clock, UnsignedDomains: []string{"servir.gob.pe"}})
+		m, err := mailing.New(mailing.Config{DB: db, Now: clock, UnsignedDomains: []string{"servir.gob.pe"}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -43,17 +49,17 @@ func TestExpiredLeasesAreTakenOver(t *testing.T) {
 		if _, err := m.AddSender(ctx, "a/b", "@servir.gob.pe", "t"); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := m.Send(ctx, Message{Account: "a/b", From: "x@servir.gob.pe", To: []string{"p@example.com", "q@example.com"}, Subject: "s", Text: "t"}); err != nil {
+		if _, err := m.Send(ctx, mailing.Message{Account: "a/b", From: "x@servir.gob.pe", To: []string{"p@example.com", "q@example.com"}, Subject: "s", Text: "t"}); err != nil {
 			t.Fatal(err)
 		}
-		cfg := EngineConfig{ReturnPathDomain: "envios.servir.gob.pe", UnsignedDomains: []string{"servir.gob.pe"}, Lease: 10 * time.Minute}
+		cfg := mailing.EngineConfig{ReturnPathDomain: "envios.servir.gob.pe", UnsignedDomains: []string{"servir.gob.pe"}, Lease: 10 * time.Minute}
 		dead := &nopTransport{}
 		cfg.Transport, cfg.Owner = dead, "dead"
 		a, err := m.NewEngine(ctx, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
-		items, err := a.claim(ctx) // a claims, then "dies"
+		items, err := a.Claim(ctx) // a claims, then "dies"
 		if err != nil || len(items) != 2 {
 			t.Fatalf("claim: %v %v", items, err)
 		}
@@ -75,7 +81,7 @@ func TestExpiredLeasesAreTakenOver(t *testing.T) {
 			t.Fatalf("sent rows %d %v", sent, err)
 		}
 		// The dead engine's late outcome (if it woke up) is not recorded over the new one.
-		a.recordBatch(ctx, []outcome{{it: items[0], res: Result{Code: 550, Text: "late"}, attempted: true}})
+		a.RecordLate(ctx, items[0], smtpout.Result{Code: 550, Text: "late"})
 		if err := db.QueryRowContext(ctx, "SELECT count(*) FROM mail_recipients WHERE status = 'sent'").Scan(&sent); err != nil || sent != 2 {
 			t.Fatalf("a stale engine overwrote an outcome: %d sent", sent)
 		}

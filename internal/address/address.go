@@ -1,13 +1,16 @@
-package mailing
+// Package address validates mailboxes: RFC 5322 syntax, RFC 5321 lengths,
+// IDNA A-label domains (RFC 5891), ASCII local parts.
+package address
 
 import (
-	"errors"
 	"fmt"
 	"net/mail"
 	"strings"
 	"unicode/utf8"
 
 	"golang.org/x/net/idna"
+
+	"github.com/servir-pe/envios/internal/mailerr"
 )
 
 // Address is a validated mailbox: an optional display name and an address
@@ -24,10 +27,8 @@ func (a Address) String() string { return (&mail.Address{Name: a.Name, Address: 
 // Domain is the part after the @.
 func (a Address) Domain() string { return a.Addr[strings.LastIndexByte(a.Addr, '@')+1:] }
 
-// ErrAddress is matched by every address validation error.
-var ErrAddress = errors.New("mailing: invalid address")
-
-// AddressError says why an address was refused.
+// AddressError says why an address was refused. Parse returns it as the
+// cause of a *mailerr.Error of kind mailerr.ErrAddress.
 type AddressError struct {
 	Input  string
 	Reason string
@@ -37,20 +38,23 @@ func (e *AddressError) Error() string {
 	return fmt.Sprintf("mailing: invalid address %q: %s", e.Input, e.Reason)
 }
 
-// Is makes errors.Is(err, ErrAddress) true.
-func (e *AddressError) Is(target error) bool { return target == ErrAddress }
+// Is makes errors.Is(err, mailerr.ErrAddress) true.
+func (e *AddressError) Is(target error) bool { return target == mailerr.ErrAddress }
 
 var idnaProfile = idna.New(idna.MapForLookup(), idna.BidiRule(), idna.ValidateLabels(true), idna.StrictDomainName(true), idna.VerifyDNSLength(true))
 
-// ParseAddress validates a mailbox: "user@example.com" or
+// Parse validates a mailbox: "user@example.com" or
 // "Name <user@example.com>" (RFC 5322), with the limits of RFC 5321 (local
 // part at most 64 octets, domain at most 255, whole path at most 254), a
 // domain that is a DNS name with at least two labels (internationalised
 // names are converted to their A-label form, RFC 5891), and an ASCII local
 // part (SMTPUTF8 addresses are not accepted). CR, LF and NUL are refused
 // anywhere.
-func ParseAddress(s string) (Address, error) {
-	bad := func(reason string) (Address, error) { return Address{}, &AddressError{Input: s, Reason: reason} }
+func Parse(s string) (Address, error) {
+	bad := func(reason string) (Address, error) {
+		ae := &AddressError{Input: s, Reason: reason}
+		return Address{}, &mailerr.Error{Kind: mailerr.ErrAddress, Public: fmt.Sprintf("%q: %s", printable(s), reason), Err: ae}
+	}
 	if s == "" {
 		return bad("empty")
 	}
@@ -102,4 +106,12 @@ func ParseAddress(s string) (Address, error) {
 		return bad("display name contains CR, LF or NUL")
 	}
 	return Address{Name: parsed.Name, Addr: addr}, nil
+}
+
+// printable is s cut to 200 bytes, for a public text.
+func printable(s string) string {
+	if len(s) > 200 {
+		return s[:200] + "…"
+	}
+	return s
 }

@@ -1,4 +1,4 @@
-package mailing
+package delivery
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/servir-pe/envios/mailing/smtpout"
 	"golang.org/x/time/rate"
 )
 
@@ -132,6 +133,6 @@ func (l *limiter) rate(domain string) float64 { return float64(l.dest(domain).li
 
 // isThrottling reports a reply that asks us to slow down: 421, or an
 // enhanced code 4.7.x (e.g. 4.7.28, Gmail's rate limit).
-func isThrottling(r Result) bool {
+func isThrottling(r smtpout.Result) bool {
 	return r.Code == 421 || (r.Code >= 400 && r.Code < 500 && strings.HasPrefix(r.Enhanced, "4.7."))
 }

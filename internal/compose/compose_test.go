@@ -1,10 +1,12 @@
-package mailing
+package compose
 
 import (
 	"bytes"
 	"regexp"
 	"testing"
 	"time"
+
+	"github.com/servir-pe/envios/internal/address"
 )
 
 // A message rebuilt from the same recipient is byte-identical (its MIME
@@ -12,14 +14,14 @@ import (
 // own boundary, and another recipient's message has other boundaries.
 func TestBuildBoundaries(t *testing.T) {
 	text, html := "Hola", "<p>Hola</p>"
-	p := part{from: Address{Addr: "avisos@servir.gob.pe"}, to: []Address{{Addr: "ana@example.com"}}, subject: "s",
-		text: &text, html: &html, attach: []Attachment{{Filename: "a.txt", ContentType: "text/plain", Data: []byte("x")}},
-		date: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), msgID: "id@envios.invalid", boundary: 42}
-	a, err := build(p)
+	p := Part{From: address.Address{Addr: "avisos@servir.gob.pe"}, To: []address.Address{{Addr: "ana@example.com"}}, Subject: "s",
+		Text: &text, HTML: &html, Attach: []Attachment{{Filename: "a.txt", ContentType: "text/plain", Data: []byte("x")}},
+		Date: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), MsgID: "id@envios.invalid", Boundary: 42}
+	a, err := Build(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := build(p)
+	b, err := Build(p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,8 +33,8 @@ func TestBuildBoundaries(t *testing.T) {
 	if len(first) != 2 || bytes.Equal(first[0][1], first[1][1]) {
 		t.Fatalf("want two distinct boundaries (mixed, alternative), got %q in\n%s", first, a)
 	}
-	p.boundary = 43
-	c, err := build(p)
+	p.Boundary = 43
+	c, err := Build(p)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package mailing_test
+package smtpout_test
 
 import (
 	"bufio"
@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/servir-pe/envios/mailing"
+	"github.com/servir-pe/envios/mailing/smtpout"
 	"github.com/servir-pe/envios/mailing/mailtest"
 )
 
@@ -27,7 +27,7 @@ func TestDirectMX(t *testing.T) {
 		"dead.example.test.": "127.0.0.2", // nothing listens there: the next MX is tried
 		"amx.test.":          "127.0.0.1", // no MX: its address is used
 	}})
-	x := &mailing.DirectMX{Resolver: mailing.NewResolver(addr), Port: port, HelloName: "mta.envios.servir.gob.pe"}
+	x := &smtpout.DirectMX{Resolver: smtpout.NewResolver(addr), Port: port, HelloName: "mta.envios.servir.gob.pe"}
 	ctx := context.Background()
 	msg := []byte("From: a@servir.gob.pe\r\nTo: b@example.test\r\nSubject: x\r\n\r\nhola\r\n")
 	tests := []struct {
@@ -78,7 +78,7 @@ func TestSmarthostAuth(t *testing.T) {
 		{"envios", "wrong", false, "454 4.7.0 smarthost refused our credentials: 535 5.7.8"},
 		{"", "", false, "530 5.7.0 authentication required"},
 	} {
-		sh := &mailing.Smarthost{Addr: sink.Addr, TLS: sink.ClientTLS(), Username: tt.user, Password: tt.pass}
+		sh := &smtpout.Smarthost{Addr: sink.Addr, TLS: sink.ClientTLS(), Username: tt.user, Password: tt.pass}
 		r := sh.Deliver(ctx, "b@envios.servir.gob.pe", []string{"c@example.com"}, msg)[0]
 		if r.Delivered() != tt.delivered || !strings.HasPrefix(r.Reply(), tt.reply) || r.Permanent() && tt.user != "" {
 			t.Errorf("user %q: %q", tt.user, r.Reply())
@@ -90,7 +90,7 @@ func TestSmarthostAuth(t *testing.T) {
 	}
 	// A smarthost whose certificate does not verify gets no credentials:
 	// the delivery is deferred, not bounced.
-	sh := &mailing.Smarthost{Addr: sink.Addr, TLS: &tls.Config{ServerName: "nope.invalid", RootCAs: sink.ClientTLS().RootCAs, MinVersion: tls.VersionTLS12},
+	sh := &smtpout.Smarthost{Addr: sink.Addr, TLS: &tls.Config{ServerName: "nope.invalid", RootCAs: sink.ClientTLS().RootCAs, MinVersion: tls.VersionTLS12},
 		Username: "envios", Password: "s3cret"}
 	if r := sh.Deliver(ctx, "b@x.pe", []string{"c@example.com"}, msg)[0]; r.Delivered() || r.Permanent() {
 		t.Fatalf("bad certificate: %q", r.Reply())
@@ -102,7 +102,7 @@ func TestSmarthostAuth(t *testing.T) {
 // deferral; nothing is sent twice.
 func TestSmarthostRecoversADroppedIdleConnection(t *testing.T) {
 	sink := mailtest.NewSink(t)
-	sh := &mailing.Smarthost{Addr: sink.Addr, TLS: sink.ClientTLS(), Timeout: 10 * time.Second}
+	sh := &smtpout.Smarthost{Addr: sink.Addr, TLS: sink.ClientTLS(), Timeout: 10 * time.Second}
 	defer sh.Close()
 	msg := []byte("From: a@servir.gob.pe\r\nTo: b@example.org\r\nSubject: x\r\n\r\nhola\r\n")
 	ctx := context.Background()
@@ -186,7 +186,7 @@ func testPipelining(t *testing.T, offer bool) {
 			}
 		}
 	}()
-	sh := &mailing.Smarthost{Addr: l.Addr().String(), AllowPlaintext: true, Timeout: 5 * time.Second}
+	sh := &smtpout.Smarthost{Addr: l.Addr().String(), AllowPlaintext: true, Timeout: 5 * time.Second}
 	res := sh.Deliver(context.Background(), "b+x@envios.servir.gob.pe", []string{"ana@example.org", "nobody@example.org"},
 		[]byte("From: a@servir.gob.pe\r\nSubject: x\r\n\r\nhola\r\n"))
 	sh.Close()

@@ -1,4 +1,4 @@
-package mailing_test
+package delivery_test
 
 import (
 	"bytes"
@@ -45,7 +45,7 @@ func engine(t *testing.T, e env, sink *mailtest.Sink, cfg mailing.EngineConfig) 
 	t.Helper()
 	cfg.Transport = &mailing.Smarthost{Addr: sink.Addr, TLS: sink.ClientTLS(), Timeout: 10 * time.Second}
 	cfg.ReturnPathDomain = "envios.servir.gob.pe"
-	eng, err := e.m.NewEngine(context.Background(), cfg)
+	eng, err := e.M.NewEngine(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,10 +76,10 @@ func TestEngineDeliversSignedMail(t *testing.T) {
 		one := basic()
 		one.Account = "enap/eventos"
 		one.To = []string{"Ana <ana@example.com>"}
-		if _, err := e.m.Send(ctx, one); err != nil {
+		if _, err := e.M.Send(ctx, one); err != nil {
 			t.Fatal(err)
 		}
-		b, err := e.m.SendBatch(ctx, mailing.Batch{Account: "enap/eventos", From: "ENAP <cursos@servir.gob.pe>",
+		b, err := e.M.SendBatch(ctx, mailing.Batch{Account: "enap/eventos", From: "ENAP <cursos@servir.gob.pe>",
 			Subject: "Hola {{.N}}", HTML: "<p>{{.N}}</p>", Recipients: mailing.List(
 				mailing.Recipient{Address: "x@example.org", Data: map[string]string{"N": "X"}},
 				mailing.Recipient{Address: "y@example.org", Data: map[string]string{"N": "Y"}})})
@@ -112,7 +112,7 @@ func TestEngineDeliversSignedMail(t *testing.T) {
 			if !ok || !strings.HasSuffix(m.From, "@envios.servir.gob.pe") {
 				t.Fatalf("return path %q does not name a recipient", m.From)
 			}
-			raw, err := e.m.Render(ctx, id)
+			raw, err := e.M.Render(ctx, id)
 			if err != nil || !bytes.Contains(m.Data, raw[:bytes.Index(raw, []byte("\r\n"))]) {
 				t.Fatalf("return path names recipient %d, which is not this message: %v", id, err)
 			}
@@ -129,7 +129,7 @@ func TestEngineDeliversSignedMail(t *testing.T) {
 			}
 		}
 		pythonVerify(t, msgs[1].Data, records)
-		rs, _ := e.m.Recipients(ctx, "", b.MessageID, -1, 0)
+		rs, _ := e.M.Recipients(ctx, "", b.MessageID, -1, 0)
 		for _, r := range rs {
 			if r.Status != mailing.StatusSent || r.Attempts != 1 || r.RemoteHost != "127.0.0.1" || !strings.HasPrefix(r.Reply, "250") || r.FinalAt.IsZero() {
 				t.Fatalf("recipient row %+v", r)
@@ -138,7 +138,7 @@ func TestEngineDeliversSignedMail(t *testing.T) {
 		if n, _ := eng.RunOnce(ctx); n != 0 {
 			t.Fatalf("a second round delivered %d again", n)
 		}
-		verify(t, e.m)
+		verify(t, e.M)
 	})
 }
 
@@ -200,7 +200,7 @@ func TestEngineOutcomes(t *testing.T) {
 		ctx := context.Background()
 		msg := basic()
 		msg.To = []string{"ok@example.com", "nobody@example.com", "later@example.com"}
-		r, err := e.m.Send(ctx, msg)
+		r, err := e.M.Send(ctx, msg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -208,7 +208,7 @@ func TestEngineOutcomes(t *testing.T) {
 			t.Fatalf("RunOnce %d %v", n, err)
 		}
 		status := func() map[string]mailing.RecipientInfo {
-			rs, _ := e.m.Recipients(ctx, "", r.MessageID, -1, 0)
+			rs, _ := e.M.Recipients(ctx, "", r.MessageID, -1, 0)
 			out := map[string]mailing.RecipientInfo{}
 			for _, x := range rs {
 				out[strings.Split(x.Address, "@")[0]] = x
@@ -231,7 +231,7 @@ func TestEngineOutcomes(t *testing.T) {
 		}
 		// Retries back off; past MaxAge the recipient fails, still charged.
 		for range 6 {
-			e.clock.Add(time.Hour)
+			e.Clock.Add(time.Hour)
 			if _, err := eng.RunOnce(ctx); err != nil {
 				t.Fatal(err)
 			}
@@ -240,12 +240,12 @@ func TestEngineOutcomes(t *testing.T) {
 		if s["later"].Status != mailing.StatusFailed || s["later"].Attempts < 3 || s["later"].FinalAt.IsZero() {
 			t.Fatalf("later: %+v", s["later"])
 		}
-		if u := e.used(t, "sjti/talento"); u != 3 {
+		if u := e.Used(t, "sjti/talento"); u != 3 {
 			t.Fatalf("used %d: bounced and failed-after-attempts stay charged", u)
 		}
 		// Every attempt is kept, with its time and reply; the row keeps the last.
 		later := s["later"]
-		as, err := e.m.Attempts(ctx, "", "", later.ID)
+		as, err := e.M.Attempts(ctx, "", "", later.ID)
 		if err != nil || len(as) != later.Attempts {
 			t.Fatalf("%d attempts kept, the row counts %d (%v)", len(as), later.Attempts, err)
 		}
@@ -264,16 +264,16 @@ func TestEngineOutcomes(t *testing.T) {
 		if !as[len(as)-1].At.Equal(later.LastAttemptAt) {
 			t.Fatalf("last attempt at %v, row says %v", as[len(as)-1].At, later.LastAttemptAt)
 		}
-		if as, err := e.m.Attempts(ctx, "sjti/talento", r.MessageID, s["ok"].ID); err != nil || len(as) != 1 || as[0].Status != mailing.StatusSent {
+		if as, err := e.M.Attempts(ctx, "sjti/talento", r.MessageID, s["ok"].ID); err != nil || len(as) != 1 || as[0].Status != mailing.StatusSent {
 			t.Fatalf("ok's attempts %+v %v", as, err)
 		}
-		if _, err := e.m.Attempts(ctx, "enap/eventos", "", s["ok"].ID); !errors.Is(err, mailing.ErrNotFound) {
+		if _, err := e.M.Attempts(ctx, "enap/eventos", "", s["ok"].ID); !errors.Is(err, mailing.ErrNotFound) {
 			t.Fatalf("another account's recipient: %v", err)
 		}
-		if _, err := e.m.Attempts(ctx, "", "another-message", s["ok"].ID); !errors.Is(err, mailing.ErrNotFound) {
+		if _, err := e.M.Attempts(ctx, "", "another-message", s["ok"].ID); !errors.Is(err, mailing.ErrNotFound) {
 			t.Fatalf("a recipient under another message's id: %v", err)
 		}
-		verify(t, e.m)
+		verify(t, e.M)
 	})
 }
 
@@ -286,19 +286,19 @@ func TestEngineRefusesToSendUnsigned(t *testing.T) {
 		sink := mailtest.NewSink(t)
 		eng := engine(t, e, sink, mailing.EngineConfig{})
 		ctx := context.Background()
-		r, err := e.m.Send(ctx, basic())
+		r, err := e.M.Send(ctx, basic())
 		if err != nil {
 			t.Fatal(err)
 		}
 		if _, err := eng.RunOnce(ctx); err != nil {
 			t.Fatal(err)
 		}
-		rs, _ := e.m.Recipients(ctx, "", r.MessageID, -1, 0)
+		rs, _ := e.M.Recipients(ctx, "", r.MessageID, -1, 0)
 		if len(sink.Messages()) != 0 || rs[0].Status != mailing.StatusDeferred || !strings.Contains(rs[0].Reply, "no DKIM key for servir.gob.pe") || rs[0].Attempts != 0 {
 			t.Fatalf("sent unsigned, or wrong record: %+v", rs[0])
 		}
 		// Allowed explicitly: sent without a signature.
-		e.clock.Add(2 * time.Minute)
+		e.Clock.Add(2 * time.Minute)
 		eng2 := engine(t, e, sink, mailing.EngineConfig{UnsignedDomains: []string{"servir.gob.pe"}})
 		if n, err := eng2.RunOnce(ctx); err != nil || n != 1 || len(sink.Messages()) != 1 {
 			t.Fatalf("unsigned allowed: %d %v, %d messages", n, err, len(sink.Messages()))
@@ -323,7 +323,7 @@ func TestTwoEnginesDeliverEachRecipientOnce(t *testing.T) {
 		for i := range n {
 			rs = append(rs, mailing.Recipient{Address: fmt.Sprintf("p%d@example.com", i), Data: map[string]string{"N": fmt.Sprint(i)}})
 		}
-		if _, err := e.m.SendBatch(ctx, mailing.Batch{Account: "enap/eventos", From: "avisos@servir.gob.pe", Subject: "{{.N}}", Text: "x",
+		if _, err := e.M.SendBatch(ctx, mailing.Batch{Account: "enap/eventos", From: "avisos@servir.gob.pe", Subject: "{{.N}}", Text: "x",
 			Recipients: mailing.List(rs...)}); err != nil {
 			t.Fatal(err)
 		}
@@ -397,7 +397,7 @@ func TestDestinationLimits(t *testing.T) {
 		for i := range 20 {
 			rs = append(rs, mailing.Recipient{Address: fmt.Sprintf("p%d@example.com", i)})
 		}
-		if _, err := e.m.SendBatch(ctx, mailing.Batch{Account: "enap/eventos", From: "avisos@servir.gob.pe", Subject: "s", Text: "t", Recipients: mailing.List(rs...)}); err != nil {
+		if _, err := e.M.SendBatch(ctx, mailing.Batch{Account: "enap/eventos", From: "avisos@servir.gob.pe", Subject: "s", Text: "t", Recipients: mailing.List(rs...)}); err != nil {
 			t.Fatal(err)
 		}
 		for done, rounds := 0, 0; done < 20; rounds++ {
@@ -409,7 +409,7 @@ func TestDestinationLimits(t *testing.T) {
 				t.Fatal(err)
 			}
 			if n == 0 {
-				e.clock.Add(5 * time.Second) // recipients deferred for the local limit come due
+				e.Clock.Add(5 * time.Second) // recipients deferred for the local limit come due
 				continue
 			}
 			done = len(sink.Messages())
@@ -420,7 +420,7 @@ func TestDestinationLimits(t *testing.T) {
 		before := eng.DestinationRate("example.org")
 		msg := basic()
 		msg.Account, msg.To = "enap/eventos", []string{"slow@example.org"}
-		if _, err := e.m.Send(ctx, msg); err != nil {
+		if _, err := e.M.Send(ctx, msg); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := eng.RunOnce(ctx); err != nil {
@@ -443,23 +443,23 @@ func TestLostAfterDataIsDeferred(t *testing.T) {
 		sink.DropAfterData = func(string) bool { return drop.Load() }
 		eng := engine(t, e, sink, mailing.EngineConfig{})
 		ctx := context.Background()
-		r, err := e.m.Send(ctx, basic())
+		r, err := e.M.Send(ctx, basic())
 		if err != nil {
 			t.Fatal(err)
 		}
 		if _, err := eng.RunOnce(ctx); err != nil {
 			t.Fatal(err)
 		}
-		rs, _ := e.m.Recipients(ctx, "", r.MessageID, -1, 0)
+		rs, _ := e.M.Recipients(ctx, "", r.MessageID, -1, 0)
 		if rs[0].Status != mailing.StatusDeferred || !strings.Contains(rs[0].Reply, "possible duplicate") || rs[0].Attempts != 1 {
 			t.Fatalf("after a dropped connection: %+v", rs[0])
 		}
 		drop.Store(false)
-		e.clock.Add(2 * time.Minute)
+		e.Clock.Add(2 * time.Minute)
 		if _, err := eng.RunOnce(ctx); err != nil {
 			t.Fatal(err)
 		}
-		rs, _ = e.m.Recipients(ctx, "", r.MessageID, -1, 0)
+		rs, _ = e.M.Recipients(ctx, "", r.MessageID, -1, 0)
 		if rs[0].Status != mailing.StatusSent || rs[0].Attempts != 2 {
 			t.Fatalf("retry: %+v", rs[0])
 		}
@@ -500,7 +500,7 @@ func TestRunDrainsOnShutdown(t *testing.T) {
 		for i := range n {
 			rs = append(rs, mailing.Recipient{Address: fmt.Sprintf("p%d@example.com", i), Data: map[string]string{"N": fmt.Sprint(i)}})
 		}
-		if _, err := e.m.SendBatch(ctx, mailing.Batch{Account: "enap/eventos", From: "avisos@servir.gob.pe", Subject: "{{.N}}", Text: "x",
+		if _, err := e.M.SendBatch(ctx, mailing.Batch{Account: "enap/eventos", From: "avisos@servir.gob.pe", Subject: "{{.N}}", Text: "x",
 			Recipients: mailing.List(rs...)}); err != nil {
 			t.Fatal(err)
 		}
@@ -560,7 +560,7 @@ func TestTransactionalOvertakesABulkCampaign(t *testing.T) {
 		for i := range n {
 			rs = append(rs, mailing.Recipient{Address: fmt.Sprintf("c%d@example.com", i), Data: map[string]string{"N": fmt.Sprint(i)}})
 		}
-		if _, err := e.m.SendBatch(ctx, mailing.Batch{Account: "enap/eventos", From: "avisos@servir.gob.pe", Priority: mailing.Bulk,
+		if _, err := e.M.SendBatch(ctx, mailing.Batch{Account: "enap/eventos", From: "avisos@servir.gob.pe", Priority: mailing.Bulk,
 			Subject: "{{.N}}", Text: "x", Recipients: mailing.List(rs...)}); err != nil {
 			t.Fatal(err)
 		}
@@ -573,7 +573,7 @@ func TestTransactionalOvertakesABulkCampaign(t *testing.T) {
 		}
 		reset := basic()
 		reset.To, reset.Subject = []string{"reset@example.com"}, "Restablecer contraseña"
-		if _, err := e.m.Send(ctx, reset); err != nil {
+		if _, err := e.M.Send(ctx, reset); err != nil {
 			t.Fatal(err)
 		}
 		before := len(sink.Messages())
@@ -617,7 +617,7 @@ func TestSealedKeysSignAndMakeTokens(t *testing.T) {
 		eng := engine(t, e, sink, mailing.EngineConfig{})
 		one := basic()
 		one.Account = "enap/eventos"
-		if _, err := e.m.Send(ctx, one); err != nil {
+		if _, err := e.M.Send(ctx, one); err != nil {
 			t.Fatal(err)
 		}
 		if n := runAll(t, eng); n != 1 {

@@ -1,4 +1,4 @@
-package mailing_test
+package delivery_test
 
 import (
 	"bytes"
@@ -74,7 +74,7 @@ func TestEngineGroupsRecipientsOfAMessageByDomain(t *testing.T) {
 		msg.Cc = []string{"eva@EXAMPLE.org"}
 		msg.Bcc = []string{"oculto@example.org"}
 		msg.HTML = "<p>Cuerpo</p>" // multipart: the boundaries must agree too
-		r, err := e.m.Send(ctx, msg)
+		r, err := e.M.Send(ctx, msg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -85,7 +85,7 @@ func TestEngineGroupsRecipientsOfAMessageByDomain(t *testing.T) {
 		if got := rcptCounts(msgs); !slices.Equal(got, []int{1, 3}) {
 			t.Fatalf("transactions with %v recipients, want one of 3 (example.org) and one of 1 (example.net)", got)
 		}
-		s := byLocal(t, e.m, r.MessageID)
+		s := byLocal(t, e.M, r.MessageID)
 		for local, x := range s {
 			if x.Status != mailing.StatusSent || x.Attempts != 1 || !strings.HasPrefix(x.Reply, "250") || x.FinalAt.IsZero() {
 				t.Fatalf("%s: %+v", local, x)
@@ -114,13 +114,13 @@ func TestEngineGroupsRecipientsOfAMessageByDomain(t *testing.T) {
 			// Every recipient of the transaction is sent exactly what
 			// Render says it is, after the signatures.
 			for _, a := range m.To {
-				raw, err := e.m.Render(ctx, s[strings.Split(a, "@")[0]].ID)
+				raw, err := e.M.Render(ctx, s[strings.Split(a, "@")[0]].ID)
 				if err != nil || !bytes.HasSuffix(m.Data, raw) {
 					t.Fatalf("%s was not sent its rendered message: %v", a, err)
 				}
 			}
 		}
-		verify(t, e.m)
+		verify(t, e.M)
 	})
 }
 
@@ -189,7 +189,7 @@ func TestEngineGroupPartialSuccess(t *testing.T) {
 				for _, l := range tc.to {
 					msg.To = append(msg.To, l+"@example.org")
 				}
-				r, err := e.m.Send(ctx, msg)
+				r, err := e.M.Send(ctx, msg)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -203,13 +203,13 @@ func TestEngineGroupPartialSuccess(t *testing.T) {
 				case tc.delivered != nil && (len(msgs) != 1 || !slices.Equal(msgs[0].To, tc.delivered)):
 					t.Fatalf("the sink took %+v, want one message to %v", msgs, tc.delivered)
 				}
-				s := byLocal(t, e.m, r.MessageID)
+				s := byLocal(t, e.M, r.MessageID)
 				for local, w := range tc.want {
 					if x := s[local]; x.Status != w.status || !strings.HasPrefix(x.Reply, w.reply) || x.Attempts != 1 || !utf8.ValidString(x.Reply) || len(x.Reply) > 2000 {
 						t.Errorf("%s: %s %q (attempts %d), want %s %q", local, x.Status, x.Reply, x.Attempts, w.status, w.reply)
 					}
 				}
-				verify(t, e.m)
+				verify(t, e.M)
 			})
 		})
 	}
@@ -226,7 +226,7 @@ func TestEngineMaxRecipientsPerTransaction(t *testing.T) {
 		for i := range 5 {
 			msg.To = append(msg.To, fmt.Sprintf("p%d@example.org", i))
 		}
-		r, err := e.m.Send(context.Background(), msg)
+		r, err := e.M.Send(context.Background(), msg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -236,7 +236,7 @@ func TestEngineMaxRecipientsPerTransaction(t *testing.T) {
 		if got := rcptCounts(sink.Messages()); !slices.Equal(got, []int{1, 2, 2}) {
 			t.Fatalf("transactions with %v recipients, want 2, 2 and 1", got)
 		}
-		for local, x := range byLocal(t, e.m, r.MessageID) {
+		for local, x := range byLocal(t, e.M, r.MessageID) {
 			if x.Status != mailing.StatusSent {
 				t.Fatalf("%s: %+v", local, x)
 			}
@@ -255,11 +255,11 @@ func TestEngineBulkAndBatchGoOnePerTransaction(t *testing.T) {
 		bulk := basic()
 		bulk.Account, bulk.Priority = "enap/eventos", mailing.Bulk
 		bulk.To = []string{"b1@example.org", "b2@example.org", "b3@example.org"}
-		if _, err := e.m.Send(ctx, bulk); err != nil {
+		if _, err := e.M.Send(ctx, bulk); err != nil {
 			t.Fatal(err)
 		}
 		for _, p := range []mailing.Priority{mailing.Transactional, mailing.Bulk} {
-			if _, err := e.m.SendBatch(ctx, mailing.Batch{Account: "enap/eventos", From: "avisos@servir.gob.pe", Priority: p,
+			if _, err := e.M.SendBatch(ctx, mailing.Batch{Account: "enap/eventos", From: "avisos@servir.gob.pe", Priority: p,
 				Subject: "Hola {{.N}}", Text: "{{.N}}", Recipients: mailing.List(
 					mailing.Recipient{Address: string(p) + "1@example.org", Data: map[string]string{"N": "1"}},
 					mailing.Recipient{Address: string(p) + "2@example.org", Data: map[string]string{"N": "2"}})}); err != nil {

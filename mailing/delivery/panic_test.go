@@ -1,4 +1,4 @@
-package mailing
+package delivery_test
 
 import (
 	"context"
@@ -8,12 +8,14 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/servir-pe/envios/internal/storetest"
+	"github.com/servir-pe/envios/mailing"
+	"github.com/servir-pe/envios/mailing/smtpout"
 	"github.com/servir-pe/envios/quota"
 )
 
 type panicTransport struct{ calls int }
 
-func (t *panicTransport) Deliver(context.Context, string, []string, []byte) []Result {
+func (t *panicTransport) Deliver(context.Context, string, []string, []byte) []smtpout.Result {
 	t.calls++
 	panic("transport bug")
 }
@@ -24,7 +26,7 @@ func TestPanicDefersTheWholeGroup(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, db *bun.DB) {
 		ctx := context.Background()
 		now := time.Date(2026, 11, 26, 17, 0, 0, 0, time.UTC)
-		m, err := New(Config{DB: db, Now: func() time.Time { return now }, UnsignedDomains: []string{"servir.gob.pe"}})
+		m, err := mailing.New(mailing.Config{DB: db, Now: func() time.Time { return now }, UnsignedDomains: []string{"servir.gob.pe"}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -35,11 +37,11 @@ func TestPanicDefersTheWholeGroup(t *testing.T) {
 		if _, err := m.AddSender(ctx, "a/b", "@servir.gob.pe", "t"); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := m.Send(ctx, Message{Account: "a/b", From: "x@servir.gob.pe", To: []string{"p@example.com", "q@example.com", "r@example.com"}, Subject: "s", Text: "t"}); err != nil {
+		if _, err := m.Send(ctx, mailing.Message{Account: "a/b", From: "x@servir.gob.pe", To: []string{"p@example.com", "q@example.com", "r@example.com"}, Subject: "s", Text: "t"}); err != nil {
 			t.Fatal(err)
 		}
 		tr := &panicTransport{}
-		eng, err := m.NewEngine(ctx, EngineConfig{Transport: tr, ReturnPathDomain: "envios.servir.gob.pe", UnsignedDomains: []string{"servir.gob.pe"}})
+		eng, err := m.NewEngine(ctx, mailing.EngineConfig{Transport: tr, ReturnPathDomain: "envios.servir.gob.pe", UnsignedDomains: []string{"servir.gob.pe"}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,38 +1,33 @@
-package mailing
+package delivery
 
 import (
 	"bytes"
-	"cmp"
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base32"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
 	mathrand "math/rand/v2"
 	"os"
-	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/emersion/go-msgauth/dkim"
 	"github.com/uptrace/bun"
 
 	"github.com/servir-pe/envios/internal/dkimkey"
+	"github.com/servir-pe/envios/internal/mailstore"
+	"github.com/servir-pe/envios/internal/rcpttoken"
 	"github.com/servir-pe/envios/internal/store"
+	"github.com/servir-pe/envios/mailing/smtpout"
 	"github.com/servir-pe/envios/quota"
 )
 
-// EngineConfig configures delivery. Transport and ReturnPathDomain are
+// Config configures delivery. Transport and ReturnPathDomain are
 // required; every other zero value has the default its comment states.
-type EngineConfig struct {
+type Config struct {
 	// Transport hands messages to the next hop (a *Smarthost).
-	Transport Transport
+	Transport smtpout.Transport
 
 	// ReturnPathDomain is the dedicated sending domain: envelope senders are
 	// per-recipient addresses there (b+TOKEN@domain), so a bounce maps back
@@ -106,25 +101,26 @@ type EngineConfig struct {
 // and the recipient a bounce is about is the Final-Recipient of its DSN
 // (RFC 3464).
 type Engine struct {
-	m        *Mailer
-	cfg      EngineConfig
-	tokenKey []byte
+	st       *mailstore.Store
+	cfg      Config
+	tokens   *rcpttoken.Keyring
 	unsigned map[string]bool
 
 	cacheMu  sync.Mutex
-	cache    map[string]*source
+	cache    map[string]*mailstore.Source
 	keyCache map[string]cachedKeys
 	limits   *limiter
 	stats    engineStats
 }
 
-// NewEngine returns an Engine delivering m's queue.
-func (m *Mailer) NewEngine(ctx context.Context, cfg EngineConfig) (*Engine, error) {
+// New returns an Engine delivering the queue of st. Programs get one from
+// mailing.Mailer.NewEngine.
+func New(ctx context.Context, st *mailstore.Store, cfg Config) (*Engine, error) {
 	if cfg.Transport == nil {
-		return nil, errors.New("mailing: EngineConfig.Transport is required")
+		return nil, errors.New("delivery: Config.Transport is required")
 	}
 	if cfg.ReturnPathDomain == "" {
-		return nil, errors.New("mailing: EngineConfig.ReturnPathDomain is required")
+		return nil, errors.New("delivery: Config.ReturnPathDomain is required")
 	}
 	if cfg.UnsubscribeURL == "" {
 		cfg.UnsubscribeURL = "https://" + cfg.ReturnPathDomain + "/u/"
@@ -154,11 +150,11 @@ func (m *Mailer) NewEngine(ctx context.Context, cfg EngineConfig) (*Engine, erro
 		_, _ = rand.Read(b)
 		cfg.Owner = fmt.Sprintf("%s/%d/%x", host, os.Getpid(), b)
 	}
-	key, err := m.secret(ctx, "token_key")
+	tokens, err := rcpttoken.Load(ctx, st.DB, st.Sealer, st.Now())
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{m: m, cfg: cfg, tokenKey: key, unsigned: map[string]bool{}, cache: map[string]*source{}, keyCache: map[string]cachedKeys{},
+	e := &Engine{st: st, cfg: cfg, tokens: tokens, unsigned: map[string]bool{}, cache: map[string]*mailstore.Source{}, keyCache: map[string]cachedKeys{},
 		limits: newLimiter(cfg.Limits)}
 	for _, d := range cfg.UnsignedDomains {
 		e.unsigned[strings.ToLower(d)] = true
@@ -166,57 +162,13 @@ func (m *Mailer) NewEngine(ctx context.Context, cfg EngineConfig) (*Engine, erro
 	return e, nil
 }
 
-// secret returns the named secret, creating it on first use.
-func (m *Mailer) secret(ctx context.Context, name string) ([]byte, error) {
-	b := make([]byte, 32)
-	if _, err := rand.Read(b); err != nil {
-		return nil, err
-	}
-	label := dkimkey.SecretLabel(name)
-	_, err := m.db.NewRaw("INSERT INTO envios_secrets (name, value, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
-		name, m.sealer.Store(label, []byte(hex.EncodeToString(b))), m.now()).Exec(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("mailing: create secret: %w", err)
-	}
-	var v string
-	if err := m.db.NewRaw("SELECT value FROM envios_secrets WHERE name = ?", name).Scan(ctx, &v); err != nil {
-		return nil, fmt.Errorf("mailing: read secret: %w", err)
-	}
-	h, err := m.sealer.Load(label, v)
-	if err != nil {
-		return nil, err
-	}
-	return hex.DecodeString(string(h))
-}
-
-var tokenEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
-
 // Token is the recipient's opaque, unforgeable token: its row id and an
 // HMAC of it. It names the recipient in the envelope sender (bounces) and
 // in unsubscribe links.
-func (e *Engine) Token(recipientID int64) string {
-	id := strconv.FormatInt(recipientID, 36)
-	mac := hmac.New(sha256.New, e.tokenKey)
-	mac.Write([]byte(id))
-	return id + "-" + strings.ToLower(tokenEncoding.EncodeToString(mac.Sum(nil)[:10]))
-}
+func (e *Engine) Token(recipientID int64) string { return e.tokens.Token(recipientID) }
 
 // RecipientOfToken checks a token and returns the recipient it names.
-func (e *Engine) RecipientOfToken(tok string) (int64, bool) {
-	id, _, ok := strings.Cut(strings.ToLower(tok), "-")
-	if !ok || !hmac.Equal([]byte(e.Token(mustParse36(id))), []byte(strings.ToLower(tok))) {
-		return 0, false
-	}
-	return mustParse36(id), true
-}
-
-func mustParse36(s string) int64 {
-	n, err := strconv.ParseInt(s, 36, 64)
-	if err != nil {
-		return -1
-	}
-	return n
-}
+func (e *Engine) RecipientOfToken(tok string) (int64, bool) { return e.tokens.Recipient(tok) }
 
 // ReturnPath is the envelope sender for a recipient, and for a transaction
 // whose first recipient it is.
@@ -245,7 +197,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		}
 		n, err := e.round(ctx, c)
 		if err != nil && ctx.Err() == nil {
-			e.m.cfg.Logger.Error("delivery round failed", "err", err)
+			e.st.Logger.Error("delivery round failed", "err", err)
 		}
 		wait := e.cfg.Poll
 		if n > 0 && err == nil {
@@ -253,20 +205,6 @@ func (e *Engine) Run(ctx context.Context) error {
 		}
 		timer.Reset(wait)
 	}
-}
-
-type claimed struct {
-	ID           int64
-	MessageID    string
-	Address      string
-	Name         string
-	Data         *string
-	RFCMessageID string `bun:"rfc_message_id"`
-	Attempts     int
-	AcceptedAt   time.Time
-	Priority     int16
-	AccountID    int64
-	Origin       quota.Origin
 }
 
 // RunOnce claims up to Batch due recipients (transactional first, then by
@@ -286,7 +224,7 @@ const claimTimeout = 30 * time.Second
 // crew is the workers that deliver transactions and the recorder that
 // writes their outcomes, shared by the claim rounds of one Run.
 type crew struct {
-	work     chan []claimed
+	work     chan []mailstore.Claimed
 	workers  sync.WaitGroup
 	outcomes chan outcome
 	recorded chan struct{}
@@ -295,7 +233,7 @@ type crew struct {
 // startCrew starts Workers workers and a recorder. Deliveries run under
 // bg, which is not cancelled: one that started finishes and is recorded.
 func (e *Engine) startCrew(bg context.Context) *crew {
-	c := &crew{work: make(chan []claimed), outcomes: make(chan outcome, e.cfg.Workers), recorded: make(chan struct{})}
+	c := &crew{work: make(chan []mailstore.Claimed), outcomes: make(chan outcome, e.cfg.Workers), recorded: make(chan struct{})}
 	go func() { defer close(c.recorded); e.recorder(bg, c.outcomes) }()
 	for range e.cfg.Workers {
 		c.workers.Go(func() {
@@ -323,7 +261,7 @@ func (c *crew) stop() {
 // may still be running), or when ctx ends: then the leases of the
 // transactions no worker took are returned.
 func (e *Engine) round(ctx context.Context, c *crew) (int, error) {
-	if _, err := e.m.PromoteDue(ctx); err != nil {
+	if _, err := e.st.PromoteDue(ctx); err != nil {
 		return 0, err
 	}
 	// The claim is not cancelled halfway: a claim the database committed
@@ -349,7 +287,7 @@ feed:
 		}
 	}
 	if started < len(groups) {
-		var rest []claimed
+		var rest []mailstore.Claimed
 		for _, g := range groups[started:] {
 			rest = append(rest, g...)
 		}
@@ -363,14 +301,14 @@ feed:
 // together, up to MaxRecipientsPerTransaction; every other recipient goes
 // alone. A group keeps the claim order, so its first recipient has the
 // lowest id; the groups are ordered by their first recipient.
-func (e *Engine) group(ctx context.Context, items []claimed) [][]claimed {
+func (e *Engine) group(ctx context.Context, items []mailstore.Claimed) [][]mailstore.Claimed {
 	type key struct{ message, domain string }
 	open := map[key]int{}       // the group of each key still taking recipients
 	shared := map[string]bool{} // per message: do its recipients get the same bytes?
-	groups := make([][]claimed, 0, len(items))
+	groups := make([][]mailstore.Claimed, 0, len(items))
 	for _, it := range items {
 		if it.Priority > 0 || e.cfg.MaxRecipientsPerTransaction < 2 {
-			groups = append(groups, []claimed{it}) // bulk: a List-Unsubscribe token each
+			groups = append(groups, []mailstore.Claimed{it}) // bulk: a List-Unsubscribe token each
 			continue
 		}
 		k := key{it.MessageID, domainOf(it.Address)}
@@ -382,7 +320,7 @@ func (e *Engine) group(ctx context.Context, items []claimed) [][]claimed {
 			continue
 		}
 		open[k] = len(groups)
-		groups = append(groups, []claimed{it})
+		groups = append(groups, []mailstore.Claimed{it})
 	}
 	return groups
 }
@@ -396,7 +334,7 @@ func (e *Engine) sameBytes(ctx context.Context, known map[string]bool, messageID
 	same, ok := known[messageID]
 	if !ok {
 		src, err := e.source(ctx, messageID)
-		same = err == nil && src.tpl == nil
+		same = err == nil && !src.Personal()
 		known[messageID] = same
 	}
 	return same
@@ -408,8 +346,8 @@ func domainOf(addr string) string {
 
 // outcome is what happened to one claimed recipient, waiting to be recorded.
 type outcome struct {
-	it        claimed
-	res       Result
+	it        mailstore.Claimed
+	res       smtpout.Result
 	attempted bool          // something was sent, or tried to be, to a server
 	failed    string        // set: the message could not be built; fail without attempt
 	retryIn   time.Duration // set: not attempted (local limits); due again after this
@@ -477,43 +415,21 @@ const (
 	recordBacklog   = 4 * recordBatchSize
 )
 
-func (e *Engine) claim(ctx context.Context) ([]claimed, error) {
-	now := e.m.now()
-	db := e.m.db
-	// Rows an engine claimed and never finished (it died) become due again.
-	if _, err := db.NewRaw("UPDATE mail_recipients SET status = 'deferred', lease_until = NULL, lease_owner = '' "+
-		"WHERE status = 'sending' AND lease_until < ?", now).Exec(ctx); err != nil {
-		return nil, fmt.Errorf("mailing: expire leases: %w", err)
+func (e *Engine) claim(ctx context.Context) ([]mailstore.Claimed, error) {
+	now := e.st.Now()
+	if _, err := mailstore.ExpireLeases(ctx, e.st.DB, now); err != nil {
+		return nil, err
 	}
-	lock := ""
-	if isPG(db) {
-		lock = " FOR UPDATE SKIP LOCKED"
-	}
-	var items []claimed
-	err := db.NewRaw("UPDATE mail_recipients SET status = 'sending', lease_until = ?, lease_owner = ? "+
-		"WHERE id IN (SELECT id FROM mail_recipients WHERE status IN ('queued', 'scheduled', 'deferred') AND due_at <= ? "+
-		"ORDER BY priority, due_at LIMIT ?"+lock+") "+
-		"RETURNING id, message_id, address, name, data, rfc_message_id, attempts, accepted_at, priority, account_id, origin",
-		now.Add(e.cfg.Lease), e.cfg.Owner, now, e.cfg.Batch).Scan(ctx, &items)
-	if err != nil {
-		return nil, fmt.Errorf("mailing: claim: %w", err)
-	}
-	// RETURNING does not keep the subquery's order.
-	slices.SortFunc(items, func(a, b claimed) int {
-		return cmp.Or(cmp.Compare(a.Priority, b.Priority), cmp.Compare(a.ID, b.ID))
-	})
-	return items, nil
+	return mailstore.ClaimDue(ctx, e.st.DB, e.cfg.Owner, now, now.Add(e.cfg.Lease), e.cfg.Batch)
 }
 
-func (e *Engine) unclaim(ctx context.Context, items []claimed) {
+func (e *Engine) unclaim(ctx context.Context, items []mailstore.Claimed) {
 	ids := make([]int64, len(items))
 	for i, it := range items {
 		ids[i] = it.ID
 	}
-	_, err := e.m.db.NewRaw("UPDATE mail_recipients SET status = CASE WHEN attempts = 0 THEN 'queued' ELSE 'deferred' END, "+
-		"lease_until = NULL, lease_owner = '' WHERE id IN (?) AND status = 'sending' AND lease_owner = ?", bun.List(ids), e.cfg.Owner).Exec(ctx)
-	if err != nil {
-		e.m.cfg.Logger.Error("returning leases failed; they expire on their own", "err", err)
+	if err := mailstore.ReturnLeases(ctx, e.st.DB, e.cfg.Owner, ids); err != nil {
+		e.st.Logger.Error("returning leases failed; they expire on their own", "err", err)
 	}
 }
 
@@ -521,12 +437,12 @@ func (e *Engine) unclaim(ctx context.Context, items []claimed) {
 // message, one domain; see group), sends it in one transaction and says
 // what happened to each recipient. A panic is recovered: every recipient
 // of the group is deferred, none is lost.
-func (e *Engine) deliver(ctx context.Context, g []claimed) (out []outcome) {
+func (e *Engine) deliver(ctx context.Context, g []mailstore.Claimed) (out []outcome) {
 	out = make([]outcome, len(g))
 	for i, it := range g {
 		out[i].it = it
 	}
-	every := func(res Result) []outcome {
+	every := func(res smtpout.Result) []outcome {
 		for i := range out {
 			out[i].res = res
 		}
@@ -534,35 +450,35 @@ func (e *Engine) deliver(ctx context.Context, g []claimed) (out []outcome) {
 	}
 	defer func() {
 		if p := recover(); p != nil {
-			e.m.cfg.Logger.Error("delivery panicked", "recipient", g[0].ID, "recipients", len(g), "panic", p)
+			e.st.Logger.Error("delivery panicked", "recipient", g[0].ID, "recipients", len(g), "panic", p)
 			out = make([]outcome, len(g))
 			for i, it := range g {
-				out[i] = outcome{it: it, res: Result{Text: fmt.Sprintf("internal error: %v", p)}}
+				out[i] = outcome{it: it, res: smtpout.Result{Text: fmt.Sprintf("internal error: %v", p)}}
 			}
 		}
 	}()
 	first := g[0]
 	src, err := e.source(ctx, first.MessageID)
 	if err != nil {
-		return every(Result{Text: "reading the message: " + err.Error()}) // the database: try again later
+		return every(smtpout.Result{Text: "reading the message: " + err.Error()}) // the database: try again later
 	}
-	raw, err := src.render(recipientRow{ID: first.ID, Address: first.Address, Name: first.Name, Data: first.Data, RFCMessageID: first.RFCMessageID})
+	raw, err := src.Render(mailstore.RecipientRow{ID: first.ID, Address: first.Address, Name: first.Name, Data: first.Data, RFCMessageID: first.RFCMessageID})
 	if err != nil {
 		for i := range out {
 			out[i].failed = "message could not be built: " + err.Error()
 		}
 		return out
 	}
-	raw, err = e.prepare(ctx, first, src.base.from.Domain(), raw)
+	raw, err = e.prepare(ctx, first, src.From().Domain(), raw)
 	if err != nil {
-		return every(Result{Text: err.Error()})
+		return every(smtpout.Result{Text: err.Error()})
 	}
 	domain := domainOf(first.Address)
 	release, wait := e.limits.acquire(ctx, domain, 250*time.Millisecond)
 	if release == nil {
 		// The destination's limits are full: try again when they are not,
 		// without counting an attempt or holding a worker.
-		every(Result{Text: "waiting for " + domain + "'s delivery rate limit"})
+		every(smtpout.Result{Text: "waiting for " + domain + "'s delivery rate limit"})
 		for i := range out {
 			out[i].retryIn = wait
 		}
@@ -593,15 +509,15 @@ func (e *Engine) DestinationRate(domain string) float64 {
 
 // source returns the shared parts of a message, from a small cache: a
 // batch's recipients are claimed together, so one read serves thousands.
-func (e *Engine) source(ctx context.Context, messageID string) (*source, error) {
+func (e *Engine) source(ctx context.Context, messageID string) (*mailstore.Source, error) {
 	e.cacheMu.Lock()
 	src, ok := e.cache[messageID]
 	e.cacheMu.Unlock()
 	if ok {
 		return src, nil
 	}
-	err := store.RetryConnLost(ctx, e.m.db, func() (err error) {
-		src, err = e.m.loadSource(ctx, messageID)
+	err := store.RetryConnLost(ctx, e.st.DB, func() (err error) {
+		src, err = e.st.Load(ctx, messageID)
 		return err
 	})
 	if err != nil {
@@ -632,8 +548,8 @@ func (e *Engine) keys(ctx context.Context, domain string) ([]dkimkey.Key, error)
 		return c.keys, c.err
 	}
 	var keys []dkimkey.Key
-	err := store.RetryConnLost(ctx, e.m.db, func() (err error) {
-		keys, err = dkimkey.Signing(ctx, e.m.db, e.m.sealer, domain)
+	err := store.RetryConnLost(ctx, e.st.DB, func() (err error) {
+		keys, err = dkimkey.Signing(ctx, e.st.DB, e.st.Sealer, domain)
 		return err
 	})
 	if err != nil && !errors.Is(err, dkimkey.ErrNotFound) {
@@ -647,7 +563,7 @@ func (e *Engine) keys(ctx context.Context, domain string) ([]dkimkey.Key, error)
 
 // prepare adds the per-recipient headers and the DKIM signatures for the
 // From domain.
-func (e *Engine) prepare(ctx context.Context, it claimed, from string, raw []byte) ([]byte, error) {
+func (e *Engine) prepare(ctx context.Context, it mailstore.Claimed, from string, raw []byte) ([]byte, error) {
 	var extra bytes.Buffer
 	if it.Priority > 0 { // bulk: RFC 2369 + RFC 8058 one-click unsubscribe
 		tok := e.Token(it.ID)
@@ -665,58 +581,7 @@ func (e *Engine) prepare(ctx context.Context, it claimed, from string, raw []byt
 	if err != nil {
 		return nil, err
 	}
-	return sign(msg, keys, e.m.now(), e.cfg.SignatureTTL)
-}
-
-// signedHeaders are signed, and over-signed: each is listed once more than
-// it appears, so a header added later breaks the signature (RFC 6376 §8.15).
-var signedHeaders = []string{"From", "To", "Cc", "Subject", "Date", "Message-ID", "Reply-To",
-	"Content-Type", "MIME-Version", "List-Unsubscribe", "List-Unsubscribe-Post"}
-
-func sign(msg []byte, keys []dkimkey.Key, now time.Time, ttl time.Duration) ([]byte, error) {
-	head := msg
-	if i := bytes.Index(msg, []byte("\r\n\r\n")); i >= 0 {
-		head = msg[:i+2]
-	}
-	var names []string
-	for _, h := range signedHeaders {
-		n := countHeader(head, h)
-		for range n + 1 {
-			names = append(names, h)
-		}
-	}
-	var sigs bytes.Buffer
-	for _, k := range keys {
-		opts := &dkim.SignOptions{Domain: k.Domain, Selector: k.Selector, Signer: k.Signer,
-			HeaderCanonicalization: dkim.CanonicalizationRelaxed, BodyCanonicalization: dkim.CanonicalizationRelaxed,
-			HeaderKeys: names}
-		if ttl > 0 {
-			opts.Expiration = now.Add(ttl)
-		}
-		s, err := dkim.NewSigner(opts)
-		if err != nil {
-			return nil, fmt.Errorf("dkim: %w", err)
-		}
-		if _, err := s.Write(msg); err != nil {
-			return nil, fmt.Errorf("dkim: %w", err)
-		}
-		if err := s.Close(); err != nil {
-			return nil, fmt.Errorf("dkim: %w", err)
-		}
-		sigs.WriteString(s.Signature())
-	}
-	return append(sigs.Bytes(), msg...), nil
-}
-
-func countHeader(head []byte, name string) int {
-	n := 0
-	for _, line := range bytes.Split(head, []byte("\r\n")) {
-		if i := bytes.IndexByte(line, ':'); i > 0 && line[0] != ' ' && line[0] != '\t' &&
-			strings.EqualFold(string(bytes.TrimSpace(line[:i])), name) {
-			n++
-		}
-	}
-	return n
+	return dkimkey.Sign(msg, keys, e.st.Now(), e.cfg.SignatureTTL)
 }
 
 // backoff is the wait before attempt n+1 after n failed attempts.
@@ -729,19 +594,19 @@ func (e *Engine) backoff(attempts int) time.Duration {
 // recordBatch stores outcomes in one transaction. Each row is updated
 // only if it is still leased to this engine.
 func (e *Engine) recordBatch(ctx context.Context, batch []outcome) {
-	now := e.m.now()
+	now := e.st.Now()
 	var done []counted
 	// A batch is what every delivery of it turns into a row: one that loses
 	// its connection (a database restart) is seen through by
 	// store.RunInTx, or the leases would expire and the recipients be
 	// delivered twice.
-	err := store.RunInTx(ctx, e.m.db, func(ctx context.Context, tx bun.Tx) error {
+	err := store.RunInTx(ctx, e.st.DB, func(ctx context.Context, tx bun.Tx) error {
 		var err error
 		done, err = e.recordMany(ctx, tx, batch, now)
 		return err
 	})
 	if err != nil {
-		e.m.cfg.Logger.Error("recording delivery outcomes failed; the leases will expire and they will be retried",
+		e.st.Logger.Error("recording delivery outcomes failed; the leases will expire and they will be retried",
 			"recipients", len(batch), "err", err)
 		return
 	}
@@ -752,13 +617,13 @@ func (e *Engine) recordBatch(ctx context.Context, batch []outcome) {
 
 // counted is an outcome recorded by recordMany, for the engine's Stats.
 type counted struct {
-	status   Status
+	status   mailstore.Status
 	accepted time.Time
 }
 
 // row is the new state of one recipient after an outcome.
 type outcomeRow struct {
-	status   Status
+	status   mailstore.Status
 	attempts int
 	last     *time.Time
 	final    *time.Time
@@ -769,14 +634,14 @@ type outcomeRow struct {
 
 func (e *Engine) outcomeRow(o outcome, now time.Time) outcomeRow {
 	it, r := o.it, o.res
-	status := StatusDeferred
+	status := mailstore.StatusDeferred
 	switch {
 	case r.Delivered() && !r.LostAfterData:
-		status = StatusSent
+		status = mailstore.StatusSent
 	case r.Permanent():
-		status = StatusBounced
+		status = mailstore.StatusBounced
 	}
-	row := outcomeRow{attempts: it.Attempts, host: r.Host, reply: truncate(r.Reply(), 2000)}
+	row := outcomeRow{attempts: it.Attempts, host: r.Host, reply: mailstore.Truncate(r.Reply(), 2000)}
 	if o.attempted {
 		row.attempts++
 		row.last = &now
@@ -785,30 +650,22 @@ func (e *Engine) outcomeRow(o outcome, now time.Time) outcomeRow {
 	if o.retryIn > 0 {
 		row.due = now.Add(o.retryIn)
 	}
-	if status == StatusDeferred && row.due.Sub(it.AcceptedAt) > e.cfg.MaxAge {
-		status = StatusFailed
+	if status == mailstore.StatusDeferred && row.due.Sub(it.AcceptedAt) > e.cfg.MaxAge {
+		status = mailstore.StatusFailed
 	}
-	if status != StatusDeferred {
+	if status != mailstore.StatusDeferred {
 		row.final = &now
 	}
 	row.status = status
 	return row
 }
 
-// recordMany writes a batch's outcomes with one statement (on PostgreSQL a
-// statement costs a round trip, on SQLite a parse and a plan); the rare
-// build failures go one by one.
+// recordMany writes a batch's outcomes with one statement
+// (mailstore.RecordOutcomes); the rare build failures go one by one.
 func (e *Engine) recordMany(ctx context.Context, tx bun.Tx, batch []outcome, now time.Time) ([]counted, error) {
-	var values []string
-	var args []any
 	var done []counted
+	var outs []mailstore.Outcome
 	rows := map[int64]outcomeRow{}
-	// SQLite takes the values as they come; PostgreSQL needs their types
-	// (a NULL time is otherwise text).
-	value := "(?, ?, ?, ?, ?, ?, ?, ?)"
-	if isPG(e.m.db) {
-		value = "(CAST(? AS BIGINT), CAST(? AS TEXT), CAST(? AS INTEGER), CAST(? AS TIMESTAMPTZ), CAST(? AS TIMESTAMPTZ), CAST(? AS TIMESTAMPTZ), CAST(? AS TEXT), CAST(? AS TEXT))"
-	}
 	for _, o := range batch {
 		if o.failed != "" {
 			ok, err := e.recordUnbuilt(ctx, tx, o, now)
@@ -816,30 +673,24 @@ func (e *Engine) recordMany(ctx context.Context, tx bun.Tx, batch []outcome, now
 				return nil, err
 			}
 			if ok {
-				done = append(done, counted{StatusFailed, o.it.AcceptedAt})
+				done = append(done, counted{mailstore.StatusFailed, o.it.AcceptedAt})
 			}
 			continue
 		}
 		r := e.outcomeRow(o, now)
 		rows[o.it.ID] = r
-		values = append(values, value)
-		args = append(args, o.it.ID, r.status, r.attempts, r.last, r.final, r.due, r.host, r.reply)
+		outs = append(outs, mailstore.Outcome{ID: o.it.ID, Status: r.status, Attempts: r.attempts, Last: r.last, Final: r.final,
+			Due: r.due, Host: r.host, Reply: r.reply})
 	}
-	if len(values) == 0 {
+	if len(outs) == 0 {
 		return done, nil
 	}
-	args = append(args, e.cfg.Owner)
-	var updated []int64
-	err := tx.NewRaw("WITH v(vid, vstatus, vattempts, vlast, vfinal, vdue, vhost, vreply) AS (VALUES "+strings.Join(values, ", ")+") "+
-		"UPDATE mail_recipients SET status = v.vstatus, attempts = v.vattempts, "+
-		"last_attempt_at = COALESCE(v.vlast, last_attempt_at), final_at = v.vfinal, due_at = v.vdue, "+
-		"remote_host = v.vhost, reply = v.vreply, lease_until = NULL, lease_owner = '' "+
-		"FROM v WHERE mail_recipients.id = v.vid AND mail_recipients.status = 'sending' AND mail_recipients.lease_owner = ? RETURNING id", args...).Scan(ctx, &updated)
+	updated, err := mailstore.RecordOutcomes(ctx, tx, e.cfg.Owner, outs)
 	if err != nil {
 		return nil, err
 	}
 	if len(updated) != len(rows) {
-		e.m.cfg.Logger.Warn("some recipients were no longer leased to this engine; their outcomes were not recorded",
+		e.st.Logger.Warn("some recipients were no longer leased to this engine; their outcomes were not recorded",
 			"outcomes", len(rows), "recorded", len(updated))
 	}
 	recorded := make(map[int64]bool, len(updated))
@@ -847,25 +698,25 @@ func (e *Engine) recordMany(ctx context.Context, tx bun.Tx, batch []outcome, now
 		recorded[id] = true
 	}
 	// The events and counters of the recipients recorded.
-	var events []eventRow
-	c := counts{}
+	var events []mailstore.EventRow
+	c := mailstore.Counts{}
 	for _, o := range batch {
 		if r, ok := rows[o.it.ID]; ok && recorded[o.it.ID] {
 			done = append(done, counted{r.status, o.it.AcceptedAt})
 			if ev, ok := e.event(o, r, now); ok {
 				events = append(events, ev)
-				c.add(o.it.AccountID, o.it.Origin, now, string(ev.Type), 1)
+				c.Add(o.it.AccountID, o.it.Origin, now, string(ev.Type), 1)
 			}
 		}
 	}
-	if err := insertEvents(ctx, tx, events); err != nil {
+	if err := mailstore.InsertEvents(ctx, tx, events); err != nil {
 		return nil, err
 	}
-	if err := c.write(ctx, tx); err != nil {
+	if err := c.Write(ctx, tx); err != nil {
 		return nil, err
 	}
 	for _, o := range batch {
-		if r, ok := rows[o.it.ID]; ok && r.status == StatusFailed && r.attempts == 0 && recorded[o.it.ID] {
+		if r, ok := rows[o.it.ID]; ok && r.status == mailstore.StatusFailed && r.attempts == 0 && recorded[o.it.ID] {
 			if err := e.release(ctx, tx, o.it, "failed before any attempt"); err != nil {
 				return nil, err
 			}
@@ -879,22 +730,17 @@ func (e *Engine) recordMany(ctx context.Context, tx bun.Tx, batch []outcome, now
 // reports whether the row was still leased to this engine.
 func (e *Engine) recordUnbuilt(ctx context.Context, tx bun.IDB, o outcome, now time.Time) (bool, error) {
 	it := o.it
-	res, err := tx.NewRaw("UPDATE mail_recipients SET status = 'failed', final_at = ?, reply = ?, lease_until = NULL, lease_owner = '' "+
-		"WHERE id = ? AND status = 'sending' AND lease_owner = ?", now, truncate(o.failed, 2000), it.ID, e.cfg.Owner).Exec(ctx)
-	if err != nil {
+	if ok, err := mailstore.FailUnbuiltRecipient(ctx, tx, e.cfg.Owner, it.ID, now, o.failed); !ok || err != nil {
 		return false, err
 	}
-	if n, _ := res.RowsAffected(); n != 1 {
-		return false, nil
-	}
-	ev := eventRow{RecipientID: it.ID, MessageID: it.MessageID, AccountID: it.AccountID, Origin: it.Origin, At: now,
-		Type: StatusFailed, Reply: truncate(o.failed, 2000)}
-	if err := insertEvents(ctx, tx, []eventRow{ev}); err != nil {
+	ev := mailstore.EventRow{RecipientID: it.ID, MessageID: it.MessageID, AccountID: it.AccountID, Origin: it.Origin, At: now,
+		Type: mailstore.StatusFailed, Reply: mailstore.Truncate(o.failed, 2000)}
+	if err := mailstore.InsertEvents(ctx, tx, []mailstore.EventRow{ev}); err != nil {
 		return false, err
 	}
-	c := counts{}
-	c.add(it.AccountID, it.Origin, now, string(StatusFailed), 1)
-	if err := c.write(ctx, tx); err != nil {
+	c := mailstore.Counts{}
+	c.Add(it.AccountID, it.Origin, now, string(mailstore.StatusFailed), 1)
+	if err := c.Write(ctx, tx); err != nil {
 		return false, err
 	}
 	if it.Attempts == 0 {
@@ -903,7 +749,7 @@ func (e *Engine) recordUnbuilt(ctx context.Context, tx bun.IDB, o outcome, now t
 	return true, nil
 }
 
-func (e *Engine) release(ctx context.Context, tx bun.IDB, it claimed, reason string) error {
+func (e *Engine) release(ctx context.Context, tx bun.IDB, it mailstore.Claimed, reason string) error {
 	var acct struct {
 		Name   string
 		Origin quota.Origin
@@ -912,25 +758,18 @@ func (e *Engine) release(ctx context.Context, tx bun.IDB, it claimed, reason str
 		it.MessageID).Scan(ctx, &acct); err != nil {
 		return err
 	}
-	_, err := e.m.ledger.Release(ctx, tx, quota.Release{Account: acct.Name, Amount: 1, Origin: acct.Origin,
+	_, err := e.st.Ledger.Release(ctx, tx, quota.Release{Account: acct.Name, Amount: 1, Origin: acct.Origin,
 		Reference: it.MessageID, Actor: "engine:" + e.cfg.Owner, Reason: reason})
 	return err
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
 }
 
 // event is what an outcome adds to mail_events: every attempt, and a final
 // change without one (failing at MaxAge while waiting for a destination's
 // limits). Waiting alone is no event.
-func (e *Engine) event(o outcome, r outcomeRow, now time.Time) (eventRow, bool) {
-	if !o.attempted && r.status == StatusDeferred {
-		return eventRow{}, false
+func (e *Engine) event(o outcome, r outcomeRow, now time.Time) (mailstore.EventRow, bool) {
+	if !o.attempted && r.status == mailstore.StatusDeferred {
+		return mailstore.EventRow{}, false
 	}
-	return eventRow{RecipientID: o.it.ID, MessageID: o.it.MessageID, AccountID: o.it.AccountID, Origin: o.it.Origin, At: now,
+	return mailstore.EventRow{RecipientID: o.it.ID, MessageID: o.it.MessageID, AccountID: o.it.AccountID, Origin: o.it.Origin, At: now,
 		Type: r.status, Attempt: o.attempted, RemoteHost: r.host, Reply: r.reply}, true
 }

@@ -1,4 +1,4 @@
-package mailing_test
+package delivery_test
 
 import (
 	"bytes"
@@ -62,7 +62,7 @@ func BenchmarkDeliver(b *testing.B) {
 				if !signed {
 					ecfg.UnsignedDomains = []string{"servir.gob.pe"}
 				}
-				eng, err := e.m.NewEngine(ctx, ecfg)
+				eng, err := e.M.NewEngine(ctx, ecfg)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -71,7 +71,7 @@ func BenchmarkDeliver(b *testing.B) {
 				// speed drifts over minutes.
 				var rates []float64
 				sign := func() {
-					raw, err := e.m.Render(ctx, 1)
+					raw, err := e.M.Render(ctx, 1)
 					if err != nil {
 						b.Fatal(err)
 					}
@@ -80,7 +80,7 @@ func BenchmarkDeliver(b *testing.B) {
 				var rate float64
 				for b.Loop() {
 					b.StopTimer()
-					if _, err := e.m.SendBatch(ctx, mailing.Batch{Account: "enap/eventos", From: "ENAP <cursos@servir.gob.pe>",
+					if _, err := e.M.SendBatch(ctx, mailing.Batch{Account: "enap/eventos", From: "ENAP <cursos@servir.gob.pe>",
 						Subject: "{{.Nombre}}: inscripción abierta", Text: "Estimado/a {{.Nombre}}, el curso {{.Curso}} abre inscripciones.",
 						HTML: "<p>Estimado/a {{.Nombre}}, el curso <b>{{.Curso}}</b> abre inscripciones.</p>", Recipients: people(n)}); err != nil {
 						b.Fatal(err)
@@ -201,7 +201,7 @@ func BenchmarkTransactionalDuringCampaign(b *testing.B) {
 			}
 			return nil
 		}
-		eng, err := e.m.NewEngine(ctx, mailing.EngineConfig{Transport: &mailing.Smarthost{Addr: sink.Addr, TLS: sink.ClientTLS()},
+		eng, err := e.M.NewEngine(ctx, mailing.EngineConfig{Transport: &mailing.Smarthost{Addr: sink.Addr, TLS: sink.ClientTLS()},
 			ReturnPathDomain: "envios.servir.gob.pe", Workers: 32, Batch: 1000,
 			Limits: map[string]mailing.Limits{"example.com": {Concurrency: 64, PerSecond: 1e6}}})
 		if err != nil {
@@ -209,7 +209,7 @@ func BenchmarkTransactionalDuringCampaign(b *testing.B) {
 		}
 		for b.Loop() {
 			b.StopTimer()
-			if _, err := e.m.SendBatch(ctx, mailing.Batch{Account: "enap/eventos", From: "ENAP <cursos@servir.gob.pe>", Priority: mailing.Bulk,
+			if _, err := e.M.SendBatch(ctx, mailing.Batch{Account: "enap/eventos", From: "ENAP <cursos@servir.gob.pe>", Priority: mailing.Bulk,
 				Subject: "{{.Nombre}}: inscripción abierta", Text: "Estimado/a {{.Nombre}}, el curso {{.Curso}} abre inscripciones.",
 				Recipients: people(n)}); err != nil {
 				b.Fatal(err)
@@ -227,7 +227,7 @@ func BenchmarkTransactionalDuringCampaign(b *testing.B) {
 			for i := range urgent {
 				m := basic()
 				m.To, m.Subject = []string{fmt.Sprintf("urgente%d@example.org", i)}, "Restablecer contraseña"
-				if _, err := e.m.Send(ctx, m); err != nil {
+				if _, err := e.M.Send(ctx, m); err != nil {
 					b.Fatal(err)
 				}
 				sentAt[m.To[0]] = time.Now()

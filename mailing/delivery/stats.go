@@ -1,17 +1,19 @@
-package mailing
+package delivery
 
 import (
 	"sync"
 	"time"
+
+	"github.com/servir-pe/envios/internal/mailstore"
 )
 
 // LatencyBuckets are the upper bounds, in seconds, of the delivery latency
 // histogram: from acceptance to the 2xx reply.
 var LatencyBuckets = []float64{1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600}
 
-// EngineStats are an engine's counters since it started.
-type EngineStats struct {
-	Outcomes map[Status]int64 // recipients recorded, by the status they got (sent, deferred, bounced, failed)
+// Stats are an engine's counters since it started.
+type Stats struct {
+	Outcomes map[mailstore.Status]int64 // recipients recorded, by the status they got (sent, deferred, bounced, failed)
 	// Latency of the recipients sent: Buckets[i] counts those sent within
 	// LatencyBuckets[i] seconds of acceptance (cumulative, as Prometheus
 	// histograms are); Count and Sum cover them all.
@@ -22,18 +24,18 @@ type EngineStats struct {
 
 type engineStats struct {
 	mu sync.Mutex
-	s  EngineStats
+	s  Stats
 }
 
-func (st *engineStats) record(status Status, accepted, now time.Time) {
+func (st *engineStats) record(status mailstore.Status, accepted, now time.Time) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.s.Outcomes == nil {
-		st.s.Outcomes = map[Status]int64{}
+		st.s.Outcomes = map[mailstore.Status]int64{}
 		st.s.Buckets = make([]int64, len(LatencyBuckets))
 	}
 	st.s.Outcomes[status]++
-	if status != StatusSent {
+	if status != mailstore.StatusSent {
 		return
 	}
 	d := now.Sub(accepted).Seconds()
@@ -47,11 +49,11 @@ func (st *engineStats) record(status Status, accepted, now time.Time) {
 }
 
 // Stats returns the engine's counters.
-func (e *Engine) Stats() EngineStats {
+func (e *Engine) Stats() Stats {
 	e.stats.mu.Lock()
 	defer e.stats.mu.Unlock()
 	out := e.stats.s
-	out.Outcomes = map[Status]int64{}
+	out.Outcomes = map[mailstore.Status]int64{}
 	for k, v := range e.stats.s.Outcomes {
 		out.Outcomes[k] = v
 	}

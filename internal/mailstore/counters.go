@@ -1,4 +1,4 @@
-package mailing
+package mailstore
 
 import (
 	"cmp"
@@ -21,61 +21,63 @@ import (
 // never a scan of the recipients; report.Verify recounts them.
 
 // Counter kinds: "accepted" and the event types.
-const kindAccepted = "accepted"
+const KindAccepted = "accepted"
 
 // Hour is the counters' time bucket: whole hours since 1970, UTC.
 func Hour(t time.Time) int64 { return t.Unix() / 3600 }
 
-type counterKey struct {
-	account int64
-	origin  quota.Origin
-	hour    int64
-	kind    string
+// CounterKey is one counter: an account, an origin, an hour and a kind.
+type CounterKey struct {
+	Account int64
+	Origin  quota.Origin
+	Hour    int64
+	Kind    string
 }
 
-// counts accumulates counter increments for one transaction.
-type counts map[counterKey]int64
+// Counts accumulates counter increments for one transaction.
+type Counts map[CounterKey]int64
 
-func (c counts) add(account int64, origin quota.Origin, at time.Time, kind string, n int64) {
+// Add counts n of kind at the hour of at.
+func (c Counts) Add(account int64, origin quota.Origin, at time.Time, kind string, n int64) {
 	if n != 0 {
-		c[counterKey{account, origin, Hour(at), kind}] += n
+		c[CounterKey{account, origin, Hour(at), kind}] += n
 	}
 }
 
-// write adds the increments with one statement.
-func (c counts) write(ctx context.Context, idb bun.IDB) error {
+// Write adds the increments with one statement.
+func (c Counts) Write(ctx context.Context, idb bun.IDB) error {
 	if len(c) == 0 {
 		return nil
 	}
-	if _, err := c.upsert(idb).Exec(ctx); err != nil {
-		return fmt.Errorf("mailing: count: %w", err)
+	if _, err := c.Upsert(idb).Exec(ctx); err != nil {
+		return fmt.Errorf("mailstore: count: %w", err)
 	}
 	return nil
 }
 
-// keys are c's keys in order: two transactions lock the counters they
+// Keys are c's keys in order: two transactions lock the counters they
 // share in the same order.
-func (c counts) keys() []counterKey {
-	return slices.SortedFunc(maps.Keys(c), func(a, b counterKey) int {
-		return cmp.Or(cmp.Compare(a.account, b.account), cmp.Compare(a.origin, b.origin), cmp.Compare(a.hour, b.hour), cmp.Compare(a.kind, b.kind))
+func (c Counts) Keys() []CounterKey {
+	return slices.SortedFunc(maps.Keys(c), func(a, b CounterKey) int {
+		return cmp.Or(cmp.Compare(a.Account, b.Account), cmp.Compare(a.Origin, b.Origin), cmp.Compare(a.Hour, b.Hour), cmp.Compare(a.Kind, b.Kind))
 	})
 }
 
-// upsert is the statement that adds the increments (c must not be empty),
+// Upsert is the statement that adds the increments (c must not be empty),
 // rows in key order.
-func (c counts) upsert(idb bun.IDB) *bun.RawQuery {
+func (c Counts) Upsert(idb bun.IDB) *bun.RawQuery {
 	values := make([]string, 0, len(c))
 	args := make([]any, 0, 5*len(c))
-	for _, k := range c.keys() {
+	for _, k := range c.Keys() {
 		values = append(values, "(?, ?, ?, ?, ?)")
-		args = append(args, k.account, k.origin, k.hour, k.kind, c[k])
+		args = append(args, k.Account, k.Origin, k.Hour, k.Kind, c[k])
 	}
 	return idb.NewRaw("INSERT INTO mail_counters (account_id, origin, hour, kind, n) VALUES "+strings.Join(values, ", ")+
 		" ON CONFLICT (account_id, origin, hour, kind) DO UPDATE SET n = mail_counters.n + excluded.n", args...)
 }
 
-// eventRow is one event of one recipient (mail_events).
-type eventRow struct {
+// EventRow is one event of one recipient (mail_events).
+type EventRow struct {
 	bun.BaseModel `bun:"table:mail_events"`
 	ID            int64 `bun:",pk,autoincrement"`
 	RecipientID   int64
@@ -89,12 +91,13 @@ type eventRow struct {
 	Reply         string
 }
 
-func insertEvents(ctx context.Context, idb bun.IDB, events []eventRow) error {
+// InsertEvents appends events.
+func InsertEvents(ctx context.Context, idb bun.IDB, events []EventRow) error {
 	if len(events) == 0 {
 		return nil
 	}
 	if _, err := idb.NewInsert().Model(&events).Exec(ctx); err != nil {
-		return fmt.Errorf("mailing: record events: %w", err)
+		return fmt.Errorf("mailstore: record events: %w", err)
 	}
 	return nil
 }

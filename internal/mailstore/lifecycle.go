@@ -1,0 +1,250 @@
+package mailstore
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/servir-pe/envios/quota"
+)
+
+// The recipient lifecycle. Every change of a recipient's status is one of
+// these named transitions, and the statements below are the only ones
+// that change mail_recipients.status: each updates a row only if its
+// status is one of the transition's From (and, for a claimed row, only
+// if it is still leased to the caller), so a refused transition changes
+// nothing.
+//
+//	accept:        (new)                       → queued | scheduled
+//	promote:       scheduled (due)             → queued
+//	claim:         queued | scheduled | deferred (due) → sending
+//	expire lease:  sending (lease over)        → deferred
+//	unclaim:       sending (this owner)        → queued (never attempted) | deferred
+//	record:        sending (this owner)        → sent | bounced | deferred | failed
+//	fail unbuilt:  sending (this owner)        → failed
+//	cancel:        queued | scheduled | deferred → cancelled
+//
+// sent, bounced, failed, suppressed and cancelled are final: nothing
+// leaves them. A recipient that ends with no delivery attempt (attempts =
+// 0: cancelled, failed before trying, expired while waiting for a
+// destination's limits) has its charge released in the same transaction.
+type Transition struct {
+	Name string
+	From []Status
+	To   []Status
+}
+
+// The transitions.
+var (
+	Accept      = Transition{"accept", nil, []Status{StatusQueued, StatusScheduled}}
+	Promote     = Transition{"promote", []Status{StatusScheduled}, []Status{StatusQueued}}
+	Claim       = Transition{"claim", []Status{StatusQueued, StatusScheduled, StatusDeferred}, []Status{StatusSending}}
+	ExpireLease = Transition{"expire lease", []Status{StatusSending}, []Status{StatusDeferred}}
+	Unclaim     = Transition{"unclaim", []Status{StatusSending}, []Status{StatusQueued, StatusDeferred}}
+	Record      = Transition{"record", []Status{StatusSending}, []Status{StatusSent, StatusBounced, StatusDeferred, StatusFailed}}
+	FailUnbuilt = Transition{"fail unbuilt", []Status{StatusSending}, []Status{StatusFailed}}
+	Cancel     = Transition{"cancel", []Status{StatusQueued, StatusScheduled, StatusDeferred}, []Status{StatusCancelled}}
+)
+
+// Transitions lists every transition.
+var Transitions = []Transition{Accept, Promote, Claim, ExpireLease, Unclaim, Record, FailUnbuilt, Cancel}
+
+// Statuses lists every status.
+var Statuses = []Status{StatusQueued, StatusScheduled, StatusSending, StatusDeferred, StatusSent, StatusBounced,
+	StatusFailed, StatusSuppressed, StatusCancelled}
+
+// Final reports a status nothing leaves.
+func (s Status) Final() bool {
+	switch s {
+	case StatusSent, StatusBounced, StatusFailed, StatusSuppressed, StatusCancelled:
+		return true
+	}
+	return false
+}
+
+// Allows reports whether t may move a recipient from one status to another.
+func (t Transition) Allows(from, to Status) bool {
+	return slices.Contains(t.From, from) && slices.Contains(t.To, to)
+}
+
+// from is t's From as an SQL list: status IN (…).
+func (t Transition) from() string {
+	q := make([]string, len(t.From))
+	for i, s := range t.From {
+		q[i] = "'" + string(s) + "'"
+	}
+	return "status IN (" + strings.Join(q, ", ") + ")"
+}
+
+// PromoteDue marks scheduled recipients whose time has come as queued and
+// returns how many changed.
+func PromoteDue(ctx context.Context, idb bun.IDB, now time.Time) (int, error) {
+	r, err := idb.NewRaw("UPDATE mail_recipients SET status = 'queued' WHERE "+Promote.from()+" AND due_at <= ?", now).Exec(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("mailstore: promote due recipients: %w", err)
+	}
+	n, _ := r.RowsAffected()
+	return int(n), nil
+}
+
+// ExpireLeases makes due again the recipients claimed by an engine that
+// never finished them (it died) once their lease is over.
+func ExpireLeases(ctx context.Context, idb bun.IDB, now time.Time) (int, error) {
+	r, err := idb.NewRaw("UPDATE mail_recipients SET status = 'deferred', lease_until = NULL, lease_owner = '' "+
+		"WHERE "+ExpireLease.from()+" AND lease_until < ?", now).Exec(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("mailstore: expire leases: %w", err)
+	}
+	n, _ := r.RowsAffected()
+	return int(n), nil
+}
+
+// Claimed is a recipient leased for delivery.
+type Claimed struct {
+	ID           int64
+	MessageID    string
+	Address      string
+	Name         string
+	Data         *string
+	RFCMessageID string `bun:"rfc_message_id"`
+	Attempts     int
+	AcceptedAt   time.Time
+	Priority     int16
+	AccountID    int64
+	Origin       quota.Origin
+}
+
+// Row is the part of a recipient row that rendering reads.
+func (c Claimed) Row() RecipientRow {
+	return RecipientRow{ID: c.ID, Address: c.Address, Name: c.Name, Data: c.Data, RFCMessageID: c.RFCMessageID}
+}
+
+// ClaimDue leases up to limit due recipients to owner until leaseUntil,
+// transactional first, then by due time, returned in that order. On
+// PostgreSQL the rows are locked FOR UPDATE SKIP LOCKED, so engines never
+// claim the same row.
+func ClaimDue(ctx context.Context, idb bun.IDB, owner string, now, leaseUntil time.Time, limit int) ([]Claimed, error) {
+	lock := ""
+	if IsPG(idb) {
+		lock = " FOR UPDATE SKIP LOCKED"
+	}
+	var items []Claimed
+	err := idb.NewRaw("UPDATE mail_recipients SET status = 'sending', lease_until = ?, lease_owner = ? "+
+		"WHERE id IN (SELECT id FROM mail_recipients WHERE "+Claim.from()+" AND due_at <= ? "+
+		"ORDER BY priority, due_at LIMIT ?"+lock+") "+
+		"RETURNING id, message_id, address, name, data, rfc_message_id, attempts, accepted_at, priority, account_id, origin",
+		leaseUntil, owner, now, limit).Scan(ctx, &items)
+	if err != nil {
+		return nil, fmt.Errorf("mailstore: claim: %w", err)
+	}
+	// RETURNING does not keep the subquery's order.
+	slices.SortFunc(items, func(a, b Claimed) int {
+		return cmp.Or(cmp.Compare(a.Priority, b.Priority), cmp.Compare(a.ID, b.ID))
+	})
+	return items, nil
+}
+
+// ReturnLeases gives back recipients owner claimed and did not start:
+// queued again if never attempted, else deferred.
+func ReturnLeases(ctx context.Context, idb bun.IDB, owner string, ids []int64) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	_, err := idb.NewRaw("UPDATE mail_recipients SET status = CASE WHEN attempts = 0 THEN 'queued' ELSE 'deferred' END, "+
+		"lease_until = NULL, lease_owner = '' WHERE id IN (?) AND "+Unclaim.from()+" AND lease_owner = ?", bun.List(ids), owner).Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("mailstore: return leases: %w", err)
+	}
+	return nil
+}
+
+// Outcome is the new state of one claimed recipient after a delivery
+// attempt, or after waiting for a destination's limits (Last nil).
+type Outcome struct {
+	ID       int64
+	Status   Status // sent, bounced, deferred or failed
+	Attempts int
+	Last     *time.Time // the attempt's time; nil: not attempted now
+	Final    *time.Time // set for a final status
+	Due      time.Time
+	Host     string
+	Reply    string
+}
+
+// RecordOutcomes writes outcomes with one statement (on PostgreSQL a
+// statement costs a round trip, on SQLite a parse and a plan), each row
+// only if it is still sending and leased to owner; the lease is cleared.
+// It returns the ids it updated.
+func RecordOutcomes(ctx context.Context, idb bun.IDB, owner string, outs []Outcome) ([]int64, error) {
+	if len(outs) == 0 {
+		return nil, nil
+	}
+	// SQLite takes the values as they come; PostgreSQL needs their types
+	// (a NULL time is otherwise text).
+	value := "(?, ?, ?, ?, ?, ?, ?, ?)"
+	if IsPG(idb) {
+		value = "(CAST(? AS BIGINT), CAST(? AS TEXT), CAST(? AS INTEGER), CAST(? AS TIMESTAMPTZ), CAST(? AS TIMESTAMPTZ), CAST(? AS TIMESTAMPTZ), CAST(? AS TEXT), CAST(? AS TEXT))"
+	}
+	values := make([]string, 0, len(outs))
+	args := make([]any, 0, 8*len(outs)+1)
+	for _, o := range outs {
+		if !slices.Contains(Record.To, o.Status) {
+			return nil, fmt.Errorf("mailstore: record: %s is not an outcome", o.Status)
+		}
+		values = append(values, value)
+		args = append(args, o.ID, o.Status, o.Attempts, o.Last, o.Final, o.Due, o.Host, o.Reply)
+	}
+	args = append(args, owner)
+	var updated []int64
+	err := idb.NewRaw("WITH v(vid, vstatus, vattempts, vlast, vfinal, vdue, vhost, vreply) AS (VALUES "+strings.Join(values, ", ")+") "+
+		"UPDATE mail_recipients SET status = v.vstatus, attempts = v.vattempts, "+
+		"last_attempt_at = COALESCE(v.vlast, last_attempt_at), final_at = v.vfinal, due_at = v.vdue, "+
+		"remote_host = v.vhost, reply = v.vreply, lease_until = NULL, lease_owner = '' "+
+		"FROM v WHERE mail_recipients.id = v.vid AND mail_recipients."+Record.from()+" AND mail_recipients.lease_owner = ? RETURNING id", args...).Scan(ctx, &updated)
+	if err != nil {
+		return nil, fmt.Errorf("mailstore: record outcomes: %w", err)
+	}
+	return updated, nil
+}
+
+// FailUnbuiltRecipient fails a claimed recipient whose message could not
+// be built (no attempt was made). It reports whether the row was still
+// leased to owner.
+func FailUnbuiltRecipient(ctx context.Context, idb bun.IDB, owner string, id int64, now time.Time, reply string) (bool, error) {
+	res, err := idb.NewRaw("UPDATE mail_recipients SET status = 'failed', final_at = ?, reply = ?, lease_until = NULL, lease_owner = '' "+
+		"WHERE id = ? AND "+FailUnbuilt.from()+" AND lease_owner = ?", now, Truncate(reply, 2000), id, owner).Exec(ctx)
+	if err != nil {
+		return false, fmt.Errorf("mailstore: fail recipient: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
+}
+
+// Stopped is a recipient a cancellation ended.
+type Stopped struct {
+	ID        int64
+	AccountID int64
+	Origin    quota.Origin
+	Attempts  int
+}
+
+// CancelRecipients ends every recipient of message id that is not yet
+// sent or being sent and returns them; those with no attempt are the ones
+// whose charge the caller releases, in the same transaction.
+func CancelRecipients(ctx context.Context, idb bun.IDB, messageID string, now time.Time) ([]Stopped, error) {
+	var out []Stopped
+	if err := idb.NewRaw("UPDATE mail_recipients SET status = 'cancelled', final_at = ? "+
+		"WHERE message_id = ? AND "+Cancel.from()+" RETURNING id, account_id, origin, attempts", now, messageID).Scan(ctx, &out); err != nil {
+		return nil, fmt.Errorf("mailstore: cancel: %w", err)
+	}
+	slices.SortFunc(out, func(a, b Stopped) int { return cmp.Compare(a.ID, b.ID) })
+	return out, nil
+}
+
+// PromoteDue is PromoteDue on the store's database at the store's time.
+func (s *Store) PromoteDue(ctx context.Context) (int, error) { return PromoteDue(ctx, s.DB, s.Now()) }
