@@ -18,6 +18,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/servir-pe/envios/internal/compose"
+	"github.com/servir-pe/envios/internal/mailerr"
 	"github.com/servir-pe/envios/internal/mailstore"
 	"github.com/servir-pe/envios/quota"
 )
@@ -107,6 +108,11 @@ type BatchReceipt struct {
 // Recipients is read from a goroutine of SendBatch's own, while up to
 // Config.Committers chunks commit concurrently.
 func (m *Mailer) SendBatch(ctx context.Context, b Batch) (BatchReceipt, error) {
+	r, err := m.sendBatch(ctx, b)
+	return r, refusal(err)
+}
+
+func (m *Mailer) sendBatch(ctx context.Context, b Batch) (BatchReceipt, error) {
 	if err := m.enter(); err != nil {
 		return BatchReceipt{}, err
 	}
@@ -120,7 +126,7 @@ func (m *Mailer) SendBatch(ctx context.Context, b Batch) (BatchReceipt, error) {
 		return BatchReceipt{}, err
 	}
 	if b.Recipients == nil {
-		return BatchReceipt{}, ErrNoRecipients
+		return BatchReceipt{}, mailerr.New(ErrNoRecipients, "recipients", "a batch needs recipients")
 	}
 	tpl, err := compose.ParseTemplates(c.subject, c.text, c.html, m.cfg.MaxMessageSize)
 	if err != nil {
@@ -134,14 +140,14 @@ func (m *Mailer) SendBatch(ctx context.Context, b Batch) (BatchReceipt, error) {
 	rec := BatchReceipt{MessageID: m.cfg.NewID()}
 	created, stored := false, 0 // an earlier call with the key: its message and recipient count
 	if c.key != "" {
-		var rows []mailstore.MessageRow
-		if err := m.db.NewSelect().Model(&rows).Where("account_id = ? AND idempotency_key = ?", acct.ID, c.key).Scan(ctx); err != nil {
-			return rec, fmt.Errorf("mailing: read batch by idempotency key: %w", err)
+		k, ok, err := byKey(ctx, m.db, acct.ID, c.key)
+		if err != nil {
+			return rec, err
 		}
-		if len(rows) == 1 {
-			rec.MessageID, created, stored = rows[0].ID, true, rows[0].Recipients
-			if rows[0].CancelledAt != nil {
-				return rec, ErrCancelled
+		if ok {
+			rec.MessageID, created, stored = k.id, true, k.recipients
+			if k.cancelled {
+				return rec, mailerr.New(ErrCancelled, "", "the batch was cancelled")
 			}
 		}
 	}
@@ -267,9 +273,9 @@ func (m *Mailer) SendBatch(ctx context.Context, b Batch) (BatchReceipt, error) {
 	}
 	if !s.created.Load() {
 		if rec.NRejected > 0 {
-			return rec, fmt.Errorf("%w: all %d recipients were rejected (first: %v)", ErrNoRecipients, rec.NRejected, rec.Rejected[0].Err)
+			return rec, mailerr.Wrap(ErrNoRecipients, "recipients", rec.Rejected[0].Err, fmt.Sprintf("all %d recipients were rejected (first: %v)", rec.NRejected, rec.Rejected[0].Err))
 		}
-		return rec, ErrNoRecipients
+		return rec, mailerr.New(ErrNoRecipients, "recipients", "a batch needs recipients")
 	}
 	return rec, nil
 }
@@ -279,7 +285,7 @@ func (m *Mailer) SendBatch(ctx context.Context, b Batch) (BatchReceipt, error) {
 func (m *Mailer) batchRecipient(tpl *compose.Templates, r Recipient) (mailstore.RecipientRow, error) {
 	a, err := ParseAddress(r.Address)
 	if err != nil {
-		return mailstore.RecipientRow{}, err
+		return mailstore.RecipientRow{}, mailerr.In("address", err)
 	}
 	raw, err := json.Marshal(r.Data)
 	if err != nil {
@@ -370,13 +376,14 @@ func (s *batchState) commitOnce(ctx context.Context, chunk []mailstore.Recipient
 				return err
 			}
 			if !ok { // a concurrent call with the same key created it: join it
-				id, err = existingMessage(ctx, tx, s.acct.ID, c.key)
+				k, _, err := byKey(ctx, tx, s.acct.ID, c.key)
 				if err != nil {
 					return err
 				}
+				id = k.id
 				useCopy = false
 				s.noCopy.Store(true)
-			} else if err := m.insertExtras(ctx, tx, id, c); err != nil {
+			} else if err := insertExtras(ctx, tx, extras{id, &c}); err != nil {
 				return err
 			}
 		}
@@ -385,7 +392,7 @@ func (s *batchState) commitOnce(ctx context.Context, chunk []mailstore.Recipient
 			return fmt.Errorf("mailing: read batch: %w", err)
 		}
 		if cancelled {
-			return ErrCancelled
+			return mailerr.New(ErrCancelled, "", "the batch was cancelled")
 		}
 		for i := range chunk {
 			r := &chunk[i]

@@ -10,6 +10,7 @@ import (
 
 	"github.com/uptrace/bun"
 
+	"github.com/servir-pe/envios/internal/mailerr"
 	"github.com/servir-pe/envios/internal/mailstore"
 	"github.com/servir-pe/envios/internal/store"
 	"github.com/servir-pe/envios/quota"
@@ -178,13 +179,12 @@ func (m *Mailer) commitIn(ctx context.Context, tx bun.Tx, conn *bun.Conn, group 
 			return err
 		}
 		if p.c.key != "" {
-			var ids []string
-			if err := tx.NewRaw("SELECT id FROM mail_messages WHERE account_id = ? AND idempotency_key = ?", acct.ID, p.c.key).
-				Scan(ctx, &ids); err != nil {
-				return fmt.Errorf("mailing: read message by idempotency key: %w", err)
+			k, ok, err := byKey(ctx, tx, acct.ID, p.c.key)
+			if err != nil {
+				return err
 			}
-			if len(ids) > 0 {
-				p.dup = ids[0]
+			if ok {
+				p.dup = k.id
 				continue
 			}
 		}
@@ -252,27 +252,11 @@ func (m *Mailer) commitIn(ctx context.Context, tx bun.Tx, conn *bun.Conn, group 
 	for _, p := range stored {
 		p.receipt.RecipientIDs = byMessage[p.id]
 	}
-	var tags []mailstore.TagRow
-	var atts []mailstore.AttachmentRow
-	for _, p := range stored {
-		for _, t := range p.c.tags {
-			tags = append(tags, mailstore.TagRow{MessageID: p.id, Tag: t})
-		}
-		for i, a := range p.c.attach {
-			atts = append(atts, mailstore.AttachmentRow{MessageID: p.id, Seq: i, Filename: a.Filename, ContentType: a.ContentType, ContentID: a.ContentID, Data: a.Data})
-		}
+	x := make([]extras, len(stored))
+	for i, p := range stored {
+		x[i] = extras{p.id, &p.c}
 	}
-	if len(tags) > 0 {
-		if _, err := tx.NewInsert().Model(&tags).Exec(ctx); err != nil {
-			return fmt.Errorf("mailing: store tags: %w", err)
-		}
-	}
-	if len(atts) > 0 {
-		if _, err := tx.NewInsert().Model(&atts).Exec(ctx); err != nil {
-			return fmt.Errorf("mailing: store attachments: %w", err)
-		}
-	}
-	return nil
+	return insertExtras(ctx, tx, x...)
 }
 
 // insertRecipientsPG stores a group's recipient rows and its accepted
@@ -373,13 +357,6 @@ func insertMessages(ctx context.Context, tx bun.Tx, conn *bun.Conn, msgs []mails
 	return nil
 }
 
-// isDecided reports an error about the message itself (its account, its
-// sender, its key), as opposed to a database failure.
-func isDecided(err error) bool {
-	return errors.Is(err, ErrSenderNotAllowed) || errors.Is(err, ErrNoDKIMKey) ||
-		errors.Is(err, quota.ErrNotFound) || errors.Is(err, quota.ErrDisabled) || errors.Is(err, quota.ErrInvalid)
-}
-
 // checker checks accounts, sender identities and DKIM keys inside one
 // transaction, reading each account, identity and domain once.
 type checker struct {
@@ -415,11 +392,11 @@ func (k *checker) check(ctx context.Context, c common, also []string) (accountRe
 		}
 	}
 	if acct.Disabled {
-		return acct, fmt.Errorf("%w: %s is disabled", quota.ErrDisabled, acct.Name)
+		return acct, disabled(acct.Name)
 	}
 	for _, addr := range addrs {
 		if !k.senders[senderKey(acct.ID, addr)] {
-			return acct, fmt.Errorf("%w: %s may not send as %s (see relayd sender list %s)", ErrSenderNotAllowed, acct.Name, addr, acct.Name)
+			return acct, senderNotAllowed(acct.Name, addr)
 		}
 	}
 	for _, d := range k.m.cfg.UnsignedDomains {
@@ -428,7 +405,7 @@ func (k *checker) check(ctx context.Context, c common, also []string) (accountRe
 		}
 	}
 	if !k.keys[domain] {
-		return acct, fmt.Errorf("%w: %s has no key (relayd domain add %s)", ErrNoDKIMKey, domain, domain)
+		return acct, mailerr.New(ErrNoDKIMKey, "from", "%s has no DKIM key here (relayd domain add %s)", domain, domain)
 	}
 	return acct, nil
 }
@@ -471,7 +448,7 @@ func (k *checker) read(ctx context.Context, name string, addrs []string, domain 
 		err = k.idb.NewRaw(q.String(), args...).Scan(ctx, dest...)
 	}
 	if errors.Is(err, sql.ErrNoRows) {
-		return accountRef{}, fmt.Errorf("%w: no account %s", quota.ErrNotFound, n)
+		return accountRef{}, noAccount(n)
 	}
 	if err != nil {
 		return accountRef{}, fmt.Errorf("mailing: read account: %w", err)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/servir-pe/envios/internal/audit"
 	"github.com/servir-pe/envios/internal/dkimkey"
+	"github.com/servir-pe/envios/internal/mailerr"
 	"github.com/servir-pe/envios/internal/mailstore"
 	"github.com/servir-pe/envios/internal/store"
 	"github.com/servir-pe/envios/quota"
@@ -174,7 +175,7 @@ func (m *Mailer) enter() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
-		return ErrClosed
+		return mailerr.New(ErrClosed, "", "the mailer is closed")
 	}
 	m.inflight.Add(1)
 	return nil
@@ -231,7 +232,7 @@ func normaliseSender(pattern string) (string, error) {
 	if strings.HasPrefix(p, "@") {
 		a, err := ParseAddress("postmaster" + p)
 		if err != nil {
-			return "", fmt.Errorf("%w: sender domain %q is not a valid domain", ErrAddress, pattern)
+			return "", mailerr.New(ErrAddress, "pattern", "sender domain %q is not a valid domain", pattern)
 		}
 		return "@" + a.Domain(), nil
 	}
@@ -240,7 +241,7 @@ func normaliseSender(pattern string) (string, error) {
 		return "", err
 	}
 	if a.Name != "" {
-		return "", fmt.Errorf("%w: a sender identity is a bare address or @domain, not %q", ErrAddress, pattern)
+		return "", mailerr.New(ErrAddress, "pattern", "a sender identity is a bare address or @domain, not %q", pattern)
 	}
 	return strings.ToLower(a.Addr), nil
 }
@@ -261,7 +262,7 @@ func (m *Mailer) accountRef(ctx context.Context, idb bun.IDB, name string) (acco
 		return accountRef{}, fmt.Errorf("mailing: read account: %w", err)
 	}
 	if len(rows) == 0 {
-		return accountRef{}, fmt.Errorf("%w: no account %s", quota.ErrNotFound, n)
+		return accountRef{}, noAccount(n)
 	}
 	return rows[0], nil
 }
@@ -269,6 +270,11 @@ func (m *Mailer) accountRef(ctx context.Context, idb bun.IDB, name string) (acco
 // AddSender lets account send as pattern (an address or "@domain").
 // Adding one that exists changes nothing and reports false.
 func (m *Mailer) AddSender(ctx context.Context, account, pattern, actor string) (bool, error) {
+	added, err := m.addSender(ctx, account, pattern, actor)
+	return added, refusal(err)
+}
+
+func (m *Mailer) addSender(ctx context.Context, account, pattern, actor string) (bool, error) {
 	p, err := normaliseSender(pattern)
 	if err != nil {
 		return false, err
@@ -297,6 +303,10 @@ func (m *Mailer) AddSender(ctx context.Context, account, pattern, actor string) 
 // RemoveSender withdraws a sender identity; removing one that does not
 // exist is ErrNotFound.
 func (m *Mailer) RemoveSender(ctx context.Context, account, pattern, actor string) error {
+	return refusal(m.removeSender(ctx, account, pattern, actor))
+}
+
+func (m *Mailer) removeSender(ctx context.Context, account, pattern, actor string) error {
 	p, err := normaliseSender(pattern)
 	if err != nil {
 		return err
@@ -311,7 +321,7 @@ func (m *Mailer) RemoveSender(ctx context.Context, account, pattern, actor strin
 			return fmt.Errorf("mailing: remove sender: %w", err)
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return fmt.Errorf("%w: %s has no sender identity %s", quota.ErrNotFound, a.Name, p)
+			return mailerr.Wrap(quota.ErrNotFound, "pattern", quota.ErrNotFound, fmt.Sprintf("%s has no sender identity %s", a.Name, p))
 		}
 		return audit.Record(ctx, tx, audit.Event{At: m.now(), Actor: actor, Action: "sender.remove", Subject: a.Name, Detail: p})
 	})
@@ -320,6 +330,11 @@ func (m *Mailer) RemoveSender(ctx context.Context, account, pattern, actor strin
 // Senders lists the sender identities of account, or of every account
 // when account is empty.
 func (m *Mailer) Senders(ctx context.Context, account string) ([]Sender, error) {
+	s, err := m.senders(ctx, account)
+	return s, refusal(err)
+}
+
+func (m *Mailer) senders(ctx context.Context, account string) ([]Sender, error) {
 	q := m.db.NewSelect().TableExpr("mail_senders AS s").
 		ColumnExpr("a.name AS account, s.pattern, s.created_at AS created").
 		Join("JOIN quota_accounts AS a ON a.id = s.account_id").
@@ -366,9 +381,9 @@ func senderPatterns(addr string) (exact, domain string) {
 func (m *Mailer) MaySend(ctx context.Context, account, addr string) error {
 	a, err := ParseAddress(addr)
 	if err != nil {
-		return err
+		return mailerr.In("from", err)
 	}
-	return store.RetryConnLost(ctx, m.db, func() error { return m.maySend(ctx, account, a) })
+	return refusal(store.RetryConnLost(ctx, m.db, func() error { return m.maySend(ctx, account, a) }))
 }
 
 func (m *Mailer) maySend(ctx context.Context, account string, a Address) error {
@@ -377,14 +392,14 @@ func (m *Mailer) maySend(ctx context.Context, account string, a Address) error {
 		return err
 	}
 	if acct.Disabled {
-		return fmt.Errorf("%w: %s is disabled", quota.ErrDisabled, acct.Name)
+		return disabled(acct.Name)
 	}
 	ok, err := senderAllowed(ctx, m.db, acct.ID, a.Addr)
 	if err != nil {
 		return err
 	}
 	if !ok {
-		return fmt.Errorf("%w: %s may not send as %s (see relayd sender list %s)", ErrSenderNotAllowed, acct.Name, a.Addr, acct.Name)
+		return senderNotAllowed(acct.Name, a.Addr)
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/servir-pe/envios/internal/compose"
+	"github.com/servir-pe/envios/internal/mailerr"
 	"github.com/servir-pe/envios/internal/mailstore"
 	"github.com/servir-pe/envios/quota"
 )
@@ -114,12 +115,12 @@ func (m *Mailer) validateCommon(account, from string, replyTo []string, subject,
 		return c, err
 	}
 	if c.from, err = ParseAddress(from); err != nil {
-		return c, fmt.Errorf("from: %w", err)
+		return c, mailerr.In("from", err)
 	}
 	for _, r := range replyTo {
 		a, err := ParseAddress(r)
 		if err != nil {
-			return c, fmt.Errorf("reply-to: %w", err)
+			return c, mailerr.In("reply_to", err)
 		}
 		c.replyTo = append(c.replyTo, a)
 	}
@@ -159,7 +160,7 @@ func (m *Mailer) validateCommon(account, from string, replyTo []string, subject,
 		c.size += len(a.Data)
 	}
 	if c.size > m.cfg.MaxMessageSize {
-		return c, fmt.Errorf("%w: %d bytes, the limit is %d", ErrTooBig, c.size, m.cfg.MaxMessageSize)
+		return c, mailerr.New(ErrTooBig, "", "%d bytes, the limit is %d", c.size, m.cfg.MaxMessageSize)
 	}
 	return c, nil
 }
@@ -210,11 +211,6 @@ func (c *common) setOptions(tags []string, campaign string, prio Priority, sendA
 	return nil
 }
 
-type recipientIn struct {
-	addr Address
-	kind string // to, cc, bcc
-}
-
 // Send validates msg, then in one transaction charges its account one
 // message per recipient and stores the message and a row per recipient.
 // On any error nothing is stored or charged: quota errors (errors.Is
@@ -223,6 +219,11 @@ type recipientIn struct {
 // ErrAddress, ErrContent, ErrTooBig, ErrTooManyRecipients and
 // ErrNoRecipients say what was wrong with the message.
 func (m *Mailer) Send(ctx context.Context, msg Message) (Receipt, error) {
+	r, err := m.send(ctx, msg)
+	return r, refusal(err)
+}
+
+func (m *Mailer) send(ctx context.Context, msg Message) (Receipt, error) {
 	if err := m.enter(); err != nil {
 		return Receipt{}, err
 	}
@@ -235,8 +236,7 @@ func (m *Mailer) Send(ctx context.Context, msg Message) (Receipt, error) {
 	if err != nil {
 		return Receipt{}, err
 	}
-	var rcpts []recipientIn
-	seen := map[string]bool{}
+	var rcpts recipients
 	for _, list := range []struct {
 		kind  string
 		addrs []string
@@ -244,23 +244,17 @@ func (m *Mailer) Send(ctx context.Context, msg Message) (Receipt, error) {
 		for _, s := range list.addrs {
 			a, err := ParseAddress(s)
 			if err != nil {
-				return Receipt{}, fmt.Errorf("%s: %w", list.kind, err)
+				return Receipt{}, mailerr.In(list.kind, err)
 			}
-			if k := strings.ToLower(a.Addr); !seen[k] { // one copy per mailbox, as an MTA would
-				seen[k] = true
-				rcpts = append(rcpts, recipientIn{a, list.kind})
-			}
+			rcpts.add(a, list.kind)
 		}
 	}
-	if len(rcpts) == 0 {
-		return Receipt{}, ErrNoRecipients
-	}
-	if len(rcpts) > m.cfg.MaxRecipients {
-		return Receipt{}, fmt.Errorf("%w: %d, the limit is %d", ErrTooManyRecipients, len(rcpts), m.cfg.MaxRecipients)
+	if err := rcpts.check("to", m.cfg.MaxRecipients); err != nil {
+		return Receipt{}, err
 	}
 
 	id := m.cfg.NewID()
-	return m.commit(ctx, &pending{c: c, id: id, rfcID: id + "@" + m.cfg.MessageIDDomain, rcpts: rcpts, now: m.now()})
+	return m.commit(ctx, &pending{c: c, id: id, rfcID: id + "@" + m.cfg.MessageIDDomain, rcpts: rcpts.list, now: m.now()})
 }
 
 // checkAccount reads the account inside tx and checks that it is enabled
@@ -306,37 +300,6 @@ func newMessageRow(accountID int64, id, kind string, c common, now time.Time, n 
 		row.SendAt = &c.sendAt
 	}
 	return row, nil
-}
-
-func (m *Mailer) insertExtras(ctx context.Context, tx bun.IDB, id string, c common) error {
-	if len(c.tags) > 0 {
-		tags := make([]mailstore.TagRow, len(c.tags))
-		for i, t := range c.tags {
-			tags[i] = mailstore.TagRow{MessageID: id, Tag: t}
-		}
-		if _, err := tx.NewInsert().Model(&tags).Exec(ctx); err != nil {
-			return fmt.Errorf("mailing: store tags: %w", err)
-		}
-	}
-	if len(c.attach) > 0 {
-		rows := make([]mailstore.AttachmentRow, len(c.attach))
-		for i, a := range c.attach {
-			rows[i] = mailstore.AttachmentRow{MessageID: id, Seq: i, Filename: a.Filename, ContentType: a.ContentType, ContentID: a.ContentID, Data: a.Data}
-		}
-		if _, err := tx.NewInsert().Model(&rows).Exec(ctx); err != nil {
-			return fmt.Errorf("mailing: store attachments: %w", err)
-		}
-	}
-	return nil
-}
-
-func existingMessage(ctx context.Context, idb bun.IDB, accountID int64, key string) (string, error) {
-	var id string
-	err := idb.NewRaw("SELECT id FROM mail_messages WHERE account_id = ? AND idempotency_key = ?", accountID, key).Scan(ctx, &id)
-	if err != nil {
-		return "", fmt.Errorf("mailing: read message by idempotency key: %w", err)
-	}
-	return id, nil
 }
 
 func (m *Mailer) duplicateReceipt(ctx context.Context, id string) (Receipt, error) {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/uptrace/bun"
 
+	"github.com/servir-pe/envios/internal/mailerr"
 	"github.com/servir-pe/envios/internal/mailstore"
 	"github.com/servir-pe/envios/quota"
 )
@@ -88,7 +89,7 @@ func (m *Mailer) Message(ctx context.Context, account, id string) (MessageInfo, 
 		return MessageInfo{}, fmt.Errorf("mailing: read message: %w", err)
 	}
 	if len(rows) == 0 {
-		return MessageInfo{}, fmt.Errorf("%w: %s", ErrNotFound, id)
+		return MessageInfo{}, mailerr.New(ErrNotFound, "id", "no message %s", id)
 	}
 	info := rows[0].info()
 	var counts []struct {
@@ -190,6 +191,11 @@ type CancelResult struct {
 // transaction. A batch still being enqueued stops taking recipients.
 // Cancelling twice changes nothing the second time.
 func (m *Mailer) Cancel(ctx context.Context, account, id, actor string) (CancelResult, error) {
+	r, err := m.cancel(ctx, account, id, actor)
+	return r, refusal(err)
+}
+
+func (m *Mailer) cancel(ctx context.Context, account, id, actor string) (CancelResult, error) {
 	if err := m.enter(); err != nil {
 		return CancelResult{}, err
 	}
@@ -275,7 +281,7 @@ func (m *Mailer) Attempts(ctx context.Context, account, messageID string, recipi
 	if n, err := q.Count(ctx); err != nil {
 		return nil, fmt.Errorf("mailing: read recipient: %w", err)
 	} else if n == 0 {
-		return nil, fmt.Errorf("%w: no recipient %d", ErrNotFound, recipientID)
+		return nil, mailerr.New(ErrNotFound, "recipient", "no recipient %d", recipientID)
 	}
 	var rows []mailstore.EventRow
 	if err := m.db.NewSelect().Model(&rows).Where("recipient_id = ? AND attempt", recipientID).Order("id").Scan(ctx); err != nil {

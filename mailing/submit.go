@@ -3,7 +3,6 @@ package mailing
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"mime"
 	"net/mail"
 	"strings"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/jhillyerd/enmime/v2"
 
+	"github.com/servir-pe/envios/internal/mailerr"
 	"github.com/servir-pe/envios/quota"
 )
 
@@ -70,12 +70,17 @@ const ParseTimeout = 10 * time.Second
 // Errors are those of Send; every problem with the message itself matches
 // ErrContent (and names the field) or ErrTooBig.
 func (m *Mailer) Submit(ctx context.Context, s Submission) (Receipt, error) {
+	r, err := m.submit(ctx, s)
+	return r, refusal(err)
+}
+
+func (m *Mailer) submit(ctx context.Context, s Submission) (Receipt, error) {
 	if err := m.enter(); err != nil {
 		return Receipt{}, err
 	}
 	defer m.inflight.Done()
 	if len(s.Message) > m.cfg.MaxMessageSize {
-		return Receipt{}, fmt.Errorf("%w: %d bytes, the limit is %d", ErrTooBig, len(s.Message), m.cfg.MaxMessageSize)
+		return Receipt{}, mailerr.New(ErrTooBig, "message", "%d bytes, the limit is %d", len(s.Message), m.cfg.MaxMessageSize)
 	}
 	var c common
 	var err error
@@ -144,7 +149,7 @@ func (m *Mailer) Submit(ctx context.Context, s Submission) (Receipt, error) {
 		{HeaderIdempotencyKey, new(common).setOptions(nil, "", prio, sendAt, d[HeaderIdempotencyKey], origin, actor)},
 	} {
 		if probe.err != nil {
-			return Receipt{}, fmt.Errorf("%s: %w", probe.name, probe.err)
+			return Receipt{}, mailerr.Within("message", probe.name, probe.err)
 		}
 	}
 	if err := c.setOptions(tags, d[HeaderCampaign], prio, sendAt, d[HeaderIdempotencyKey], origin, actor); err != nil {
@@ -166,7 +171,7 @@ func (m *Mailer) Submit(ctx context.Context, s Submission) (Receipt, error) {
 	if s.EnvelopeFrom != "" {
 		a, err := ParseAddress(s.EnvelopeFrom)
 		if err != nil {
-			return Receipt{}, fmt.Errorf("envelope sender: %w", err)
+			return Receipt{}, mailerr.Within("message", "envelope sender", err)
 		}
 		senders = append(senders, a.Addr)
 	}
@@ -203,29 +208,20 @@ func (m *Mailer) Submit(ctx context.Context, s Submission) (Receipt, error) {
 			}
 		}
 	}
-	var rcpts []recipientIn
-	seen := map[string]bool{}
+	var rcpts recipients
 	for _, r := range s.Recipients {
 		a, err := ParseAddress(r)
 		if err != nil {
-			return Receipt{}, fmt.Errorf("recipient: %w", err)
+			return Receipt{}, mailerr.Within("recipients", "recipient", err)
 		}
-		k := strings.ToLower(a.Addr)
-		if seen[k] {
-			continue
-		}
-		seen[k] = true
-		kind := kinds[k]
+		kind := kinds[strings.ToLower(a.Addr)]
 		if kind == "" {
 			kind = "bcc"
 		}
-		rcpts = append(rcpts, recipientIn{addr: Address{Addr: a.Addr}, kind: kind})
+		rcpts.add(Address{Addr: a.Addr}, kind)
 	}
-	if len(rcpts) == 0 {
-		return Receipt{}, ErrNoRecipients
-	}
-	if len(rcpts) > m.cfg.MaxRecipients {
-		return Receipt{}, fmt.Errorf("%w: %d, the limit is %d", ErrTooManyRecipients, len(rcpts), m.cfg.MaxRecipients)
+	if err := rcpts.check("recipients", m.cfg.MaxRecipients); err != nil {
+		return Receipt{}, err
 	}
 
 	// The submission server's changes (RFC 6409 §8).
@@ -266,7 +262,7 @@ func (m *Mailer) Submit(ctx context.Context, s Submission) (Receipt, error) {
 		return Receipt{}, err
 	}
 	c.size = len(raw)
-	return m.commit(ctx, &pending{c: c, id: id, rfcID: rfcID, rcpts: rcpts, raw: raw, senders: senders, now: now})
+	return m.commit(ctx, &pending{c: c, id: id, rfcID: rfcID, rcpts: rcpts.list, raw: raw, senders: senders, now: now})
 }
 
 func canonicalDirective(name string) string {
@@ -286,7 +282,7 @@ func headerAddress(name, v string) (Address, error) {
 	}
 	a, err := ParseAddress(list[0].Address)
 	if err != nil {
-		return Address{}, fmt.Errorf("%s: %w", name, err)
+		return Address{}, mailerr.Within("message", name, err)
 	}
 	a.Name = headerText(list[0].Name)
 	return a, nil

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 
 	"github.com/emersion/go-smtp"
 
@@ -31,6 +30,7 @@ var (
 	errTempFail     = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Temporary failure, try again later"}
 	errNoMemory     = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: "Insufficient system storage, try again later"}
 	errShutdown     = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "Service shutting down, try again later"}
+	errDisabled     = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "The account is disabled"}
 )
 
 // stage names the command an error answers, for the replies that differ
@@ -46,44 +46,26 @@ const (
 
 // reply is the one place where errors become SMTP replies. It returns an
 // unwrapped *smtp.SMTPError — the only kind go-smtp writes as given — and
-// logs what it hides: internal error text never reaches the client.
+// logs what it hides: internal error text never reaches the client. A
+// refusal by the library (*mailing.Error) is answered by its Kind, with
+// its Public text where the reply names what was wrong; anything else is a
+// failure of ours, answered 451 4.3.0 (454 4.7.0 during AUTH).
 func reply(log *slog.Logger, at stage, err error) *smtp.SMTPError {
 	var se *smtp.SMTPError
-	var insufficient *quota.InsufficientError
+	var me *mailing.Error
 	switch {
 	case err == nil:
 		return nil
 	case errors.As(err, &se):
 		return se
-	case errors.Is(err, smtp.ErrDataTooLarge), errors.Is(err, mailing.ErrTooBig):
+	case errors.Is(err, smtp.ErrDataTooLarge):
 		return smtp.ErrDataTooLarge
 	case errors.Is(err, smtp.ErrTooLongLine):
 		return errTooLongLine
-	case errors.As(err, &insufficient):
-		return &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 7, 1},
-			Message: fmt.Sprintf("Message pool exhausted: account %s has %d messages left, %d needed", insufficient.Account, insufficient.Remaining, insufficient.Requested)}
-	case errors.Is(err, mailing.ErrSenderNotAllowed):
-		return &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Sender address not allowed for this account"}
-	case errors.Is(err, mailing.ErrTooManyRecipients):
-		return &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 5, 3}, Message: "Too many recipients"}
-	case errors.Is(err, mailing.ErrAddress):
-		if at == atMail {
-			return &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 1, 7}, Message: "Bad sender address syntax"}
+	case errors.As(err, &me):
+		if r := refused(at, me); r != nil {
+			return r
 		}
-		if at == atRcpt {
-			return &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Bad recipient address syntax"}
-		}
-		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "Invalid address in the message: " + clientText(err)}
-	case errors.Is(err, mailing.ErrContent):
-		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "Message refused: " + clientText(err)}
-	case errors.Is(err, mailing.ErrNoDKIMKey):
-		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "The From domain has no DKIM key here; mail from it is not accepted"}
-	case errors.Is(err, quota.ErrDisabled):
-		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "The account is disabled"}
-	case errors.Is(err, quota.ErrOutsidePeriod):
-		return &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 7, 1}, Message: "The message pool is outside its period"}
-	case errors.Is(err, mailing.ErrClosed):
-		return errShutdown
 	}
 	if at == atAuth {
 		log.Error("authentication backend failed", "err", err)
@@ -97,13 +79,50 @@ func reply(log *slog.Logger, at stage, err error) *smtp.SMTPError {
 	return errTempFail
 }
 
-// clientText is an error's message without the package prefixes: the
-// content errors mailing writes describe the client's own message.
-func clientText(err error) string {
-	s := strings.NewReplacer("mailing: invalid content: ", "", "mailing: invalid address ", "invalid address ",
-		"mailing: ", "", "\r", " ", "\n", " ").Replace(err.Error())
+// refused is the reply to a refusal by the library, by its kind; nil for
+// a kind a submission session cannot meet (then it is our failure).
+func refused(at stage, e *mailing.Error) *smtp.SMTPError {
+	switch e.Kind {
+	case mailing.ErrTooBig:
+		return smtp.ErrDataTooLarge
+	case quota.ErrInsufficient:
+		return &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 7, 1}, Message: "Message pool exhausted: " + e.Public}
+	case mailing.ErrSenderNotAllowed:
+		return &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Sender address not allowed for this account"}
+	case mailing.ErrTooManyRecipients:
+		return &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 5, 3}, Message: "Too many recipients"}
+	case mailing.ErrAddress:
+		switch at {
+		case atMail:
+			return &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 1, 7}, Message: "Bad sender address syntax"}
+		case atRcpt:
+			return &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Bad recipient address syntax"}
+		}
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "Invalid address in the message: " + clip(e.Public)}
+	case mailing.ErrContent:
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "Message refused: " + clip(e.Public)}
+	case mailing.ErrNoDKIMKey:
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "The From domain has no DKIM key here; mail from it is not accepted"}
+	case quota.ErrDisabled:
+		return errDisabled
+	case quota.ErrOutsidePeriod:
+		return &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 7, 1}, Message: "The message pool is outside its period"}
+	case mailing.ErrClosed:
+		return errShutdown
+	}
+	return nil
+}
+
+// poolExhausted is the reply to a RCPT the account's pool cannot pay for.
+func poolExhausted(account string, remaining, need int64) *smtp.SMTPError {
+	return &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 7, 1},
+		Message: fmt.Sprintf("Message pool exhausted: account %s has %d messages left, %d needed", account, remaining, need)}
+}
+
+// clip keeps a public text to 300 bytes.
+func clip(s string) string {
 	if len(s) > 300 {
-		s = s[:300]
+		return s[:300]
 	}
 	return s
 }

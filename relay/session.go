@@ -97,7 +97,7 @@ func (ss *session) judge(at stage, asked <-chan stateResult) (credential.State, 
 		return st, errRevoked
 	}
 	if st.Disabled {
-		return st, reply(ss.log, at, quota.ErrDisabled)
+		return st, errDisabled
 	}
 	return st, nil
 }
@@ -134,7 +134,7 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		return reply(ss.log, atRcpt, err)
 	}
 	if need := int64(len(ss.rcpts) + 1); st.Remaining < need {
-		return reply(ss.log, atRcpt, &quota.InsufficientError{Account: ss.cred.Account, Requested: need, Remaining: st.Remaining})
+		return poolExhausted(ss.cred.Account, st.Remaining, need)
 	}
 	ss.rcpts = append(ss.rcpts, to)
 	return nil

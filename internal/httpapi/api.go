@@ -146,7 +146,7 @@ func (e *apiError) Error() string { return e.message }
 // error text never reaches the client.
 func writeError(w http.ResponseWriter, log *slog.Logger, err error) {
 	var ae *apiError
-	var ins *quota.InsufficientError
+	var me *mailing.Error
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &ae):
@@ -154,22 +154,13 @@ func writeError(w http.ResponseWriter, log *slog.Logger, err error) {
 		ae = &apiError{status: 401, code: "unauthorized", message: "a valid bearer token is required"}
 	case errors.As(err, &mbe):
 		ae = &apiError{status: 413, code: "body_too_large", message: fmt.Sprintf("the request body exceeds %d bytes", mbe.Limit)}
-	case errors.As(err, &ins):
-		ae = &apiError{status: 409, code: "pool_exhausted", message: fmt.Sprintf("account %s has %d messages left, %d needed", ins.Account, ins.Remaining, ins.Requested),
-			extra: map[string]any{"account": ins.Account, "remaining": ins.Remaining, "requested": ins.Requested}}
-	case errors.Is(err, mailing.ErrNotFound), errors.Is(err, quota.ErrNotFound), errors.Is(err, report.ErrNotFound):
+	case errors.As(err, &me):
+		ae = refused(me)
+	case errors.Is(err, quota.ErrNotFound), errors.Is(err, report.ErrNotFound):
 		ae = &apiError{status: 404, code: "not_found", message: "not found"}
-	case errors.Is(err, quota.ErrDisabled):
-		ae = &apiError{status: 403, code: "account_disabled", message: "the account is disabled"}
-	case errors.Is(err, quota.ErrOutsidePeriod):
-		ae = &apiError{status: 409, code: "pool_outside_period", message: "the message pool is outside its period"}
-	case errors.Is(err, mailing.ErrSenderNotAllowed), errors.Is(err, mailing.ErrNoDKIMKey), errors.Is(err, mailing.ErrAddress),
-		errors.Is(err, mailing.ErrContent), errors.Is(err, mailing.ErrTooBig), errors.Is(err, mailing.ErrTooManyRecipients),
-		errors.Is(err, mailing.ErrNoRecipients), errors.Is(err, quota.ErrInvalid), errors.Is(err, report.ErrInvalid):
-		field, msg := fieldOf(err)
-		ae = &apiError{status: 422, code: "invalid", message: msg, fields: map[string]string{field: msg}}
-	case errors.Is(err, mailing.ErrClosed):
-		ae = &apiError{status: 503, code: "unavailable", message: "shutting down, try again"}
+	case errors.Is(err, report.ErrInvalid):
+		msg := strings.TrimPrefix(err.Error(), report.ErrInvalid.Error()+": ")
+		ae = &apiError{status: 422, code: "invalid", message: msg, fields: map[string]string{"query": msg}}
 	case store.ConnLost(err):
 		log.Error("api: database unreachable", "err", err)
 		w.Header().Set("Retry-After", "5")
@@ -190,25 +181,34 @@ func writeError(w http.ResponseWriter, log *slog.Logger, err error) {
 	writeJSON(w, ae.status, map[string]any{"error": body})
 }
 
-// fieldOf names the request field a mailing error is about ("to: …" is
-// field "to") and returns the message without package prefixes.
-func fieldOf(err error) (string, string) {
-	msg := strings.NewReplacer("mailing: invalid content: ", "", "mailing: invalid address ", "invalid address ", "mailing: ", "", "quota: ", "",
-		"report: invalid request: ", "", "report: ", "").Replace(err.Error())
-	field := "message"
-	switch {
-	case errors.Is(err, mailing.ErrSenderNotAllowed), errors.Is(err, mailing.ErrNoDKIMKey):
-		field = "from"
-	case errors.Is(err, mailing.ErrTooManyRecipients), errors.Is(err, mailing.ErrNoRecipients):
-		field = "to"
-	case errors.Is(err, report.ErrInvalid):
-		field = "query"
-	default:
-		if name, _, ok := strings.Cut(msg, ": "); ok && len(name) < 20 && !strings.Contains(name, " ") {
-			field = strings.ReplaceAll(strings.ToLower(name), "-", "_")
+// refused is the answer to a refusal by the library, by its kind, with
+// its public text and the field it is about.
+func refused(e *mailing.Error) *apiError {
+	invalid := func() *apiError {
+		field := e.Field
+		if field == "" {
+			field = "message"
 		}
+		return &apiError{status: 422, code: "invalid", message: e.Public, fields: map[string]string{field: e.Public}}
 	}
-	return field, msg
+	var ins *quota.InsufficientError
+	switch e.Kind {
+	case quota.ErrInsufficient:
+		if errors.As(e, &ins) {
+			return &apiError{status: 409, code: "pool_exhausted", message: e.Public,
+				extra: map[string]any{"account": ins.Account, "remaining": ins.Remaining, "requested": ins.Requested}}
+		}
+		return &apiError{status: 409, code: "pool_exhausted", message: e.Public}
+	case mailing.ErrNotFound, quota.ErrNotFound:
+		return &apiError{status: 404, code: "not_found", message: "not found"}
+	case quota.ErrDisabled:
+		return &apiError{status: 403, code: "account_disabled", message: "the account is disabled"}
+	case quota.ErrOutsidePeriod:
+		return &apiError{status: 409, code: "pool_outside_period", message: "the message pool is outside its period"}
+	case mailing.ErrClosed:
+		return &apiError{status: 503, code: "unavailable", message: "shutting down, try again"}
+	}
+	return invalid() // an address, the content, the sender, the size, the recipients, the account name
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

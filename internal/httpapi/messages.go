@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -146,14 +147,12 @@ func (a *API) postMessage(w http.ResponseWriter, r *http.Request, tok apitoken.T
 		}
 		rej := []rejection{}
 		for _, x := range b.Rejected {
-			_, msg := fieldOf(x.Err)
-			rej = append(rej, rejection{x.Index, x.Address, msg})
+			rej = append(rej, rejection{x.Index, x.Address, public(x.Err)})
 		}
 		a.audit(r, tok, "api.send", acct, b.MessageID)
 		body := map[string]any{"id": b.MessageID, "accepted": b.Accepted, "resumed": b.Resumed, "rejected": rej, "rejected_count": b.NRejected}
 		if err != nil { // stopped part-way (the pool ran out): what was stored stays
-			_, msg := fieldOf(err)
-			body["stopped"] = msg
+			body["stopped"] = public(err)
 		}
 		a.receipt(w, r, tok, b.MessageID, body)
 		return
@@ -307,4 +306,15 @@ func (a *API) audit(r *http.Request, tok apitoken.Token, action, subject, detail
 	if err := a.cfg.Tokens.Audit(context.WithoutCancel(r.Context()), tok, action, subject, detail); err != nil {
 		a.cfg.Logger.Error("api: audit log", "action", action, "err", err)
 	}
+}
+
+// public is what a client is told of an error in a body that is not an
+// error answer (a batch's rejections, why it stopped): a refusal's public
+// text, or that something failed on our side.
+func public(err error) string {
+	var me *mailing.Error
+	if errors.As(err, &me) {
+		return me.Public
+	}
+	return "internal error, try again later"
 }

@@ -92,6 +92,21 @@ func In(field string, err error) error {
 	return err
 }
 
+// Within is In with a label put before the public text ("From: …"), for
+// an error about one part of a field (a header of a submitted message).
+func Within(field, label string, err error) error {
+	var e *Error
+	if errors.As(err, &e) {
+		c := *e
+		if c.Field == "" {
+			c.Field = field
+		}
+		c.Public = label + ": " + c.Public
+		return &c
+	}
+	return err
+}
+
 // As returns the Error in err's chain, if any.
 func As(err error) (*Error, bool) {
 	var e *Error
