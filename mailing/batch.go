@@ -171,6 +171,26 @@ func (m *Mailer) sendBatch(ctx context.Context, b Batch) (BatchReceipt, error) {
 		s.status, s.due = StatusScheduled, c.sendAt
 	}
 
+	err = s.pipeline(ctx, b.Recipients, tpl, &rec)
+	sort.Slice(rec.Rejected, func(i, j int) bool { return rec.Rejected[i].Index < rec.Rejected[j].Index })
+	rec.MessageID = s.id
+	rec.Accepted, rec.Resumed = int(s.accepted.Load()), int(s.resumed.Load())
+	if err != nil {
+		return rec, err
+	}
+	if !s.created.Load() {
+		if rec.NRejected > 0 {
+			return rec, mailerr.Wrap(ErrNoRecipients, "recipients", rec.Rejected[0].Err, fmt.Sprintf("all %d recipients were rejected (first: %v)", rec.NRejected, rec.Rejected[0].Err))
+		}
+		return rec, mailerr.New(ErrNoRecipients, "recipients", "a batch needs recipients")
+	}
+	return rec, nil
+}
+
+// pipeline reads recipients into raw chunks, renders them and commits
+// them, noting rejections in rec.
+func (s *batchState) pipeline(ctx context.Context, recipients iter.Seq2[Recipient, error], tpl *compose.Templates, rec *BatchReceipt) error {
+	m := s.m
 	// The pipeline: one goroutine reads Recipients into raw chunks; one
 	// worker per CPU validates and renders them (CPU-bound); up to
 	// Config.Committers commit rendered chunks concurrently (database-bound).
@@ -203,7 +223,7 @@ func (m *Mailer) sendBatch(ctx context.Context, b Batch) (BatchReceipt, error) {
 		}
 		cur := rawChunk{recs: make([]Recipient, 0, m.cfg.ChunkSize)}
 		i := -1
-		for r, err := range b.Recipients {
+		for r, err := range recipients {
 			i++
 			if err != nil {
 				return fmt.Errorf("mailing: batch recipient %d: %w", i, err)
@@ -262,22 +282,10 @@ func (m *Mailer) sendBatch(ctx context.Context, b Batch) (BatchReceipt, error) {
 			return nil
 		})
 	}
-	err = g.Wait()
+	err := g.Wait()
 	for range ready { // drain what a failed pipeline left, so the closer ends
 	}
-	sort.Slice(rec.Rejected, func(i, j int) bool { return rec.Rejected[i].Index < rec.Rejected[j].Index })
-	rec.MessageID = s.id
-	rec.Accepted, rec.Resumed = int(s.accepted.Load()), int(s.resumed.Load())
-	if err != nil {
-		return rec, err
-	}
-	if !s.created.Load() {
-		if rec.NRejected > 0 {
-			return rec, mailerr.Wrap(ErrNoRecipients, "recipients", rec.Rejected[0].Err, fmt.Sprintf("all %d recipients were rejected (first: %v)", rec.NRejected, rec.Rejected[0].Err))
-		}
-		return rec, mailerr.New(ErrNoRecipients, "recipients", "a batch needs recipients")
-	}
-	return rec, nil
+	return err
 }
 
 // batchRecipient validates one recipient and renders its templates with

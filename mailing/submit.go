@@ -94,8 +94,34 @@ func (m *Mailer) submit(ctx context.Context, s Submission) (Receipt, error) {
 	if err := checkBody(body); err != nil {
 		return Receipt{}, err
 	}
+	kept, err := c.directives(fields, s.Origin, s.Actor)
+	if err != nil {
+		return Receipt{}, err
+	}
+	senders, err := c.originators(kept, s.EnvelopeFrom)
+	if err != nil {
+		return Receipt{}, err
+	}
+	rcpts, err := envelopeRecipients(kept, s.Recipients, m.cfg.MaxRecipients)
+	if err != nil {
+		return Receipt{}, err
+	}
+	id, now := m.cfg.NewID(), m.now()
+	raw, rfcID, err := m.submitted(kept, body, id, now, s.Trace)
+	if err != nil {
+		return Receipt{}, err
+	}
+	if err := parseMIME(ctx, raw); err != nil {
+		return Receipt{}, err
+	}
+	c.size = len(raw)
+	return m.commit(ctx, &pending{c: c, id: id, rfcID: rfcID, rcpts: rcpts.list, raw: raw, senders: senders, now: now})
+}
 
-	// Directives.
+// directives reads the X-Envios- fields into c's options and returns the
+// other fields.
+func (c *common) directives(fields []field, origin quota.Origin, actor string) ([]field, error) {
+	var err error
 	var kept []field
 	d := map[string]string{}
 	for _, f := range fields {
@@ -105,25 +131,25 @@ func (m *Mailer) submit(ctx context.Context, s Submission) (Receipt, error) {
 		}
 		name := canonicalDirective(f.Name)
 		if name == "" {
-			return Receipt{}, contentErr("message", "%s: unknown X-Envios- field (known: %s, %s, %s, %s, %s)", f.Name,
+			return nil, contentErr("message", "%s: unknown X-Envios- field (known: %s, %s, %s, %s, %s)", f.Name,
 				HeaderSendAt, HeaderIdempotencyKey, HeaderCampaign, HeaderPriority, HeaderTags)
 		}
 		if _, dup := d[name]; dup {
-			return Receipt{}, contentErr("message", "%s: given twice", name)
+			return nil, contentErr("message", "%s: given twice", name)
 		}
 		d[name] = f.Value()
 	}
 	var sendAt time.Time
 	if v, ok := d[HeaderSendAt]; ok {
 		if sendAt, err = time.Parse(time.RFC3339, v); err != nil {
-			return Receipt{}, contentErr("message", "%s: %q is not an RFC 3339 time such as 2026-12-01T09:00:00-05:00", HeaderSendAt, v)
+			return nil, contentErr("message", "%s: %q is not an RFC 3339 time such as 2026-12-01T09:00:00-05:00", HeaderSendAt, v)
 		}
 	}
 	prio := Transactional
 	if v, ok := d[HeaderPriority]; ok {
 		prio = Priority(strings.ToLower(v))
 		if _, err := prio.rank(); err != nil {
-			return Receipt{}, contentErr("message", "%s: %q must be transactional or bulk", HeaderPriority, v)
+			return nil, contentErr("message", "%s: %q must be transactional or bulk", HeaderPriority, v)
 		}
 	}
 	var tags []string
@@ -132,7 +158,6 @@ func (m *Mailer) submit(ctx context.Context, s Submission) (Receipt, error) {
 			tags = append(tags, strings.TrimSpace(t))
 		}
 	}
-	origin, actor := s.Origin, s.Actor
 	if origin == "" {
 		origin = quota.OriginSMTP
 	}
@@ -149,44 +174,47 @@ func (m *Mailer) submit(ctx context.Context, s Submission) (Receipt, error) {
 		{HeaderIdempotencyKey, new(common).setOptions(nil, "", prio, sendAt, d[HeaderIdempotencyKey], origin, actor)},
 	} {
 		if probe.err != nil {
-			return Receipt{}, mailerr.Within("message", probe.name, probe.err)
+			return nil, mailerr.Within("message", probe.name, probe.err)
 		}
 	}
-	if err := c.setOptions(tags, d[HeaderCampaign], prio, sendAt, d[HeaderIdempotencyKey], origin, actor); err != nil {
-		return Receipt{}, err
-	}
+	return kept, c.setOptions(tags, d[HeaderCampaign], prio, sendAt, d[HeaderIdempotencyKey], origin, actor)
 
-	// Originator fields.
+}
+
+// originators reads From (into c), Sender and the subject, and returns
+// the addresses besides From that must be the account's identities: the
+// envelope sender and Sender.
+func (c *common) originators(kept []field, envelopeFrom string) ([]string, error) {
 	from, ok, err := single(kept, "From")
 	if err != nil {
-		return Receipt{}, err
+		return nil, err
 	}
 	if !ok {
-		return Receipt{}, contentErr("message", "the message has no From field")
+		return nil, contentErr("message", "the message has no From field")
 	}
 	if c.from, err = headerAddress("From", from); err != nil {
-		return Receipt{}, err
+		return nil, err
 	}
 	var senders []string
-	if s.EnvelopeFrom != "" {
-		a, err := ParseAddress(s.EnvelopeFrom)
+	if envelopeFrom != "" {
+		a, err := ParseAddress(envelopeFrom)
 		if err != nil {
-			return Receipt{}, mailerr.Within("message", "envelope sender", err)
+			return nil, mailerr.Within("message", "envelope sender", err)
 		}
 		senders = append(senders, a.Addr)
 	}
 	if v, ok, err := single(kept, "Sender"); err != nil {
-		return Receipt{}, err
+		return nil, err
 	} else if ok {
 		a, err := headerAddress("Sender", v)
 		if err != nil {
-			return Receipt{}, err
+			return nil, err
 		}
 		senders = append(senders, a.Addr)
 	}
 	subject, _, err := single(kept, "Subject")
 	if err != nil {
-		return Receipt{}, err
+		return nil, err
 	}
 	if dec, err := new(mime.WordDecoder).DecodeHeader(subject); err == nil {
 		subject = dec
@@ -197,8 +225,12 @@ func (m *Mailer) submit(ctx context.Context, s Submission) (Receipt, error) {
 	// message of the group transaction.
 	c.subject = headerText(subject)
 
-	// Recipients: the envelope's, recorded as to or cc when the header
-	// names them.
+	return senders, nil
+}
+
+// envelopeRecipients are the envelope's recipients, recorded as to or cc
+// when the header names them (To wins over Cc), else bcc.
+func envelopeRecipients(kept []field, envelope []string, most int) (recipients, error) {
 	kinds := map[string]string{}
 	for _, k := range []string{"Cc", "To"} { // To wins over Cc
 		for _, f := range fieldsNamed(kept, k) {
@@ -209,10 +241,10 @@ func (m *Mailer) submit(ctx context.Context, s Submission) (Receipt, error) {
 		}
 	}
 	var rcpts recipients
-	for _, r := range s.Recipients {
+	for _, r := range envelope {
 		a, err := ParseAddress(r)
 		if err != nil {
-			return Receipt{}, mailerr.Within("recipients", "recipient", err)
+			return recipients{}, mailerr.Within("recipients", "recipient", err)
 		}
 		kind := kinds[strings.ToLower(a.Addr)]
 		if kind == "" {
@@ -220,13 +252,18 @@ func (m *Mailer) submit(ctx context.Context, s Submission) (Receipt, error) {
 		}
 		rcpts.add(Address{Addr: a.Addr}, kind)
 	}
-	if err := rcpts.check("recipients", m.cfg.MaxRecipients); err != nil {
-		return Receipt{}, err
+	if err := rcpts.check("recipients", most); err != nil {
+		return recipients{}, err
 	}
 
-	// The submission server's changes (RFC 6409 §8).
-	id := m.cfg.NewID()
-	now := m.now()
+	return rcpts, nil
+}
+
+// submitted is the message as stored, after the submission server's
+// changes (RFC 6409 §8): the fields removedOnSubmit drops are gone, a
+// Message-ID and a Date are added when missing, and the Received field
+// of the session's trace goes on top. It returns the Message-ID too.
+func (m *Mailer) submitted(kept []field, body []byte, id string, now time.Time, trace *Trace) ([]byte, string, error) {
 	var out []field
 	for _, f := range kept {
 		if !removedOnSubmit(f.Name) {
@@ -235,34 +272,30 @@ func (m *Mailer) submit(ctx context.Context, s Submission) (Receipt, error) {
 	}
 	msgID, ok, err := single(out, "Message-ID")
 	if err != nil {
-		return Receipt{}, err
+		return nil, "", err
 	}
 	rfcID, valid := msgIDInside(msgID)
 	if !ok || !valid {
 		if ok {
-			return Receipt{}, contentErr("message", "Message-ID: %q is not <id@domain>", msgID)
+			return nil, "", contentErr("message", "Message-ID: %q is not <id@domain>", msgID)
 		}
 		rfcID = id + "@" + m.cfg.MessageIDDomain
 		out = append(out, newField("Message-ID", "<"+rfcID+">"))
 	}
 	if _, ok, err := single(out, "Date"); err != nil {
-		return Receipt{}, err
+		return nil, "", err
 	} else if !ok {
 		out = append(out, newField("Date", now.Format(time.RFC1123Z)))
 	}
-	if s.Trace != nil {
-		out = append([]field{s.Trace.received(id, now)}, out...)
+	if trace != nil {
+		out = append([]field{trace.received(id, now)}, out...)
 	}
 	raw := joinFields(out)
 	if body != nil {
 		raw = append(raw, "\r\n"...)
 		raw = append(raw, body...)
 	}
-	if err := parseMIME(ctx, raw); err != nil {
-		return Receipt{}, err
-	}
-	c.size = len(raw)
-	return m.commit(ctx, &pending{c: c, id: id, rfcID: rfcID, rcpts: rcpts.list, raw: raw, senders: senders, now: now})
+	return raw, rfcID, nil
 }
 
 func canonicalDirective(name string) string {

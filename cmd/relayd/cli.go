@@ -178,13 +178,14 @@ func printHelp(w io.Writer, group string) {
 
 // prefixes the CLI drops from error texts: the sentinel names add nothing a
 // reader needs on one line.
-var sentinelPrefixes = []error{quota.ErrInvalid, quota.ErrNotFound, quota.ErrExists, mailing.ErrAddress, dkimkey.ErrExists,
+var sentinelPrefixes = []error{quota.ErrInvalid, quota.ErrNotFound, quota.ErrExists, dkimkey.ErrExists,
 	credential.ErrNotFound, credential.ErrInvalid, apitoken.ErrNotFound, apitoken.ErrInvalid, report.ErrNotFound, report.ErrInvalid}
 
 // describe renders an error as the one line relayd prints.
 func describe(err error) string {
 	var ie *quota.InsufficientError
 	var ue *quota.UnallocatedError
+	var me *mailing.Error
 	switch {
 	case errors.As(err, &ie) && ie.Transfer:
 		return fmt.Sprintf("account %s has %s unused messages: cannot transfer %s", ie.Account, group(ie.Remaining), group(ie.Requested))
@@ -192,6 +193,10 @@ func describe(err error) string {
 		return fmt.Sprintf("account %s has %s messages left: cannot charge %s", ie.Account, group(ie.Remaining), group(ie.Requested))
 	case errors.As(err, &ue):
 		return fmt.Sprintf("pool %s has %s unallocated messages: cannot allocate %s (transfer from another account instead)", ue.Pool, group(ue.Unallocated), group(ue.Requested))
+	case errors.As(err, &me) && errors.As(err, new(*mailing.AddressError)):
+		return "invalid address " + me.Public
+	case errors.As(err, &me) && !errors.Is(err, quota.ErrInsufficient):
+		return me.Public // the library's refusals carry their own words
 	}
 	msg := err.Error()
 	for _, s := range sentinelPrefixes {

@@ -16,6 +16,7 @@ import (
 	"github.com/servir-pe/envios/internal/dkimkey"
 	"github.com/servir-pe/envios/internal/store"
 	"github.com/servir-pe/envios/mailing"
+	"github.com/uptrace/bun"
 )
 
 // runServe opens and migrates the database and, when a smarthost is
@@ -25,91 +26,43 @@ import (
 func runServe(ctx context.Context, e *env, args []string) error {
 	var g globals
 	fs := e.flagSet("serve", &g)
-	smarthost := fs.String("smarthost", e.getenv("RELAYD_SMARTHOST"), "deliver through this relay, host:port (env RELAYD_SMARTHOST)")
-	user := fs.String("smarthost-user", e.getenv("RELAYD_SMARTHOST_USER"), "AUTH PLAIN user for the smarthost (env RELAYD_SMARTHOST_USER)")
-	caFile := fs.String("smarthost-ca", "", "PEM file of CA certificates to trust for the smarthost (default: the system's)")
-	plaintext := fs.Bool("smarthost-plaintext", false, "deliver even if the smarthost offers no STARTTLS (never with AUTH)")
-	sending := fs.String("sending-domain", e.getenv("RELAYD_SENDING_DOMAIN"), "the dedicated sending domain for return paths and unsubscribe links (env RELAYD_SENDING_DOMAIN)")
-	unsigned := fs.String("unsigned-domains", "", "comma-separated From domains that may be sent without a DKIM key")
-	dkimKeyFile := dkimKeyFileFlag(fs, e)
-	workers := fs.Int("workers", 8, "concurrent deliveries")
-	direct := fs.Bool("direct", false, "deliver to each domain's MX hosts instead of a smarthost")
-	dnsServer := fs.String("dns-server", "", "with --direct: ask this DNS server (host:port) instead of the system's")
-	mxPort := fs.String("mx-port", "25", "with --direct: the port MX hosts are reached on")
-	helloName := fs.String("hello-name", "", "the name given in EHLO (default: this host's name with --direct, localhost with a smarthost)")
-	configPath := fs.String("config", e.getenv("RELAYD_CONFIG"), "configuration file (env RELAYD_CONFIG)")
-	smtpAddr := fs.String("smtp", envOr(e, "RELAYD_SMTP", ":587"), "submission with STARTTLS: listen address, or off (env RELAYD_SMTP)")
-	smtpsAddr := fs.String("smtps", envOr(e, "RELAYD_SMTPS", ":465"), "submission over implicit TLS: listen address, or off (env RELAYD_SMTPS)")
-	certFile := fs.String("tls-cert", e.getenv("RELAYD_TLS_CERT"), "PEM certificate (chain) for the relay; default: a self-signed one in the data directory (env RELAYD_TLS_CERT)")
-	keyFile := fs.String("tls-key", e.getenv("RELAYD_TLS_KEY"), "PEM private key of --tls-cert (env RELAYD_TLS_KEY)")
-	httpsAddr := fs.String("https", envOr(e, "RELAYD_HTTPS", ":8443"), "the HTTPS API: listen address, or off (env RELAYD_HTTPS)")
-	httpAddr := fs.String("http", envOr(e, "RELAYD_HTTP", "off"), "the API without TLS, only for a trusted reverse proxy: listen address, or off (env RELAYD_HTTP)")
-	hostname := fs.String("hostname", e.getenv("RELAYD_HOSTNAME"), "the relay's name in its greeting and self-signed certificate (default: this host's name)")
+	var f serveFlags
+	f.smarthost = fs.String("smarthost", e.getenv("RELAYD_SMARTHOST"), "deliver through this relay, host:port (env RELAYD_SMARTHOST)")
+	f.user = fs.String("smarthost-user", e.getenv("RELAYD_SMARTHOST_USER"), "AUTH PLAIN user for the smarthost (env RELAYD_SMARTHOST_USER)")
+	f.caFile = fs.String("smarthost-ca", "", "PEM file of CA certificates to trust for the smarthost (default: the system's)")
+	f.plaintext = fs.Bool("smarthost-plaintext", false, "deliver even if the smarthost offers no STARTTLS (never with AUTH)")
+	f.sending = fs.String("sending-domain", e.getenv("RELAYD_SENDING_DOMAIN"), "the dedicated sending domain for return paths and unsubscribe links (env RELAYD_SENDING_DOMAIN)")
+	f.unsigned = fs.String("unsigned-domains", "", "comma-separated From domains that may be sent without a DKIM key")
+	f.dkimKeyFile = dkimKeyFileFlag(fs, e)
+	f.workers = fs.Int("workers", 8, "concurrent deliveries")
+	f.direct = fs.Bool("direct", false, "deliver to each domain's MX hosts instead of a smarthost")
+	f.dnsServer = fs.String("dns-server", "", "with --direct: ask this DNS server (host:port) instead of the system's")
+	f.mxPort = fs.String("mx-port", "25", "with --direct: the port MX hosts are reached on")
+	f.helloName = fs.String("hello-name", "", "the name given in EHLO (default: this host's name with --direct, localhost with a smarthost)")
+	f.configPath = fs.String("config", e.getenv("RELAYD_CONFIG"), "configuration file (env RELAYD_CONFIG)")
+	f.smtpAddr = fs.String("smtp", envOr(e, "RELAYD_SMTP", ":587"), "submission with STARTTLS: listen address, or off (env RELAYD_SMTP)")
+	f.smtpsAddr = fs.String("smtps", envOr(e, "RELAYD_SMTPS", ":465"), "submission over implicit TLS: listen address, or off (env RELAYD_SMTPS)")
+	f.certFile = fs.String("tls-cert", e.getenv("RELAYD_TLS_CERT"), "PEM certificate (chain) for the relay; default: a self-signed one in the data directory (env RELAYD_TLS_CERT)")
+	f.keyFile = fs.String("tls-key", e.getenv("RELAYD_TLS_KEY"), "PEM private key of --tls-cert (env RELAYD_TLS_KEY)")
+	f.httpsAddr = fs.String("https", envOr(e, "RELAYD_HTTPS", ":8443"), "the HTTPS API: listen address, or off (env RELAYD_HTTPS)")
+	f.httpAddr = fs.String("http", envOr(e, "RELAYD_HTTP", "off"), "the API without TLS, only for a trusted reverse proxy: listen address, or off (env RELAYD_HTTP)")
+	f.hostname = fs.String("hostname", e.getenv("RELAYD_HOSTNAME"), "the relay's name in its greeting and self-signed certificate (default: this host's name)")
 	if _, err := parse(fs, &g, args, 0, 0); err != nil {
 		return helpOr(err, fs, e)
 	}
-	var file fileConfig
-	if *configPath != "" {
-		var err error
-		if file, err = loadConfig(*configPath); err != nil {
-			return err
-		}
-		// The file fills what the command line and environment left unset.
-		set := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		fill := func(dst *string, name, v string) {
-			if !set[name] && *dst == "" && v != "" {
-				*dst = v
-			}
-		}
-		d := file.Delivery
-		fill(sending, "sending-domain", file.SendingDomain)
-		fill(dkimKeyFile, "dkim-key-file", file.DKIMKeyFile)
-		if d.Mode == "smarthost" {
-			fill(smarthost, "smarthost", d.Smarthost.Addr)
-		}
-		fill(user, "smarthost-user", d.Smarthost.User)
-		fill(caFile, "smarthost-ca", d.Smarthost.CAFile)
-		fill(dnsServer, "dns-server", d.Direct.DNSServer)
-		fill(helloName, "hello-name", d.HelloName)
-		if !set["mx-port"] && d.Direct.Port != "" {
-			*mxPort = d.Direct.Port
-		}
-		if !set["direct"] && d.Mode == "direct" {
-			*direct = true
-		}
-		if !set["smarthost-plaintext"] && d.Smarthost.AllowPlaintext {
-			*plaintext = true
-		}
-		if !set["workers"] && d.Workers > 0 {
-			*workers = d.Workers
-		}
-		r := file.Relay
-		fill(certFile, "tls-cert", r.TLSCert)
-		fill(keyFile, "tls-key", r.TLSKey)
-		fill(hostname, "hostname", r.Hostname)
-		if !set["smtp"] && e.getenv("RELAYD_SMTP") == "" && r.SMTP != "" {
-			*smtpAddr = r.SMTP
-		}
-		if !set["smtps"] && e.getenv("RELAYD_SMTPS") == "" && r.SMTPS != "" {
-			*smtpsAddr = r.SMTPS
-		}
-		if !set["https"] && e.getenv("RELAYD_HTTPS") == "" && file.API.HTTPS != "" {
-			*httpsAddr = file.API.HTTPS
-		}
-		if !set["http"] && e.getenv("RELAYD_HTTP") == "" && file.API.HTTP != "" {
-			*httpAddr = file.API.HTTP
-		}
+	file, err := f.fillFromFile(fs, e)
+	if err != nil {
+		return err
 	}
-	if (*certFile == "") != (*keyFile == "") {
+	if (*f.certFile == "") != (*f.keyFile == "") {
 		return usagef("serve: --tls-cert and --tls-key go together")
 	}
-	if *hostname == "" {
+	if *f.hostname == "" {
 		h, err := os.Hostname()
 		if err != nil || h == "" {
 			h = "localhost"
 		}
-		*hostname = h
+		*f.hostname = h
 	}
 	log := slog.New(slog.NewTextHandler(e.stderr, nil))
 	db, err := e.open(ctx, &g, log)
@@ -125,82 +78,35 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		log.Info("applied migration", "name", name)
 	}
 	var unsignedDomains []string
-	if *unsigned != "" {
-		unsignedDomains = strings.Split(*unsigned, ",")
+	if *f.unsigned != "" {
+		unsignedDomains = strings.Split(*f.unsigned, ",")
 	}
 	unsignedDomains = append(unsignedDomains, file.Delivery.UnsignedDomains...)
-	idDomain := *sending
+	idDomain := *f.sending
 	if idDomain == "" {
-		idDomain = *hostname
+		idDomain = *f.hostname
 	}
-	if *dkimKeyFile == "" {
-		// Sealed keys cannot sign without their key file: say so now,
-		// not with every delivery deferred.
-		keys, err := dkimkey.List(ctx, db)
-		if err != nil {
+	if *f.dkimKeyFile == "" {
+		if err := refuseSealedKeys(ctx, db); err != nil {
 			return err
 		}
-		for _, k := range keys {
-			if k.Sealed && k.Retired.IsZero() {
-				return fmt.Errorf("serve: the DKIM key %s of %s is sealed: start with --dkim-key-file (or RELAYD_DKIM_KEY_FILE)", k.Selector, k.Domain)
-			}
-		}
 	}
-	m, err := mailing.New(mailing.Config{DB: db, Now: e.now, Logger: log, MessageIDDomain: idDomain, DKIMKeyFile: *dkimKeyFile,
+	m, err := mailing.New(mailing.Config{DB: db, Now: e.now, Logger: log, MessageIDDomain: idDomain, DKIMKeyFile: *f.dkimKeyFile,
 		UnsignedDomains: unsignedDomains, MaxMessageSize: file.Relay.Limits.MaxMessageSize, MaxRecipients: file.Relay.Limits.MaxRecipients})
 	if err != nil {
 		return err
 	}
-	var engine *mailing.Engine
-	if *direct && *smarthost != "" {
-		return usagef("serve: --direct and --smarthost exclude each other")
+	engine, err := f.engine(ctx, e, m, file, unsignedDomains)
+	if err != nil {
+		return err
 	}
-	if *smarthost != "" || *direct {
-		if *sending == "" {
-			return usagef("serve: --sending-domain is required to deliver")
-		}
-		var transport mailing.Transport
-		sh := &mailing.Smarthost{Addr: *smarthost, AllowPlaintext: *plaintext, Username: *user, Password: e.getenv("RELAYD_SMARTHOST_PASSWORD"), HelloName: *helloName}
-		if *caFile != "" {
-			pem, err := os.ReadFile(*caFile)
-			if err != nil {
-				return fmt.Errorf("--smarthost-ca: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return fmt.Errorf("--smarthost-ca: %s holds no PEM certificate", *caFile)
-			}
-			host := *smarthost
-			if i := strings.LastIndexByte(host, ':'); i >= 0 {
-				host = host[:i]
-			}
-			sh.TLS = &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12}
-		}
-		transport = sh
-		if *direct {
-			x := &mailing.DirectMX{Port: *mxPort, HelloName: *helloName}
-			if *dnsServer != "" {
-				x.Resolver = mailing.NewResolver(*dnsServer)
-			}
-			if sh.TLS != nil {
-				x.RootCAs = sh.TLS.RootCAs
-			}
-			transport = x
-		}
-		cfg := mailing.EngineConfig{Transport: transport, ReturnPathDomain: *sending, Workers: *workers}
-		file.Delivery.apply(&cfg)
-		cfg.UnsignedDomains = unsignedDomains
-		if engine, err = m.NewEngine(ctx, cfg); err != nil {
-			return err
-		}
-	}
-	srv, api, listeners, err := startListeners(ctx, e, &g, log, m, db, listenOptions{smtp: *smtpAddr, smtps: *smtpsAddr,
-		https: *httpsAddr, http: *httpAddr, cert: *certFile, key: *keyFile, hostname: *hostname, hideClientAddress: file.Relay.HideClientAddress,
+	srv, api, listeners, err := startListeners(ctx, e, &g, log, m, db, listenOptions{smtp: *f.smtpAddr, smtps: *f.smtpsAddr,
+		https: *f.httpsAddr, http: *f.httpAddr, cert: *f.certFile, key: *f.keyFile, hostname: *f.hostname, hideClientAddress: file.Relay.HideClientAddress,
 		limits: file.Relay.Limits.relay(), engine: engine})
 	if err != nil {
 		return err
 	}
-	log.Info("relayd ready", "db", store.Describe(g.dsn()), "timezone", g.loc.String(), "delivery", deliveryMode(*smarthost, *direct))
+	log.Info("relayd ready", "db", store.Describe(g.dsn()), "timezone", g.loc.String(), "delivery", deliveryMode(*f.smarthost, *f.direct))
 	var wg sync.WaitGroup
 	var runErr error
 	if engine != nil {
@@ -233,6 +139,151 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		return runErr
 	}
 	log.Info("relayd stopped")
+	return nil
+}
+
+// serveFlags are serve's own flags.
+type serveFlags struct {
+	smarthost   *string
+	user        *string
+	caFile      *string
+	plaintext   *bool
+	sending     *string
+	unsigned    *string
+	dkimKeyFile *string
+	workers     *int
+	direct      *bool
+	dnsServer   *string
+	mxPort      *string
+	helloName   *string
+	configPath  *string
+	smtpAddr    *string
+	smtpsAddr   *string
+	certFile    *string
+	keyFile     *string
+	httpsAddr   *string
+	httpAddr    *string
+	hostname    *string
+}
+
+// fillFromFile reads the configuration file, if one is named, and fills
+// from it what the command line and environment left unset.
+func (f *serveFlags) fillFromFile(fs *flag.FlagSet, e *env) (fileConfig, error) {
+	var file fileConfig
+	if *f.configPath == "" {
+		return file, nil
+	}
+	file, err := loadConfig(*f.configPath)
+	if err != nil {
+		return file, err
+	}
+	// The file fills what the command line and environment left unset.
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	fill := func(dst *string, name, v string) {
+		if !set[name] && *dst == "" && v != "" {
+			*dst = v
+		}
+	}
+	d := file.Delivery
+	fill(f.sending, "sending-domain", file.SendingDomain)
+	fill(f.dkimKeyFile, "dkim-key-file", file.DKIMKeyFile)
+	if d.Mode == "smarthost" {
+		fill(f.smarthost, "smarthost", d.Smarthost.Addr)
+	}
+	fill(f.user, "smarthost-user", d.Smarthost.User)
+	fill(f.caFile, "smarthost-ca", d.Smarthost.CAFile)
+	fill(f.dnsServer, "dns-server", d.Direct.DNSServer)
+	fill(f.helloName, "hello-name", d.HelloName)
+	if !set["mx-port"] && d.Direct.Port != "" {
+		*f.mxPort = d.Direct.Port
+	}
+	if !set["direct"] && d.Mode == "direct" {
+		*f.direct = true
+	}
+	if !set["smarthost-plaintext"] && d.Smarthost.AllowPlaintext {
+		*f.plaintext = true
+	}
+	if !set["workers"] && d.Workers > 0 {
+		*f.workers = d.Workers
+	}
+	r := file.Relay
+	fill(f.certFile, "tls-cert", r.TLSCert)
+	fill(f.keyFile, "tls-key", r.TLSKey)
+	fill(f.hostname, "hostname", r.Hostname)
+	if !set["smtp"] && e.getenv("RELAYD_SMTP") == "" && r.SMTP != "" {
+		*f.smtpAddr = r.SMTP
+	}
+	if !set["smtps"] && e.getenv("RELAYD_SMTPS") == "" && r.SMTPS != "" {
+		*f.smtpsAddr = r.SMTPS
+	}
+	if !set["https"] && e.getenv("RELAYD_HTTPS") == "" && file.API.HTTPS != "" {
+		*f.httpsAddr = file.API.HTTPS
+	}
+	if !set["http"] && e.getenv("RELAYD_HTTP") == "" && file.API.HTTP != "" {
+		*f.httpAddr = file.API.HTTP
+	}
+	return file, nil
+}
+
+// engine is the delivery engine the flags ask for, or nil when relayd
+// only accepts mail.
+func (f *serveFlags) engine(ctx context.Context, e *env, m *mailing.Mailer, file fileConfig, unsignedDomains []string) (*mailing.Engine, error) {
+	if *f.direct && *f.smarthost != "" {
+		return nil, usagef("serve: --direct and --smarthost exclude each other")
+	}
+	if *f.smarthost != "" || *f.direct {
+		if *f.sending == "" {
+			return nil, usagef("serve: --sending-domain is required to deliver")
+		}
+		var transport mailing.Transport
+		sh := &mailing.Smarthost{Addr: *f.smarthost, AllowPlaintext: *f.plaintext, Username: *f.user, Password: e.getenv("RELAYD_SMARTHOST_PASSWORD"), HelloName: *f.helloName}
+		if *f.caFile != "" {
+			pem, err := os.ReadFile(*f.caFile)
+			if err != nil {
+				return nil, fmt.Errorf("--smarthost-ca: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("--smarthost-ca: %s holds no PEM certificate", *f.caFile)
+			}
+			host := *f.smarthost
+			if i := strings.LastIndexByte(host, ':'); i >= 0 {
+				host = host[:i]
+			}
+			sh.TLS = &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12}
+		}
+		transport = sh
+		if *f.direct {
+			x := &mailing.DirectMX{Port: *f.mxPort, HelloName: *f.helloName}
+			if *f.dnsServer != "" {
+				x.Resolver = mailing.NewResolver(*f.dnsServer)
+			}
+			if sh.TLS != nil {
+				x.RootCAs = sh.TLS.RootCAs
+			}
+			transport = x
+		}
+		cfg := mailing.EngineConfig{Transport: transport, ReturnPathDomain: *f.sending, Workers: *f.workers}
+		file.Delivery.apply(&cfg)
+		cfg.UnsignedDomains = unsignedDomains
+		return m.NewEngine(ctx, cfg)
+	}
+	return nil, nil
+}
+
+// refuseSealedKeys fails when a DKIM key in use is sealed: without the
+// key file it cannot sign, so say so now, not with every delivery deferred.
+func refuseSealedKeys(ctx context.Context, db *bun.DB) error {
+	keys, err := dkimkey.List(ctx, db)
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if k.Sealed && k.Retired.IsZero() {
+			return fmt.Errorf("serve: the DKIM key %s of %s is sealed: start with --dkim-key-file (or RELAYD_DKIM_KEY_FILE)", k.Selector, k.Domain)
+		}
+	}
 	return nil
 }
 

@@ -222,8 +222,17 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 // decode reads a JSON body strictly: unknown fields are errors.
 func decode(r *http.Request, v any) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		return &apiError{status: 415, code: "unsupported_media_type", message: "send application/json"}
+	// No Content-Type is taken as JSON; a media type is case-insensitive
+	// and may carry parameters (application/json; charset=utf-8).
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, _ := strings.Cut(ct, ";")
+		if mt = strings.TrimSpace(mt); !strings.EqualFold(mt, "application/json") {
+			if len(mt) > 80 {
+				mt = mt[:80] + "…"
+			}
+			return &apiError{status: 415, code: "unsupported_media_type", message: fmt.Sprintf("the body was sent as %q: send it as JSON "+
+				"with Content-Type: application/json (curl: -H 'Content-Type: application/json')", mt)}
+		}
 	}
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()

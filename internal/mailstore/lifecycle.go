@@ -48,7 +48,7 @@ var (
 	Unclaim     = Transition{"unclaim", []Status{StatusSending}, []Status{StatusQueued, StatusDeferred}}
 	Record      = Transition{"record", []Status{StatusSending}, []Status{StatusSent, StatusBounced, StatusDeferred, StatusFailed}}
 	FailUnbuilt = Transition{"fail unbuilt", []Status{StatusSending}, []Status{StatusFailed}}
-	Cancel     = Transition{"cancel", []Status{StatusQueued, StatusScheduled, StatusDeferred}, []Status{StatusCancelled}}
+	Cancel      = Transition{"cancel", []Status{StatusQueued, StatusScheduled, StatusDeferred}, []Status{StatusCancelled}}
 )
 
 // Transitions lists every transition.

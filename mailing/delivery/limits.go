@@ -6,8 +6,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/servir-pe/envios/mailing/smtpout"
 	"golang.org/x/time/rate"
+
+	"github.com/servir-pe/envios/mailing/smtpout"
 )
 
 // Limits are how hard one destination domain may be pushed.

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/servir-pe/envios/mailing/smtpout"
 	"github.com/servir-pe/envios/mailing/mailtest"
+	"github.com/servir-pe/envios/mailing/smtpout"
 )
 
 func TestDirectMX(t *testing.T) {

@@ -1,0 +1,166 @@
+package delivery
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/servir-pe/envios/internal/dkimkey"
+	"github.com/servir-pe/envios/internal/mailstore"
+	"github.com/servir-pe/envios/internal/store"
+	"github.com/servir-pe/envios/mailing/smtpout"
+)
+
+// deliver builds and signs the message of a group of recipients (one
+// message, one domain; see group), sends it in one transaction and says
+// what happened to each recipient. A panic is recovered: every recipient
+// of the group is deferred, none is lost.
+func (e *Engine) deliver(ctx context.Context, g []mailstore.Claimed) (out []outcome) {
+	out = make([]outcome, len(g))
+	for i, it := range g {
+		out[i].it = it
+	}
+	every := func(res smtpout.Result) []outcome {
+		for i := range out {
+			out[i].res = res
+		}
+		return out
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			e.st.Logger.Error("delivery panicked", "recipient", g[0].ID, "recipients", len(g), "panic", p)
+			out = make([]outcome, len(g))
+			for i, it := range g {
+				out[i] = outcome{it: it, res: smtpout.Result{Text: fmt.Sprintf("internal error: %v", p)}}
+			}
+		}
+	}()
+	first := g[0]
+	src, err := e.source(ctx, first.MessageID)
+	if err != nil {
+		return every(smtpout.Result{Text: "reading the message: " + err.Error()}) // the database: try again later
+	}
+	raw, err := src.Render(mailstore.RecipientRow{ID: first.ID, Address: first.Address, Name: first.Name, Data: first.Data, RFCMessageID: first.RFCMessageID})
+	if err != nil {
+		for i := range out {
+			out[i].failed = "message could not be built: " + err.Error()
+		}
+		return out
+	}
+	raw, err = e.prepare(ctx, first, src.From().Domain(), raw)
+	if err != nil {
+		return every(smtpout.Result{Text: err.Error()})
+	}
+	domain := domainOf(first.Address)
+	release, wait := e.limits.acquire(ctx, domain, 250*time.Millisecond)
+	if release == nil {
+		// The destination's limits are full: try again when they are not,
+		// without counting an attempt or holding a worker.
+		every(smtpout.Result{Text: "waiting for " + domain + "'s delivery rate limit"})
+		for i := range out {
+			out[i].retryIn = wait
+		}
+		return out
+	}
+	defer release()
+	to := make([]string, len(g))
+	for i, it := range g {
+		to[i] = it.Address
+	}
+	results := e.cfg.Transport.Deliver(ctx, e.ReturnPath(first.ID), to, raw)
+	throttled := false
+	for i := range out {
+		out[i].res, out[i].attempted = results[i], true
+		throttled = throttled || isThrottling(results[i])
+	}
+	if throttled {
+		e.limits.throttled(domain)
+	}
+	return out
+}
+
+// DestinationRate is the messages per second the engine allows a domain
+// now (lower than its limit after throttling replies).
+func (e *Engine) DestinationRate(domain string) float64 {
+	return e.limits.rate(strings.ToLower(domain))
+}
+
+// source returns the shared parts of a message, from a small cache: a
+// batch's recipients are claimed together, so one read serves thousands.
+func (e *Engine) source(ctx context.Context, messageID string) (*mailstore.Source, error) {
+	e.cacheMu.Lock()
+	src, ok := e.cache[messageID]
+	e.cacheMu.Unlock()
+	if ok {
+		return src, nil
+	}
+	err := store.RetryConnLost(ctx, e.st.DB, func() (err error) {
+		src, err = e.st.Load(ctx, messageID)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	e.cacheMu.Lock()
+	if len(e.cache) >= 256 {
+		clear(e.cache) // messages are immutable: dropping them only costs a re-read
+	}
+	e.cache[messageID] = src
+	e.cacheMu.Unlock()
+	return src, nil
+}
+
+type cachedKeys struct {
+	keys []dkimkey.Key
+	err  error
+	at   time.Time
+}
+
+// keys returns the signing keys of a domain, read at most every 30 seconds
+// (a rotation or a new key takes effect within that).
+func (e *Engine) keys(ctx context.Context, domain string) ([]dkimkey.Key, error) {
+	e.cacheMu.Lock()
+	c, ok := e.keyCache[domain]
+	e.cacheMu.Unlock()
+	if ok && time.Since(c.at) < 30*time.Second {
+		return c.keys, c.err
+	}
+	var keys []dkimkey.Key
+	err := store.RetryConnLost(ctx, e.st.DB, func() (err error) {
+		keys, err = dkimkey.Signing(ctx, e.st.DB, e.st.Sealer, domain)
+		return err
+	})
+	if err != nil && !errors.Is(err, dkimkey.ErrNotFound) {
+		return nil, err // a database error is not cached
+	}
+	e.cacheMu.Lock()
+	e.keyCache[domain] = cachedKeys{keys, err, time.Now()}
+	e.cacheMu.Unlock()
+	return keys, err
+}
+
+// prepare adds the per-recipient headers and the DKIM signatures for the
+// From domain.
+func (e *Engine) prepare(ctx context.Context, it mailstore.Claimed, from string, raw []byte) ([]byte, error) {
+	var extra bytes.Buffer
+	if it.Priority > 0 { // bulk: RFC 2369 + RFC 8058 one-click unsubscribe
+		tok := e.Token(it.ID)
+		fmt.Fprintf(&extra, "List-Unsubscribe: <%s%s>, <mailto:u+%s@%s>\r\n", e.cfg.UnsubscribeURL, tok, tok, e.cfg.ReturnPathDomain)
+		extra.WriteString("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
+	}
+	msg := append(extra.Bytes(), raw...)
+	keys, err := e.keys(ctx, from)
+	if errors.Is(err, dkimkey.ErrNotFound) {
+		if e.unsigned[from] {
+			return msg, nil
+		}
+		return nil, fmt.Errorf("no DKIM key for %s: add one with `relayd domain add %s` (mail is not sent unsigned)", from, from)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return dkimkey.Sign(msg, keys, e.st.Now(), e.cfg.SignatureTTL)
+}
