@@ -2,6 +2,7 @@ package mailing
 
 import (
 	"context"
+	"net"
 	"time"
 
 	"github.com/servir-pe/envios/internal/address"
@@ -98,8 +99,9 @@ var LatencyBuckets = delivery.LatencyBuckets
 // DefaultLimits are the destination limits an Engine starts from.
 func DefaultLimits() map[string]Limits { return delivery.DefaultLimits() }
 
-// NewResolver returns a resolver that asks the DNS server at addr.
-var NewResolver = smtpout.NewResolver
+// NewResolver returns a resolver that asks only the DNS server at addr
+// (host:port), for tests and for sites with their own resolver.
+func NewResolver(addr string) *net.Resolver { return smtpout.NewResolver(addr) }
 
 // NewEngine returns an Engine delivering m's queue.
 func (m *Mailer) NewEngine(ctx context.Context, cfg EngineConfig) (*Engine, error) {

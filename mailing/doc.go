@@ -12,8 +12,7 @@
 // identity, the account — and then, in one transaction, charges the account
 // one message per recipient through package quota, stores the message and
 // one row per recipient. When Send returns nil the message is committed;
-// when it returns an error nothing was stored or charged, and quota's
-// errors come back unchanged (errors.Is(err, quota.ErrInsufficient)).
+// when it returns an error nothing was stored or charged.
 //
 // [Mailer.SendBatch] takes one [Batch]: templates (Subject and Text with
 // text/template, HTML with html/template) and a stream of recipients, each
@@ -62,6 +61,34 @@
 // [Mailer.PromoteDue] marks scheduled recipients queued when their time
 // comes; [Mailer.Render] builds a recipient's exact RFC 5322 message
 // (RFC 2045–2047 MIME, via enmime) for delivery.
+//
+// # Errors
+//
+// Every refusal of a request is an [*Error]: its Kind is one of the
+// sentinels ([ErrAddress], [ErrContent], [ErrTooBig], [ErrTooManyRecipients],
+// [ErrNoRecipients], [ErrSenderNotAllowed], [ErrNoDKIMKey], [ErrNotFound],
+// [ErrCancelled], [ErrClosed]) or of package quota's (quota.ErrInsufficient,
+// whose cause is a *quota.InsufficientError with what remains;
+// quota.ErrDisabled, quota.ErrNotFound, quota.ErrOutsidePeriod,
+// quota.ErrInvalid); its Field names the input it is about (as the HTTPS API
+// names it: "from", "to", "subject", "headers", "attachments", "data", …);
+// its Public text says what was wrong and is fit for the client.
+// errors.Is(err, kind) matches it. Any error that is not an *Error is a
+// failure of the infrastructure (the database) and worth trying again. The
+// relay and the HTTPS API each translate an Error by its Kind in one
+// function; neither reads error text.
+//
+// # Delivery and the parts around it
+//
+// Delivery is package [github.com/servir-pe/envios/mailing/delivery] (the
+// [Engine] that claims due recipients, renders, signs, sends and records
+// each outcome), and the outbound SMTP client is package
+// [github.com/servir-pe/envios/mailing/smtpout] ([Smarthost], [DirectMX]).
+// Both are reached from here too: [Mailer.NewEngine] and the aliases
+// [Engine], [EngineConfig], [Transport], [Result], [Smarthost] and
+// [DirectMX] keep the names programs have always used. Package
+// [github.com/servir-pe/envios/mailing/mailtest] has an in-memory SMTP sink
+// and a DNS server for tests.
 //
 // # Sender identities
 //
