@@ -138,3 +138,30 @@ func ExampleMessage_idempotencyKey() {
 	fmt.Println(retry.MessageID == first.MessageID, retry.Duplicate, a.Used)
 	// Output: true true 1
 }
+
+// A refusal says what was wrong, about which field, in words fit for the
+// sender; errors.Is matches its kind. Nothing was stored or charged.
+func ExampleError() {
+	m, done := exampleMailer(fixedNow)
+	defer done()
+	ctx := context.Background()
+	for _, msg := range []mailing.Message{
+		{Account: "sjti/talento", From: "avisos@servir.gob.pe", To: []string{"postulante"}, Subject: "Hola", Text: "x"},
+		{Account: "sjti/talento", From: "otro@servir.gob.pe", To: []string{"a@example.com"}, Subject: "Hola", Text: "x"},
+		{Account: "sjti/talento", From: "avisos@servir.gob.pe", To: []string{"a@example.com"}, Subject: "Hola\r\nBcc: x@evil.test", Text: "x"},
+	} {
+		_, err := m.Send(ctx, msg)
+		var e *mailing.Error
+		if errors.As(err, &e) {
+			fmt.Printf("%s: %s (address: %v, sender: %v)\n", e.Field, e.Public,
+				errors.Is(err, mailing.ErrAddress), errors.Is(err, mailing.ErrSenderNotAllowed))
+		}
+	}
+	a, _ := m.Ledger().Account(ctx, "sjti/talento")
+	fmt.Println("used:", a.Used)
+	// Output:
+	// to: "postulante": missing '@' or angle-addr (address: true, sender: false)
+	// from: sjti/talento may not send as otro@servir.gob.pe (see relayd sender list sjti/talento) (address: false, sender: true)
+	// subject: subject contains CR, LF or NUL (address: false, sender: false)
+	// used: 0
+}
