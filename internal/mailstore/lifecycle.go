@@ -93,9 +93,14 @@ func PromoteDue(ctx context.Context, idb bun.IDB, now time.Time) (int, error) {
 }
 
 // ExpireLeases makes due again the recipients claimed by an engine that
-// never finished them (it died) once their lease is over.
+// never finished them (it died) once their lease is over. The dead engine
+// may have sent them before it died, so each counts as attempted: a
+// cancellation then keeps its charge, as for any recipient that may have
+// been delivered, rather than release a message the pool may have paid
+// for.
 func ExpireLeases(ctx context.Context, idb bun.IDB, now time.Time) (int, error) {
-	r, err := idb.NewRaw("UPDATE mail_recipients SET status = 'deferred', lease_until = NULL, lease_owner = '' "+
+	r, err := idb.NewRaw("UPDATE mail_recipients SET status = 'deferred', attempts = attempts + 1, "+
+		"reply = 'lease expired: the engine that claimed it stopped, perhaps after sending it', lease_until = NULL, lease_owner = '' "+
 		"WHERE "+ExpireLease.from()+" AND lease_until < ?", now).Exec(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("mailstore: expire leases: %w", err)
