@@ -56,5 +56,5 @@ require (
 	modernc.org/memory v1.12.1 // indirect
 )
 
-// go-smtp with two BDAT fixes (third_party/go-smtp/README.envios.md).
+// A copy of go-smtp v0.25.1 carrying envios patches, each written up in third_party/go-smtp/README.envios.md.
 replace github.com/emersion/go-smtp => ./third_party/go-smtp

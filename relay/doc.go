@@ -46,7 +46,13 @@
 //     have committed; concurrent sessions share commits (group commit).
 //
 // Malformed SASL base64 is 501 5.5.2 (RFC 4954), STARTTLS with a
-// parameter 501 5.5.4 (RFC 3207), an unknown command 500 5.5.2.
+// parameter 501 5.5.4 (RFC 3207), an unknown command 500 5.5.2. Paths are
+// read by RFC 5321's grammar (§4.1.2), as a submission server should
+// rather than a lenient MX: a MAIL or RCPT path without angle brackets,
+// without a domain, or with a comment is 501 5.1.7 (MAIL) or 501 5.1.3
+// (RCPT); a source route is accepted and ignored (§4.1.1.3), so the
+// recipient stored is the mailbox after it; a second MAIL inside a
+// transaction is 503 5.5.1.
 //
 // Every error reaches the client through one function, reply, which maps
 // domain errors to SMTP replies (DESIGN.md §3) and never echoes internal

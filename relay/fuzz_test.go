@@ -68,6 +68,12 @@ func FuzzSession(f *testing.F) {
 		"\x03" + mailFrom + "\r\n" + rcptTo + "\r\nBDAT 10\r\nFrom: avisRSET\r\nNOOP\r\n" + send(message()) + "QUIT\r\n",
 		"\x03" + mailFrom + "\r\n" + rcptTo + "\r\nBDAT 10\r\nFrom: avisRSET\r\n" + mailFrom + "\r\n" + rcptTo + "\r\nBDAT 10\r\nFrom: avis",
 		"\x03" + mailFrom + "\r\n" + rcptTo + "\r\nBDAT 10\r\nFrom: avis",
+		// MAIL inside a transaction; paths RFC 5321 refuses, and a source
+		// route, which it ignores.
+		"\x03" + mailFrom + "\r\n" + rcptTo + "\r\nMAIL FROM:<talento@servir.gob.pe>\r\nDATA\r\n" + message() + ".\r\n",
+		"\x03MAIL FROM:avisos@servir.gob.pe\r\nMAIL FROM:<avisos>\r\nMAIL FROM:<@a.example:avisos@servir.gob.pe>\r\nRCPT TO:ana@example.org\r\n" +
+			"RCPT TO:<pepe>\r\nRCPT TO:<\"ana\"(c)@example.org>\r\nRCPT TO:<\"Jefe <jefe@otra.gob.pe> (\"@example.org)>\r\n" +
+			"RCPT TO:<ana@example.org(c)>\r\nRCPT TO:<@a.example,@b.example:ana@example.org>\r\nDATA\r\n" + message() + ".\r\n",
 		// Parameters and odd SASL responses.
 		"\x03" + mailFrom + " BODY=8BITMIME SMTPUTF8 AUTH=<>\r\n" + rcptTo + " NOTIFY=SUCCESS ORCPT=rfc822;x@y.pe\r\nDATA\r\n" + message() + ".\r\n",
 		"\x02AUTH PLAIN =\r\nAUTH LOGIN =\r\n=\r\n",

@@ -6,9 +6,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -200,6 +202,30 @@ func (d *dialog) closed() {
 	}
 }
 
+// hangUp ends the client's half of the connection (a TCP or TLS
+// half-close) and returns what the server still writes until it closes
+// its own. The server closes a connection only after the session's Data
+// has returned (for BDAT too: third_party/go-smtp patch 2), so once hangUp
+// returns, whatever the dialog was to store is stored.
+func (d *dialog) hangUp() string {
+	d.t.Helper()
+	if cw, ok := d.conn.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_ = d.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var rest strings.Builder
+	for {
+		line, err := d.r.ReadString('\n')
+		rest.WriteString(line)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			d.t.Fatalf("the server never closed the connection; read %q", rest.String())
+		}
+		if err != nil { // EOF, or a reset: closed
+			return rest.String()
+		}
+	}
+}
+
 func (d *dialog) startTLS(cfg *tls.Config) {
 	d.t.Helper()
 	d.send("STARTTLS")
@@ -258,6 +284,20 @@ func (f *fixture) count(t *testing.T, table string) int {
 		t.Fatal(err)
 	}
 	return int(n)
+}
+
+// recipients counts the stored recipients by address.
+func (f *fixture) recipients(t *testing.T) map[string]int {
+	t.Helper()
+	var addrs []string
+	if err := f.db.NewRaw("SELECT address FROM mail_recipients").Scan(context.Background(), &addrs); err != nil {
+		t.Fatal(err)
+	}
+	n := map[string]int{}
+	for _, a := range addrs {
+		n[a]++
+	}
+	return n
 }
 
 func (f *fixture) used(t *testing.T) int64 {

@@ -993,7 +993,7 @@ func allASCII(ss []string) bool {
 // offered PIPELINING. mailErr is MAIL's, rcptErrs[i] RCPT i's. When
 // dataErr is nil, the DataCommand takes the message, as Data's does.
 //
-// envios patch: go-smtp's client sends each command and waits for its
+// envios patch 8: go-smtp's client sends each command and waits for its
 // reply; a mail server's client pipelines.
 func (c *Client) PipelineMail(from string, to []string) (mailErr error, rcptErrs []error, d *DataCommand, dataErr error) {
 	fail := func(err error) (error, []error, *DataCommand, error) {

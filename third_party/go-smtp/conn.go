@@ -44,6 +44,11 @@ type Conn struct {
 	fromReceived bool
 	recipients   []string
 	didAuth      bool
+
+	// envios patch 2: bdatDone is closed when the BDAT transfer's Data has
+	// returned; closeAfterData asks its goroutine to Close then.
+	bdatDone       chan struct{}
+	closeAfterData bool
 }
 
 func newConn(c net.Conn, s *Server) *Conn {
@@ -145,7 +150,7 @@ func (c *Conn) handle(cmd string, arg string) {
 	case "STARTTLS":
 		c.handleStartTLS(arg)
 	default:
-		// envios patch: the command is not echoed; it may hold a bare CR,
+		// envios patch 7: the command is not echoed; it may hold a bare CR,
 		// which would then break the reply line.
 		c.protocolError(500, EnhancedCode{5, 5, 2}, "Syntax error, command unrecognized")
 	}
@@ -174,6 +179,13 @@ func (c *Conn) Close() error {
 	if c.bdatPipe != nil {
 		c.bdatPipe.CloseWithError(ErrDataReset)
 		c.bdatPipe = nil
+	}
+	if c.bdatRunning() {
+		// envios patch 2: the BDAT transfer's Data has not returned yet.
+		// Logout and the close wait for it: its goroutine calls Close again
+		// then. (Close does not wait itself: Data may be its caller.)
+		c.closeAfterData = true
+		return nil
 	}
 
 	if c.session != nil {
@@ -325,6 +337,13 @@ func (c *Conn) handleMail(arg string) {
 		c.writeResponse(502, EnhancedCode{5, 5, 1}, "MAIL not allowed during message transfer")
 		return
 	}
+	if c.fromReceived {
+		// envios patch 9: MAIL may not be sent inside a transaction (RFC
+		// 5321 section 4.1.4); upstream started a new one over it, and the
+		// backend's Mail was called twice without a Reset.
+		c.writeResponse(503, EnhancedCode{5, 5, 1}, "Nested MAIL command: end the transaction first (RSET)")
+		return
+	}
 
 	arg, ok := cutPrefixFold(arg, "FROM:")
 	if !ok {
@@ -335,7 +354,9 @@ func (c *Conn) handleMail(arg string) {
 	p := parser{s: strings.TrimSpace(arg)}
 	from, err := p.parseReversePath()
 	if err != nil {
-		c.writeResponse(501, EnhancedCode{5, 5, 2}, "Was expecting MAIL arg syntax of FROM:<address>")
+		// envios patch 10: a path that does not parse is a bad sender
+		// address, 5.1.7 (RFC 3463), not a command syntax error.
+		c.writeResponse(501, EnhancedCode{5, 1, 7}, "Was expecting MAIL arg syntax of FROM:<address>")
 		return
 	}
 	args, err := parseArgs(p.s)
@@ -689,7 +710,9 @@ func (c *Conn) handleRcpt(arg string) {
 	p := parser{s: strings.TrimSpace(arg)}
 	recipient, err := p.parsePath()
 	if err != nil {
-		c.writeResponse(501, EnhancedCode{5, 5, 2}, "Was expecting RCPT arg syntax of TO:<address>")
+		// envios patch 10: a path that does not parse is a bad destination
+		// address, 5.1.3 (RFC 3463), not a command syntax error.
+		c.writeResponse(501, EnhancedCode{5, 1, 3}, "Was expecting RCPT arg syntax of TO:<address>")
 		return
 	}
 
@@ -845,7 +868,7 @@ func (c *Conn) handleAuth(arg string) {
 		var err error
 		ir, err = decodeSASLResponse(parts[1])
 		if err != nil {
-			// envios patch: RFC 4954 section 4 asks for 501 here (was 454, a
+			// envios patch 5: RFC 4954 section 4 asks for 501 here (was 454, a
 			// temporary failure that invites the client to retry the same bytes).
 			c.writeResponse(501, EnhancedCode{5, 5, 2}, "Cannot decode the SASL response (base64)")
 			return
@@ -889,7 +912,7 @@ func (c *Conn) handleAuth(arg string) {
 
 		response, err = decodeSASLResponse(encoded)
 		if err != nil {
-			// envios patch: RFC 4954 section 4 asks for 501 here (was 454, a
+			// envios patch 5: RFC 4954 section 4 asks for 501 here (was 454, a
 			// temporary failure that invites the client to retry the same bytes).
 			c.writeResponse(501, EnhancedCode{5, 5, 2}, "Cannot decode the SASL response (base64)")
 			return
@@ -923,7 +946,7 @@ func (c *Conn) auth(mech string) (sasl.Server, error) {
 
 func (c *Conn) handleStartTLS(arg string) {
 	if arg != "" {
-		// envios patch: RFC 3207 section 4, "STARTTLS" CRLF: no parameters.
+		// envios patch 6: RFC 3207 section 4, "STARTTLS" CRLF: no parameters.
 		c.writeResponse(501, EnhancedCode{5, 5, 4}, "Syntax: STARTTLS")
 		return
 	}
@@ -954,6 +977,7 @@ func (c *Conn) handleStartTLS(arg string) {
 	// This is different from just calling reset() since we want the Backend to
 	// be able to see the information about TLS connection in the
 	// ConnectionState object passed to it.
+	c.abortBdat() // envios patch 2: a BDAT transfer ends before its session
 	if session := c.Session(); session != nil {
 		session.Logout()
 		c.setSession(nil)
@@ -1049,17 +1073,30 @@ func (c *Conn) handleBdat(arg string) {
 	}
 
 	if c.bdatPipe == nil {
-		var r *io.PipeReader
-		r, c.bdatPipe = io.Pipe()
+		c.abortBdat() // envios patch 2: one transfer's Data at a time
+		r, w := io.Pipe()
 
-		// envios patch: the goroutine reports to its own channel, so that
-		// one left over from a BDAT transfer aborted by RSET cannot race
-		// with, or answer for, the next message.
+		// envios patch 2: the goroutine reports to its own channel and
+		// closes done when it returns (abortBdat waits for it), so that
+		// one left over from a transfer aborted by RSET can neither race
+		// with, nor answer for, the next message.
 		result := make(chan error, 1)
-		c.dataResult = result
 		status := c.bdatStatus
+		done := make(chan struct{})
+		c.locker.Lock()
+		c.bdatPipe, c.dataResult, c.bdatDone = w, result, done
+		c.locker.Unlock()
 
 		go func() {
+			defer func() {
+				c.locker.Lock()
+				close(done)
+				closeNow := c.closeAfterData
+				c.locker.Unlock()
+				if closeNow {
+					c.Close()
+				}
+			}()
 			defer func() {
 				if err := recover(); err != nil {
 					c.handlePanic(err, status)
@@ -1097,10 +1134,10 @@ func (c *Conn) handleBdat(arg string) {
 	chunk := io.LimitReader(c.text.R, int64(size))
 	n, err := io.Copy(c.bdatPipe, chunk)
 	if err == nil && n < int64(size) {
-		// envios patch: the connection ended inside the chunk. The message
+		// envios patch 1: the connection ended inside the chunk. The message
 		// is incomplete: it must not reach the backend as if it were whole.
-		c.bdatPipe.CloseWithError(io.ErrUnexpectedEOF)
-		c.bdatPipe = nil
+		// Close fails the backend's reader with ErrDataReset, as when the
+		// connection ends between chunks.
 		c.Close()
 		return
 	}
@@ -1144,6 +1181,45 @@ func (c *Conn) handleBdat(arg string) {
 		c.reset()
 	} else {
 		c.writeResponse(250, EnhancedCode{2, 0, 0}, "Continue")
+	}
+}
+
+// abortBdat ends the BDAT transfer in progress, if any: the backend's
+// reader fails with ErrDataReset. It returns once the transfer's Data has
+// returned, so that no other Session method (Reset, Mail, Logout) runs
+// alongside Data. It is called on the connection's goroutine, without
+// c.locker held (Data takes it, in Session).
+//
+// envios patch 2: upstream closed the pipe and went on at once, so a
+// backend's Reset or Logout ran while its Data for BDAT still did, and the
+// connection could be closed (and counted closed) before Data returned.
+func (c *Conn) abortBdat() {
+	c.locker.Lock()
+	pipe, done := c.bdatPipe, c.bdatDone
+	c.bdatPipe = nil
+	c.locker.Unlock()
+
+	if pipe != nil {
+		pipe.CloseWithError(ErrDataReset)
+	}
+	if done != nil {
+		<-done
+	}
+}
+
+// bdatRunning reports whether a BDAT transfer's Data has not returned yet.
+// c.locker must be held.
+//
+// envios patch 2.
+func (c *Conn) bdatRunning() bool {
+	if c.bdatDone == nil {
+		return false
+	}
+	select {
+	case <-c.bdatDone:
+		return false
+	default:
+		return true
 	}
 }
 
@@ -1358,13 +1434,11 @@ func (c *Conn) readLine() (string, error) {
 }
 
 func (c *Conn) reset() {
+	c.abortBdat() // envios patch 2
+
 	c.locker.Lock()
 	defer c.locker.Unlock()
 
-	if c.bdatPipe != nil {
-		c.bdatPipe.CloseWithError(ErrDataReset)
-		c.bdatPipe = nil
-	}
 	c.bdatStatus = nil
 	c.bytesReceived = 0
 

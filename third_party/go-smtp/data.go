@@ -93,7 +93,7 @@ func (r *dataReader) Read(b []byte) (n int, err error) {
 		stateEOF              // reached .\r\n end marker line
 	)
 	for n < len(b) && r.state != stateEOF {
-		// envios patch: in the middle of a line every byte but CR stays
+		// envios patch 4: in the middle of a line every byte but CR stays
 		// data, so the bytes already buffered up to the next CR are
 		// copied at once rather than one ReadByte each (that loop was a
 		// tenth of the relay's CPU). The state machine below is unchanged.
@@ -145,7 +145,7 @@ func (r *dataReader) Read(b []byte) (n int, err error) {
 				r.state = stateEOF
 				continue
 			}
-			// envios patch: in ".<CR>X" the CR is a bare CR; upstream
+			// envios patch 3: in ".<CR>X" the CR is a bare CR; upstream
 			// dropped it with the dot, hiding it from the backend. Keep it
 			// (the dot goes, as dot-unstuffing wants) and read X again.
 			if err := r.r.UnreadByte(); err == nil {

@@ -21,7 +21,7 @@ func parseCmd(line string) (cmd string, arg string, err error) {
 	l := len(line)
 	switch {
 	case strings.HasPrefix(strings.ToUpper(line), "STARTTLS"):
-		// envios patch: the rest of the line is kept, so that STARTTLS with
+		// envios patch 6: the rest of the line is kept, so that STARTTLS with
 		// a parameter (RFC 3207 allows none) is refused, not obeyed.
 		return "STARTTLS", strings.TrimSpace(line[len("STARTTLS"):]), nil
 	case l == 0:
@@ -150,22 +150,35 @@ func (p *parser) parseReversePath() (string, error) {
 }
 
 func (p *parser) parsePath() (string, error) {
-	hasBracket := p.acceptByte('<')
+	// envios patch 10: RFC 5321 section 4.1.2, Path = "<" [ A-d-l ":" ]
+	// Mailbox ">": the angle brackets are not optional, and a source route
+	// (A-d-l) is a list of "@" Domain, parsed and then ignored (section
+	// 4.1.1.3, appendix C).
+	if err := p.expectByte('<'); err != nil {
+		return "", err
+	}
 	if p.acceptByte('@') {
-		i := strings.IndexByte(p.s, ':')
-		if i < 0 {
-			return "", fmt.Errorf("malformed a-d-l")
+		for {
+			if _, err := p.parseDomain(); err != nil {
+				return "", fmt.Errorf("in source route: %v", err)
+			}
+			if !p.acceptByte(',') {
+				break
+			}
+			if err := p.expectByte('@'); err != nil {
+				return "", fmt.Errorf("in source route: %v", err)
+			}
 		}
-		p.s = p.s[i+1:]
+		if err := p.expectByte(':'); err != nil {
+			return "", fmt.Errorf("in source route: %v", err)
+		}
 	}
 	mbox, err := p.parseMailbox()
 	if err != nil {
 		return "", fmt.Errorf("in mailbox: %v", err)
 	}
-	if hasBracket {
-		if err := p.expectByte('>'); err != nil {
-			return "", err
-		}
+	if err := p.expectByte('>'); err != nil {
+		return "", err
 	}
 	return mbox, nil
 }
@@ -182,27 +195,64 @@ func (p *parser) parseMailbox() (string, error) {
 		return "", err
 	}
 
-	var sb strings.Builder
-	sb.WriteString(localPart)
-	sb.WriteByte('@')
-
-	for {
-		ch, ok := p.peekByte()
-		if !ok {
-			break
-		}
-		if ch == ' ' || ch == '\t' || ch == '>' {
-			break
-		}
-		p.readByte()
-		sb.WriteByte(ch)
+	// envios patch 10: the domain is a Domain or an address-literal (RFC
+	// 5321 section 4.1.2), not every byte up to a space or ">" (comments
+	// and parentheses included).
+	domain, err := p.parseDomain()
+	if err != nil {
+		return "", fmt.Errorf("in domain: %v", err)
 	}
 
-	if strings.HasSuffix(sb.String(), "@") {
+	return localPart + "@" + domain, nil
+}
+
+// parseDomain parses Domain / address-literal (RFC 5321 section 4.1.2):
+// dot-separated labels of letters, digits and inner hyphens (and UTF-8,
+// for SMTPUTF8, RFC 6531), or "[" 1*dcontent "]".
+//
+// envios patch 10.
+func (p *parser) parseDomain() (string, error) {
+	if strings.HasPrefix(p.s, "[") {
+		i := strings.IndexByte(p.s, ']')
+		if i < 2 {
+			return "", fmt.Errorf("malformed address literal")
+		}
+		for _, ch := range []byte(p.s[1:i]) {
+			if ch < 33 || ch > 126 || ch == '[' || ch == '\\' {
+				return "", fmt.Errorf("malformed address literal")
+			}
+		}
+		lit := p.s[:i+1]
+		p.s = p.s[i+1:]
+		return lit, nil
+	}
+	n := 0
+	for n < len(p.s) && (isLetDig(p.s[n]) || p.s[n] == '-' || p.s[n] == '.') {
+		n++
+	}
+	domain := p.s[:n]
+	if domain == "" {
 		return "", fmt.Errorf("domain is empty")
 	}
+	for _, label := range strings.Split(domain, ".") {
+		if label == "" || label[0] == '-' || label[len(label)-1] == '-' {
+			return "", fmt.Errorf("malformed domain")
+		}
+	}
+	p.s = p.s[n:]
+	return domain, nil
+}
 
-	return sb.String(), nil
+// isLetDig reports whether ch is a letter, a digit or a byte of a UTF-8
+// sequence (RFC 5321 Let-dig, RFC 6531 U-label).
+func isLetDig(ch byte) bool {
+	return 'a' <= ch && ch <= 'z' || 'A' <= ch && ch <= 'Z' || '0' <= ch && ch <= '9' || ch >= 0x80
+}
+
+// isAtext reports whether ch is atext (RFC 5322 section 3.2.3) or a byte of
+// a UTF-8 sequence (RFC 6531).
+func isAtext(ch byte) bool {
+	return isLetDig(ch) || strings.IndexByte("!#$%&'*+-/=?^_`{|}~", ch) >= 0
 }
 
 func (p *parser) parseLocalPart() (string, error) {
@@ -220,22 +270,32 @@ func (p *parser) parseLocalPart() (string, error) {
 			if !ok {
 				return "", fmt.Errorf("malformed quoted-string")
 			}
+			// envios patch 10: qtextSMTP and quoted-pairSMTP are printable
+			// (RFC 5321 section 4.1.2; UTF-8 too, RFC 6531): no controls.
+			if ch < ' ' || ch == 0x7f {
+				return "", fmt.Errorf("malformed quoted-string")
+			}
 			sb.WriteByte(ch)
 		}
 	} else { // dot-string
+		// envios patch 10: Dot-string = Atom *("." Atom), Atom = 1*atext
+		// (RFC 5321 section 4.1.2). Upstream refused a few specials and took
+		// every other byte: controls, and dots anywhere.
 		for {
 			ch, ok := p.peekByte()
-			if !ok {
-				return sb.String(), nil
+			if !ok || ch == '@' {
+				break
 			}
-			switch ch {
-			case '@':
-				return sb.String(), nil
-			case '(', ')', '<', '>', '[', ']', ':', ';', '\\', ',', '"', ' ', '\t':
+			if !isAtext(ch) && ch != '.' {
 				return "", fmt.Errorf("malformed dot-string")
 			}
 			p.readByte()
 			sb.WriteByte(ch)
 		}
+		s := sb.String()
+		if strings.HasPrefix(s, ".") || strings.HasSuffix(s, ".") || strings.Contains(s, "..") {
+			return "", fmt.Errorf("malformed dot-string")
+		}
+		return s, nil
 	}
 }

@@ -180,7 +180,7 @@ func (s *Server) handleConn(c *Conn) error {
 		if err == nil {
 			cmd, arg, err := parseCmd(line)
 			if err != nil {
-				// envios patch: an unparsable command line is an unrecognised
+				// envios patch 7: an unparsable command line is an unrecognised
 				// command, 500 (RFC 5321 section 4.2.4); 501 is for arguments.
 				c.protocolError(500, EnhancedCode{5, 5, 2}, "Syntax error, command unrecognized")
 				continue
