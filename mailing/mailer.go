@@ -280,7 +280,8 @@ func (m *Mailer) addSender(ctx context.Context, account, pattern, actor string) 
 		return false, err
 	}
 	added := false
-	err = m.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+	err = m.write(ctx, "add sender", func(ctx context.Context, tx bun.Tx, _ *bun.Conn) error {
+		added = false // a try may run again
 		a, err := m.accountRef(ctx, tx, account)
 		if err != nil {
 			return err
@@ -311,7 +312,7 @@ func (m *Mailer) removeSender(ctx context.Context, account, pattern, actor strin
 	if err != nil {
 		return err
 	}
-	return m.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+	return m.write(ctx, "remove sender", func(ctx context.Context, tx bun.Tx, _ *bun.Conn) error {
 		a, err := m.accountRef(ctx, tx, account)
 		if err != nil {
 			return err
