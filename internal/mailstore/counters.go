@@ -89,6 +89,8 @@ type EventRow struct {
 	Attempt       bool
 	RemoteHost    string
 	Reply         string
+	Class         string // a failure's class (internal/bounce): hard, transient, policy…
+	Detail        string // JSON: status, diagnostic, reporting MTA, method, scope, sync or async
 }
 
 // InsertEvents appends events.

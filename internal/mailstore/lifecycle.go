@@ -28,9 +28,12 @@ import (
 //	record:        sending (this owner)        → sent | bounced | deferred | failed
 //	fail unbuilt:  sending (this owner)        → failed
 //	cancel:        queued | scheduled | deferred → cancelled
+//	suppress:      sending (this owner)        → suppressed (its address was suppressed since acceptance)
+//	bounce later:  sent                        → bounced (a DSN after the next hop took it)
 //
 // sent, bounced, failed, suppressed and cancelled are final: nothing
-// leaves them. A recipient that ends with no delivery attempt (attempts =
+// leaves them, but for a DSN that reports a sent recipient bounced after
+// all. A recipient that ends with no delivery attempt (attempts =
 // 0: cancelled, failed before trying, expired while waiting for a
 // destination's limits) has its charge released in the same transaction.
 type Transition struct {
@@ -41,18 +44,20 @@ type Transition struct {
 
 // The transitions.
 var (
-	Accept      = Transition{"accept", nil, []Status{StatusQueued, StatusScheduled}}
+		Accept      = Transition{"accept", nil, []Status{StatusQueued, StatusScheduled, StatusSuppressed}}
 	Promote     = Transition{"promote", []Status{StatusScheduled}, []Status{StatusQueued}}
 	Claim       = Transition{"claim", []Status{StatusQueued, StatusScheduled, StatusDeferred}, []Status{StatusSending}}
 	ExpireLease = Transition{"expire lease", []Status{StatusSending}, []Status{StatusDeferred}}
 	Unclaim     = Transition{"unclaim", []Status{StatusSending}, []Status{StatusQueued, StatusDeferred}}
 	Record      = Transition{"record", []Status{StatusSending}, []Status{StatusSent, StatusBounced, StatusDeferred, StatusFailed}}
 	FailUnbuilt = Transition{"fail unbuilt", []Status{StatusSending}, []Status{StatusFailed}}
-	Cancel      = Transition{"cancel", []Status{StatusQueued, StatusScheduled, StatusDeferred}, []Status{StatusCancelled}}
+		Cancel      = Transition{"cancel", []Status{StatusQueued, StatusScheduled, StatusDeferred}, []Status{StatusCancelled}}
+	Suppress    = Transition{"suppress", []Status{StatusSending}, []Status{StatusSuppressed}}
+	BounceLater = Transition{"bounce later", []Status{StatusSent}, []Status{StatusBounced}}
 )
 
 // Transitions lists every transition.
-var Transitions = []Transition{Accept, Promote, Claim, ExpireLease, Unclaim, Record, FailUnbuilt, Cancel}
+var Transitions = []Transition{Accept, Promote, Claim, ExpireLease, Unclaim, Record, FailUnbuilt, Cancel, Suppress, BounceLater}
 
 // Statuses lists every status.
 var Statuses = []Status{StatusQueued, StatusScheduled, StatusSending, StatusDeferred, StatusSent, StatusBounced,
@@ -249,6 +254,37 @@ func CancelRecipients(ctx context.Context, idb bun.IDB, messageID string, now ti
 	}
 	slices.SortFunc(out, func(a, b Stopped) int { return cmp.Compare(a.ID, b.ID) })
 	return out, nil
+}
+
+// SuppressClaimed ends claimed recipients whose address was suppressed
+// after their acceptance: suppressed, final, the reason as their reply
+// and the suppression's id. It returns the ids it changed (only those
+// still leased to owner).
+func SuppressClaimed(ctx context.Context, idb bun.IDB, owner string, now time.Time, ids []int64, suppressionID []int64, reply []string) ([]int64, error) {
+	var changed []int64
+	for i, id := range ids {
+		var got []int64
+		if err := idb.NewRaw("UPDATE mail_recipients SET status = 'suppressed', final_at = ?, reply = ?, suppressed_by = ?, lease_until = NULL, lease_owner = '' "+
+			"WHERE id = ? AND "+Suppress.from()+" AND lease_owner = ? RETURNING id", now, Truncate(reply[i], 2000), suppressionID[i], id, owner).Scan(ctx, &got); err != nil {
+			return nil, fmt.Errorf("mailstore: suppress recipient: %w", err)
+		}
+		changed = append(changed, got...)
+	}
+	return changed, nil
+}
+
+// BounceAfterDelivery records a bounce reported after the next hop took
+// the message (a DSN): a sent recipient becomes bounced, with reply as its
+// reply. It reports whether the row changed (false: it was not sent — a
+// second DSN for it, or one for a recipient never delivered).
+func BounceAfterDelivery(ctx context.Context, idb bun.IDB, id int64, now time.Time, host, reply string) (bool, error) {
+	res, err := idb.NewRaw("UPDATE mail_recipients SET status = 'bounced', final_at = ?, remote_host = ?, reply = ? WHERE id = ? AND "+BounceLater.from(),
+		now, Truncate(host, 255), Truncate(reply, 2000), id).Exec(ctx)
+	if err != nil {
+		return false, fmt.Errorf("mailstore: bounce recipient: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
 }
 
 // PromoteDue is PromoteDue on the store's database at the store's time.

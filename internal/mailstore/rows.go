@@ -24,6 +24,14 @@ const (
 	StatusCancelled  Status = "cancelled"
 )
 
+// The events of mail_events that are not statuses: feedback after a
+// delivery.
+const (
+	EventDelayed      Status = "delayed"      // a DSN with Action: delayed
+	EventComplained   Status = "complained"   // an ARF or JMRP complaint
+	EventUnsubscribed Status = "unsubscribed" // one-click, the confirmation page or mail to u+TOKEN@
+)
+
 // Database rows (migrations/…_mailing.tx.up.sql).
 
 // MessageRow is a row of mail_messages.
@@ -73,6 +81,7 @@ type RecipientRow struct {
 	FinalAt       *time.Time
 	RemoteHost    string
 	Reply         string
+	SuppressedBy  *int64 // the mail_suppressions row that stopped it
 }
 
 // TagRow is a row of mail_tags.
