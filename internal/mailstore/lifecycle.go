@@ -44,14 +44,14 @@ type Transition struct {
 
 // The transitions.
 var (
-		Accept      = Transition{"accept", nil, []Status{StatusQueued, StatusScheduled, StatusSuppressed}}
+	Accept      = Transition{"accept", nil, []Status{StatusQueued, StatusScheduled, StatusSuppressed}}
 	Promote     = Transition{"promote", []Status{StatusScheduled}, []Status{StatusQueued}}
 	Claim       = Transition{"claim", []Status{StatusQueued, StatusScheduled, StatusDeferred}, []Status{StatusSending}}
 	ExpireLease = Transition{"expire lease", []Status{StatusSending}, []Status{StatusDeferred}}
 	Unclaim     = Transition{"unclaim", []Status{StatusSending}, []Status{StatusQueued, StatusDeferred}}
 	Record      = Transition{"record", []Status{StatusSending}, []Status{StatusSent, StatusBounced, StatusDeferred, StatusFailed}}
 	FailUnbuilt = Transition{"fail unbuilt", []Status{StatusSending}, []Status{StatusFailed}}
-		Cancel      = Transition{"cancel", []Status{StatusQueued, StatusScheduled, StatusDeferred}, []Status{StatusCancelled}}
+	Cancel      = Transition{"cancel", []Status{StatusQueued, StatusScheduled, StatusDeferred}, []Status{StatusCancelled}}
 	Suppress    = Transition{"suppress", []Status{StatusSending}, []Status{StatusSuppressed}}
 	BounceLater = Transition{"bounce later", []Status{StatusSent}, []Status{StatusBounced}}
 )
