@@ -227,7 +227,8 @@ func zoneChanges(from, to time.Time) bool {
 // Verify recounts every counter from the rows it summarises — accepted
 // from the recipients' acceptance times; sent, bounced, failed, suppressed
 // and cancelled from the recipients in that final status by their final
-// time; deferred from the deferring attempts in mail_events — and returns
+// time; deferred, delayed, complained and unsubscribed from their events
+// in mail_events — and returns
 // one line per counter that differs (none: all equal).
 func (r *Reporter) Verify(ctx context.Context) ([]string, error) {
 	hour := func(col string) string {
@@ -248,7 +249,8 @@ func (r *Reporter) Verify(ctx context.Context) ([]string, error) {
 		"SELECT account_id, origin, " + hour("accepted_at") + " AS hour, 'accepted' AS kind, count(*) AS n FROM mail_recipients GROUP BY 1, 2, 3",
 		"SELECT account_id, origin, " + hour("final_at") + " AS hour, status AS kind, count(*) AS n FROM mail_recipients " +
 			"WHERE status IN ('sent', 'bounced', 'failed', 'suppressed', 'cancelled') GROUP BY 1, 2, 3, 4",
-		"SELECT account_id, origin, " + hour("at") + " AS hour, type AS kind, count(*) AS n FROM mail_events WHERE type = 'deferred' GROUP BY 1, 2, 3, 4",
+		"SELECT account_id, origin, " + hour("at") + " AS hour, type AS kind, count(*) AS n FROM mail_events " +
+			"WHERE type IN ('deferred', 'delayed', 'complained', 'unsubscribed') GROUP BY 1, 2, 3, 4",
 	}
 	for _, q := range queries {
 		var rs []row

@@ -274,17 +274,38 @@ func SuppressClaimed(ctx context.Context, idb bun.IDB, owner string, now time.Ti
 }
 
 // BounceAfterDelivery records a bounce reported after the next hop took
-// the message (a DSN): a sent recipient becomes bounced, with reply as its
-// reply. It reports whether the row changed (false: it was not sent — a
-// second DSN for it, or one for a recipient never delivered).
-func BounceAfterDelivery(ctx context.Context, idb bun.IDB, id int64, now time.Time, host, reply string) (bool, error) {
+// the message (a DSN), in idb (the caller's transaction): a sent recipient
+// becomes bounced at now, with host and reply; its bounced event carries
+// class and detail; the sent counter of the hour it was sent loses it and
+// the bounced counter of now gains it. It reports whether the row changed
+// (false: it was not sent — a second DSN for it, or one for a recipient
+// never delivered — and nothing was written).
+func BounceAfterDelivery(ctx context.Context, idb bun.IDB, id int64, now time.Time, host, reply, class, detail string) (bool, error) {
+	var rows []RecipientRow
+	if err := idb.NewSelect().Model(&rows).Where("id = ? AND "+BounceLater.from(), id).Scan(ctx); err != nil {
+		return false, fmt.Errorf("mailstore: read recipient: %w", err)
+	}
+	if len(rows) == 0 || rows[0].FinalAt == nil {
+		return false, nil
+	}
+	r := rows[0]
 	res, err := idb.NewRaw("UPDATE mail_recipients SET status = 'bounced', final_at = ?, remote_host = ?, reply = ? WHERE id = ? AND "+BounceLater.from(),
 		now, Truncate(host, 255), Truncate(reply, 2000), id).Exec(ctx)
 	if err != nil {
 		return false, fmt.Errorf("mailstore: bounce recipient: %w", err)
 	}
-	n, _ := res.RowsAffected()
-	return n == 1, nil
+	if n, _ := res.RowsAffected(); n != 1 {
+		return false, nil
+	}
+	ev := EventRow{RecipientID: r.ID, MessageID: r.MessageID, AccountID: r.AccountID, Origin: r.Origin, At: now,
+		Type: StatusBounced, RemoteHost: Truncate(host, 255), Reply: Truncate(reply, 2000), Class: class, Detail: detail}
+	if err := InsertEvents(ctx, idb, []EventRow{ev}); err != nil {
+		return false, err
+	}
+	c := Counts{}
+	c.Add(r.AccountID, r.Origin, *r.FinalAt, string(StatusSent), -1)
+	c.Add(r.AccountID, r.Origin, now, string(StatusBounced), 1)
+	return true, c.Write(ctx, idb)
 }
 
 // PromoteDue is PromoteDue on the store's database at the store's time.

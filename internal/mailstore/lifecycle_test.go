@@ -71,7 +71,7 @@ func TestLifecycleTransitions(t *testing.T) {
 			return err
 		}},
 		{"bounce later", mailstore.BounceLater, 1, mailstore.StatusBounced, func(ctx context.Context, db *bun.DB, id int64, _ string, now time.Time) error {
-			_, err := mailstore.BounceAfterDelivery(ctx, db, id, now, "mx.example.com", "550 5.1.1 user unknown")
+			_, err := mailstore.BounceAfterDelivery(ctx, db, id, now, "mx.example.com", "550 5.1.1 user unknown", "hard", "")
 			return err
 		}},
 		{"cancel", mailstore.Cancel, 0, mailstore.StatusCancelled, func(ctx context.Context, db *bun.DB, _ int64, messageID string, now time.Time) error {
@@ -99,8 +99,8 @@ func TestLifecycleTransitions(t *testing.T) {
 						t.Fatal(err)
 					}
 					var id int64
-					if err := db.NewRaw("UPDATE mail_recipients SET status = ?, attempts = ?, due_at = ?, lease_owner = ?, lease_until = ? "+
-						"WHERE message_id = ? RETURNING id", from, tt.attempts, now.Add(-time.Hour), owner, now.Add(-time.Minute), r.MessageID).Scan(ctx, &id); err != nil {
+					if err := db.NewRaw("UPDATE mail_recipients SET status = ?, attempts = ?, due_at = ?, lease_owner = ?, lease_until = ?, final_at = ? "+
+						"WHERE message_id = ? RETURNING id", from, tt.attempts, now.Add(-time.Hour), owner, now.Add(-time.Minute), now.Add(-time.Minute), r.MessageID).Scan(ctx, &id); err != nil {
 						t.Fatal(err)
 					}
 					err = tt.run(ctx, db, id, r.MessageID, now)
