@@ -13,6 +13,7 @@ import (
 	"github.com/servir-pe/envios/internal/mailerr"
 	"github.com/servir-pe/envios/internal/mailstore"
 	"github.com/servir-pe/envios/internal/store"
+	"github.com/servir-pe/envios/internal/suppress"
 	"github.com/servir-pe/envios/quota"
 )
 
@@ -45,6 +46,8 @@ type pending struct {
 	raw     []byte   // the message as submitted (Submit); nil for built messages
 	senders []string // addresses that must be identities of the account: From, and Sender if any
 	now     time.Time
+
+	stopped map[int]suppress.Entry // by recipient index: on the suppression list for this mail
 
 	done    bool // guarded by Mailer.gmu
 	receipt Receipt
@@ -195,7 +198,12 @@ func (m *Mailer) commitIn(ctx context.Context, tx bun.Tx, conn *bun.Conn, group 
 	if len(charged) == 0 {
 		return nil
 	}
-	errs, err := m.ledger.ChargeBatch(ctx, tx, charges)
+	// The suppression list, read once for the whole group; a suppressed
+	// recipient is stored as such and not charged.
+	if err := m.suppressed(ctx, tx, chk, charged, charges); err != nil {
+		return err
+	}
+	errs, err := m.chargeGroup(ctx, tx, charges)
 	if err != nil {
 		return err
 	}
@@ -215,12 +223,20 @@ func (m *Mailer) commitIn(ctx context.Context, tx bun.Tx, conn *bun.Conn, group 
 		}
 		row.Raw = p.raw
 		msgs = append(msgs, row)
-		for j, r := range p.rcpts {
-			rows = append(rows, mailstore.RecipientRow{MessageID: p.id, Seq: j, AccountID: acct.ID, Origin: p.c.origin, Kind: r.kind,
-				Address: r.addr.Addr, Name: r.addr.Name, RFCMessageID: p.rfcID, Status: status,
-				Priority: p.c.priority, DueAt: due, AcceptedAt: p.now})
-		}
 		p.receipt = Receipt{MessageID: p.id, Recipients: len(p.rcpts), Status: status}
+		for j, r := range p.rcpts {
+			row := mailstore.RecipientRow{MessageID: p.id, Seq: j, AccountID: acct.ID, Origin: p.c.origin, Kind: r.kind,
+				Address: r.addr.Addr, Name: r.addr.Name, RFCMessageID: p.rfcID, Status: status,
+				Priority: p.c.priority, DueAt: due, AcceptedAt: p.now}
+			if e, ok := p.stopped[j]; ok {
+				suppressRow(&row, e, p.now)
+				p.receipt.Suppressed = append(p.receipt.Suppressed, Suppressed{Address: r.addr.Addr, Reason: suppress.Describe(e)})
+			}
+			rows = append(rows, row)
+		}
+		if len(p.stopped) == len(p.rcpts) {
+			p.receipt.Status = StatusSuppressed
+		}
 		stored = append(stored, p)
 	}
 	if len(msgs) == 0 {
@@ -244,6 +260,9 @@ func (m *Mailer) commitIn(ctx context.Context, tx bun.Tx, conn *bun.Conn, group 
 		if err := accepted.Write(ctx, tx); err != nil {
 			return err
 		}
+	}
+	if err := recordSuppressed(ctx, tx, conn != nil, rows); err != nil {
+		return err
 	}
 	byMessage := map[string][]int64{}
 	for _, r := range rows {

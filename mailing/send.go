@@ -76,8 +76,12 @@ type Message struct {
 type Receipt struct {
 	MessageID  string
 	Recipients int
-	Status     Status // queued or scheduled
+	Status     Status // queued or scheduled; suppressed when every recipient is
 	Duplicate  bool   // the idempotency key matched an earlier message; nothing new was stored or charged
+
+	// Suppressed are the recipients stored as suppressed (on the
+	// suppression list for this mail) and not charged, with why.
+	Suppressed []Suppressed
 
 	// RecipientIDs are the new recipient rows' ids, in the order of To,
 	// Cc, Bcc (duplicates folded); nil for a Duplicate receipt.

@@ -182,7 +182,7 @@ func Insert(ctx context.Context, idb bun.IDB, a Add) (e Entry, added bool, err e
 		}
 		e.Evidence = string(b)
 	}
-	if _, err := idb.NewInsert().Model(&e).ExcludeColumn("account").Returning("id").Exec(ctx); err != nil {
+	if _, err := idb.NewInsert().Model(&e).Returning("id").Exec(ctx); err != nil {
 		return Entry{}, false, fmt.Errorf("suppress: add: %w", err)
 	}
 	detail := fmt.Sprintf("id=%d scope=%s reason=%s", e.ID, e.Scope, e.Reason)
@@ -236,6 +236,27 @@ type Mail struct {
 // the suppression that stops it (the oldest, when several do), keyed by
 // normalized address. It is one indexed query, whatever the list's size.
 func Check(ctx context.Context, idb bun.IDB, m Mail, addrs []string, now time.Time) (map[string]Entry, error) {
+	set, err := Lookup(ctx, idb, addrs, now)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]Entry{}
+	for a := range set {
+		if e, ok := set.Stops(a, m); ok {
+			out[a] = e
+		}
+	}
+	return out, nil
+}
+
+// Set is the active suppressions of some addresses, by normalized
+// address, oldest first.
+type Set map[string][]Entry
+
+// Lookup reads every suppression of addrs active at now, whatever its
+// scope, with one indexed query: acceptance asks once for all the
+// messages of a group or a batch chunk, then Stops for each recipient.
+func Lookup(ctx context.Context, idb bun.IDB, addrs []string, now time.Time) (Set, error) {
 	if len(addrs) == 0 {
 		return nil, nil
 	}
@@ -246,19 +267,33 @@ func Check(ctx context.Context, idb bun.IDB, m Mail, addrs []string, now time.Ti
 	var rows []Entry
 	err := idb.NewSelect().Model(&rows).
 		Where("address IN (?) AND removed_at IS NULL AND (expires_at IS NULL OR expires_at > ?)", bun.List(norm), now.UTC()).
-		Where("(scope = 'all' OR (? AND (scope = 'bulk' OR (scope = 'account' AND account_id = ? AND (topic = '' OR topic = ?)))))",
-			m.Bulk, m.AccountID, m.Topic).
 		OrderExpr("id").Scan(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("suppress: check: %w", err)
 	}
-	out := make(map[string]Entry, len(rows))
+	if len(rows) == 0 {
+		return nil, nil
+	}
+	set := Set{}
 	for _, r := range rows {
-		if _, ok := out[r.Address]; !ok {
-			out[r.Address] = r
+		set[r.Address] = append(set[r.Address], r)
+	}
+	return set, nil
+}
+
+// Stops returns the suppression that stops mail m to addr, if any: a
+// scope-all one always; scope bulk and account only bulk mail, the latter
+// of its account and of the topic (or of every topic when it has none).
+func (s Set) Stops(addr string, m Mail) (Entry, bool) {
+	for _, e := range s[Normalize(addr)] {
+		switch {
+		case e.Scope == ScopeAll,
+			m.Bulk && e.Scope == ScopeBulk,
+			m.Bulk && e.Scope == ScopeAccount && e.AccountID != nil && *e.AccountID == m.AccountID && (e.Topic == "" || e.Topic == m.Topic):
+			return e, true
 		}
 	}
-	return out, nil
+	return Entry{}, false
 }
 
 // Filter is what List and Export select. Zero fields select everything.
