@@ -84,11 +84,12 @@ type Rejection struct {
 
 // BatchReceipt says what SendBatch stored.
 type BatchReceipt struct {
-	MessageID string
-	Accepted  int         // recipients stored and charged by this call
-	Resumed   int         // recipients an earlier call with the same key had already stored
-	Rejected  []Rejection // the first 1,000 recipients refused for their address or data
-	NRejected int         // all of them
+	MessageID  string
+	Accepted   int         // recipients stored and charged by this call
+	Suppressed int         // recipients this call stored as suppressed (on the suppression list): not charged, never sent
+	Resumed    int         // recipients an earlier call with the same key had already stored
+	Rejected   []Rejection // the first 1,000 recipients refused for their address or data
+	NRejected  int         // all of them
 }
 
 // SendBatch validates the batch and parses its templates once, then reads
@@ -174,7 +175,7 @@ func (m *Mailer) sendBatch(ctx context.Context, b Batch) (BatchReceipt, error) {
 	err = s.pipeline(ctx, b.Recipients, tpl, &rec)
 	sort.Slice(rec.Rejected, func(i, j int) bool { return rec.Rejected[i].Index < rec.Rejected[j].Index })
 	rec.MessageID = s.id
-	rec.Accepted, rec.Resumed = int(s.accepted.Load()), int(s.resumed.Load())
+	rec.Accepted, rec.Resumed, rec.Suppressed = int(s.accepted.Load()), int(s.resumed.Load()), int(s.suppressed.Load())
 	if err != nil {
 		return rec, err
 	}
@@ -339,12 +340,13 @@ type batchState struct {
 
 	// The first commit creates the message row and sets id; the others
 	// wait on createMu until it has.
-	createMu sync.Mutex
-	id       string
-	created  atomic.Bool
-	noCopy   atomic.Bool  // COPY met an existing row: insert with ON CONFLICT instead
-	accepted atomic.Int64 // recipients stored and charged
-	resumed  atomic.Int64 // recipients an earlier call had stored
+	createMu   sync.Mutex
+	id         string
+	created    atomic.Bool
+	noCopy     atomic.Bool  // COPY met an existing row: insert with ON CONFLICT instead
+	accepted   atomic.Int64 // recipients stored and charged
+	suppressed atomic.Int64 // recipients stored as suppressed, not charged
+	resumed    atomic.Int64 // recipients an earlier call had stored
 }
 
 // commit stores one chunk and charges it, in one transaction.
@@ -373,11 +375,11 @@ func (s *batchState) commitOnce(ctx context.Context, chunk []mailstore.Recipient
 	m, c := s.m, s.c
 	id := s.id
 	now := m.now() // each chunk is accepted when it commits
-	var stored int64
+	var stored, suppressedN int64
 	creating := !s.created.Load()
 	copyFirst := useCopy && mailstore.IsPG(m.db)
 	err := m.write(ctx, "store recipients", func(ctx context.Context, tx bun.Tx, conn *bun.Conn) error {
-		id, useCopy, stored = s.id, copyFirst, 0 // a try may run again
+		id, useCopy, stored, suppressedN = s.id, copyFirst, 0, 0 // a try may run again
 		if creating {
 			ok, err := m.insertMessage(ctx, tx, s.acct.ID, id, "batch", c, s.now, 0)
 			if err != nil {
@@ -409,8 +411,14 @@ func (s *batchState) commitOnce(ctx context.Context, chunk []mailstore.Recipient
 			r.Origin = c.origin
 			r.RFCMessageID = fmt.Sprintf("%s.%d@%s", id, r.Seq, m.cfg.MessageIDDomain)
 			r.Status, r.Priority, r.DueAt, r.AcceptedAt = s.status, c.priority, s.due, now
+			r.FinalAt, r.Reply, r.SuppressedBy = nil, "", nil
+		}
+		stopped, err := s.stopped(ctx, tx, chunk, now)
+		if err != nil {
+			return err
 		}
 		var n int64
+		inserted := stopped // the suppressed rows this try stored
 		if useCopy {
 			var err error
 			if n, err = copyRecipients(ctx, *conn, chunk); err != nil {
@@ -420,18 +428,20 @@ func (s *batchState) commitOnce(ctx context.Context, chunk []mailstore.Recipient
 			// ON CONFLICT DO NOTHING: an earlier or concurrent call with the
 			// same key may have stored some of these; only what this call
 			// stores is charged.
-			res, err := tx.NewInsert().Model(&chunk).ExcludeColumn("id").On("CONFLICT (message_id, seq) DO NOTHING").
-				Returning("NULL").Exec(ctx)
-			if err != nil {
+			var seqs []int
+			if _, err := tx.NewInsert().Model(&chunk).ExcludeColumn("id").On("CONFLICT (message_id, seq) DO NOTHING").
+				Returning("seq").Exec(ctx, &seqs); err != nil {
 				return fmt.Errorf("mailing: store recipients: %w", err)
 			}
-			if n, err = res.RowsAffected(); err != nil {
-				return fmt.Errorf("mailing: store recipients: %w", err)
-			}
+			n = int64(len(seqs))
+			inserted = onlySeqs(stopped, seqs)
 		}
 		stored = n
 		if n == 0 {
 			return nil
+		}
+		if err := recordBatchSuppressed(ctx, tx, id, inserted); err != nil {
+			return err
 		}
 		if _, err := tx.NewRaw("UPDATE mail_messages SET recipients = recipients + ? WHERE id = ?", n, id).Exec(ctx); err != nil {
 			return fmt.Errorf("mailing: count recipients: %w", err)
@@ -441,7 +451,11 @@ func (s *batchState) commitOnce(ctx context.Context, chunk []mailstore.Recipient
 		if err := accepted.Write(ctx, tx); err != nil {
 			return err
 		}
-		_, err := m.ledger.Charge(ctx, tx, quota.Charge{Account: c.account, Amount: n, Origin: c.origin,
+		suppressedN = int64(len(inserted))
+		if n == suppressedN {
+			return nil // every recipient stored was suppressed: nothing to charge
+		}
+		_, err = m.ledger.Charge(ctx, tx, quota.Charge{Account: c.account, Amount: n - suppressedN, Origin: c.origin,
 			Reference: id, Actor: c.actor})
 		return err
 	})
@@ -452,7 +466,8 @@ func (s *batchState) commitOnce(ctx context.Context, chunk []mailstore.Recipient
 		s.id = id
 		s.created.Store(true)
 	}
-	s.accepted.Add(stored)
+	s.accepted.Add(stored - suppressedN)
+	s.suppressed.Add(suppressedN)
 	s.resumed.Add(int64(len(chunk)) - stored)
 	return nil
 }

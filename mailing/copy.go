@@ -29,7 +29,7 @@ func withPgx(conn bun.Conn, fn func(*pgx.Conn) error) error {
 }
 
 var copyColumns = []string{"message_id", "seq", "account_id", "origin", "kind", "address", "name", "data",
-	"rfc_message_id", "status", "priority", "due_at", "accepted_at"}
+	"rfc_message_id", "status", "priority", "due_at", "accepted_at", "final_at", "reply", "suppressed_by"}
 
 // copyRecipients stores rows with PostgreSQL's COPY, inside the
 // transaction open on conn: several times faster than a multi-row INSERT
@@ -43,7 +43,7 @@ func copyRecipients(ctx context.Context, conn bun.Conn, rows []mailstore.Recipie
 			pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
 				r := &rows[i]
 				return []any{r.MessageID, r.Seq, r.AccountID, string(r.Origin), r.Kind, r.Address, r.Name, r.Data,
-					r.RFCMessageID, string(r.Status), r.Priority, r.DueAt, r.AcceptedAt}, nil
+					r.RFCMessageID, string(r.Status), r.Priority, r.DueAt, r.AcceptedAt, r.FinalAt, r.Reply, r.SuppressedBy}, nil
 			}))
 		return err
 	})

@@ -108,3 +108,66 @@ func recordSuppressed(ctx context.Context, tx bun.IDB, pg bool, rows []mailstore
 	}
 	return c.Write(ctx, tx)
 }
+
+// stopped marks the rows of a batch chunk whose address is on the
+// suppression list for this batch (one query for the chunk) and returns
+// their seqs.
+func (s *batchState) stopped(ctx context.Context, tx bun.IDB, chunk []mailstore.RecipientRow, now time.Time) (map[int]*mailstore.RecipientRow, error) {
+	addrs := make([]string, len(chunk))
+	for i, r := range chunk {
+		addrs[i] = r.Address
+	}
+	set, err := suppress.Lookup(ctx, tx, addrs, now)
+	if err != nil || len(set) == 0 {
+		return nil, err
+	}
+	mail := suppress.Mail{AccountID: s.acct.ID, Bulk: s.c.priority > 0, Topic: s.c.campaign}
+	stopped := map[int]*mailstore.RecipientRow{}
+	for i := range chunk {
+		if e, ok := set.Stops(chunk[i].Address, mail); ok {
+			suppressRow(&chunk[i], e, now)
+			stopped[chunk[i].Seq] = &chunk[i]
+		}
+	}
+	return stopped, nil
+}
+
+// onlySeqs keeps the rows of stopped whose seq is in seqs.
+func onlySeqs(stopped map[int]*mailstore.RecipientRow, seqs []int) map[int]*mailstore.RecipientRow {
+	if len(stopped) == 0 {
+		return nil
+	}
+	out := map[int]*mailstore.RecipientRow{}
+	for _, q := range seqs {
+		if r, ok := stopped[q]; ok {
+			out[q] = r
+		}
+	}
+	return out
+}
+
+// recordBatchSuppressed reads the ids of a chunk's suppressed rows just
+// stored and writes their events and counters.
+func recordBatchSuppressed(ctx context.Context, tx bun.IDB, messageID string, stopped map[int]*mailstore.RecipientRow) error {
+	if len(stopped) == 0 {
+		return nil
+	}
+	seqs := make([]int, 0, len(stopped))
+	for q := range stopped {
+		seqs = append(seqs, q)
+	}
+	var ids []struct {
+		ID  int64
+		Seq int
+	}
+	if err := tx.NewRaw("SELECT id, seq FROM mail_recipients WHERE message_id = ? AND seq IN (?)", messageID, bun.List(seqs)).Scan(ctx, &ids); err != nil {
+		return fmt.Errorf("mailing: read suppressed recipients: %w", err)
+	}
+	rows := make([]mailstore.RecipientRow, 0, len(ids))
+	for _, x := range ids {
+		r := *stopped[x.Seq]
+		r.ID = x.ID
+		rows = append(rows, r)
+	}
+	return recordSuppressed(ctx, tx, false, rows)
+}

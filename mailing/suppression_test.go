@@ -6,8 +6,8 @@ import (
 
 	"github.com/uptrace/bun"
 
-	"github.com/servir-pe/envios/internal/suppress"
 	"github.com/servir-pe/envios/internal/storetest"
+	"github.com/servir-pe/envios/internal/suppress"
 	"github.com/servir-pe/envios/mailing"
 	"github.com/servir-pe/envios/report"
 )
@@ -92,6 +92,49 @@ func TestSendToSuppressedRecipients(t *testing.T) {
 		r, err := e.M.Send(ctx, msg)
 		if err != nil || r.Status != mailing.StatusQueued || len(r.Suppressed) != 1 || e.Used(t, "sjti/talento")-before != 2 {
 			t.Fatalf("receipt %+v, %v, charged %d; want 2 charged, 1 suppressed", r, err, e.Used(t, "sjti/talento")-before)
+		}
+		verify(t, e.M)
+		problems, err := report.New(db, report.Config{}).Verify(ctx)
+		if err != nil || len(problems) > 0 {
+			t.Fatalf("report verify: %v %v", problems, err)
+		}
+	})
+}
+
+// A batch stores its suppressed recipients as suppressed, uncharged, and
+// counts them apart; resuming it with its key stores and charges nothing
+// twice.
+func TestBatchWithSuppressedRecipients(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		e := setup(t, db, map[string]int64{"enap/eventos": 100}, mailing.Config{ChunkSize: 3})
+		ctx := context.Background()
+		for _, addr := range []string{"p1@example.com", "p4@example.com"} {
+			if _, _, err := suppress.Insert(ctx, db, suppress.Add{Address: addr, Scope: suppress.ScopeBulk, Reason: suppress.ReasonComplaint,
+				Actor: "test", Now: start}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var rs []mailing.Recipient
+		for i := range 7 {
+			rs = append(rs, mailing.Recipient{Address: "p" + string(rune('0'+i)) + "@example.com", Data: map[string]string{"N": "x"}})
+		}
+		b := mailing.Batch{Account: "enap/eventos", From: "avisos@servir.gob.pe", Subject: "Hola {{.N}}", Text: "t",
+			Recipients: mailing.List(rs...), IdempotencyKey: "boletin-1"}
+		rec, err := e.M.SendBatch(ctx, b)
+		if err != nil || rec.Accepted != 5 || rec.Suppressed != 2 {
+			t.Fatalf("SendBatch = %+v, %v; want 5 accepted and 2 suppressed", rec, err)
+		}
+		if used := e.Used(t, "enap/eventos"); used != 5 {
+			t.Fatalf("charged %d, want 5", used)
+		}
+		var suppressed, events int
+		if err := db.NewRaw("SELECT (SELECT count(*) FROM mail_recipients WHERE status = 'suppressed' AND suppressed_by IS NOT NULL AND final_at IS NOT NULL), "+
+			"(SELECT count(*) FROM mail_events WHERE type = 'suppressed')").Scan(ctx, &suppressed, &events); err != nil || suppressed != 2 || events != 2 {
+			t.Fatalf("%d suppressed rows, %d events (%v); want 2, 2", suppressed, events, err)
+		}
+		again, err := e.M.SendBatch(ctx, b)
+		if err != nil || again.Accepted != 0 || again.Suppressed != 0 || again.Resumed != 7 || e.Used(t, "enap/eventos") != 5 {
+			t.Fatalf("resumed: %+v, %v, used %d", again, err, e.Used(t, "enap/eventos"))
 		}
 		verify(t, e.M)
 		problems, err := report.New(db, report.Config{}).Verify(ctx)
