@@ -261,13 +261,14 @@ func (e *Engine) round(ctx context.Context, c *crew) (int, error) {
 	// expires. A shutdown that comes meanwhile returns them below.
 	bg := context.WithoutCancel(ctx)
 	cctx, cancel := context.WithTimeout(bg, claimTimeout)
-	items, err := e.claim(cctx)
+		items, err := e.claim(cctx)
 	cancel()
 	if err != nil || len(items) == 0 {
 		return 0, err
 	}
+	items, ended := e.resuppress(bg, items)
 	groups := e.group(bg, items)
-	done, started := 0, 0
+	done, started := ended, 0
 feed:
 	for _, g := range groups {
 		select {
