@@ -12,7 +12,7 @@ import (
 // signedHeaders are signed, and over-signed: each is listed once more than
 // it appears, so a header added later breaks the signature (RFC 6376 §8.15).
 var signedHeaders = []string{"From", "To", "Cc", "Subject", "Date", "Message-ID", "Reply-To",
-	"Content-Type", "MIME-Version", "List-Unsubscribe", "List-Unsubscribe-Post"}
+	"Content-Type", "MIME-Version", "List-Unsubscribe", "List-Unsubscribe-Post", "Feedback-ID"}
 
 // Sign adds one DKIM-Signature per key to msg (relaxed/relaxed, the
 // signedHeaders over-signed), with an expiry ttl after now when ttl > 0.

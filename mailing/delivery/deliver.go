@@ -50,7 +50,7 @@ func (e *Engine) deliver(ctx context.Context, g []mailstore.Claimed) (out []outc
 		}
 		return out
 	}
-	raw, err = e.prepare(ctx, first, src.From().Domain(), raw)
+	raw, err = e.prepare(ctx, first, src, raw)
 	if err != nil {
 		return every(smtpout.Result{Text: err.Error()})
 	}
@@ -144,12 +144,14 @@ func (e *Engine) keys(ctx context.Context, domain string) ([]dkimkey.Key, error)
 
 // prepare adds the per-recipient headers and the DKIM signatures for the
 // From domain.
-func (e *Engine) prepare(ctx context.Context, it mailstore.Claimed, from string, raw []byte) ([]byte, error) {
+func (e *Engine) prepare(ctx context.Context, it mailstore.Claimed, src *mailstore.Source, raw []byte) ([]byte, error) {
+	from := src.From().Domain()
 	var extra bytes.Buffer
-	if it.Priority > 0 { // bulk: RFC 2369 + RFC 8058 one-click unsubscribe
+	if it.Priority > 0 { // bulk: RFC 2369 + RFC 8058 one-click unsubscribe, and Gmail's feedback loop
 		tok := e.Token(it.ID)
 		fmt.Fprintf(&extra, "List-Unsubscribe: <%s%s>, <mailto:u+%s@%s>\r\n", e.cfg.UnsubscribeURL, tok, tok, e.cfg.ReturnPathDomain)
 		extra.WriteString("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
+		fmt.Fprintf(&extra, "Feedback-ID: %s\r\n", feedbackID(src.Msg))
 	}
 	msg := append(extra.Bytes(), raw...)
 	keys, err := e.keys(ctx, from)
@@ -163,4 +165,33 @@ func (e *Engine) prepare(ctx context.Context, it mailstore.Claimed, from string,
 		return nil, err
 	}
 	return dkimkey.Sign(msg, keys, e.st.Now(), e.cfg.SignatureTTL)
+}
+
+// feedbackID is the Feedback-ID field of bulk mail (Gmail's feedback loop:
+// a:b:c:SenderId, signed with the message): the campaign (or "bulk"), the
+// account's id and the origin, and "envios"; Gmail's Postmaster Tools
+// report complaint rates by each part.
+func feedbackID(m mailstore.MessageRow) string {
+	campaign := feedbackPart(m.Campaign)
+	if campaign == "" {
+		campaign = "bulk"
+	}
+	return fmt.Sprintf("%s:%d:%s:envios", campaign, m.AccountID, feedbackPart(string(m.Origin)))
+}
+
+// feedbackPart keeps letters, digits, '.', '_' and '-' (no ':', which
+// separates the parts), at most 64 bytes.
+func feedbackPart(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if r < 0x80 && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			b.WriteRune(r)
+		} else if b.Len() > 0 {
+			b.WriteByte('-')
+		}
+		if b.Len() >= 64 {
+			break
+		}
+	}
+	return strings.TrimRight(b.String(), "-")
 }

@@ -120,6 +120,12 @@ func TestEngineDeliversSignedMail(t *testing.T) {
 			if bulk != (m.To[0] != "ana@example.com") {
 				t.Fatalf("List-Unsubscribe on %s: %v", m.To[0], bulk)
 			}
+			// Bulk mail carries Gmail's Feedback-ID, covered by the signatures.
+			hasFID := bytes.Contains(m.Data, []byte("\r\nFeedback-ID: "))
+			signsFID := bytes.Contains(m.Data, []byte("Feedback-ID:Feedback-ID")) || bytes.Contains(m.Data, []byte("Feedback-ID:\r\n"))
+			if hasFID != bulk || (bulk && !signsFID) {
+				t.Fatalf("Feedback-ID on %s: present %v, signed %v", m.To[0], hasFID, signsFID)
+			}
 			// A header added in transit breaks the signature (over-signing).
 			forged := append([]byte("From: evil@example.net\r\n"), m.Data...)
 			for _, v := range verifyDKIM(t, forged, records) {

@@ -33,6 +33,13 @@ type Message struct {
 	TLS   bool
 	User  string // the AUTH identity, if any
 	Hello string // the name the client gave in EHLO
+
+	// The DSN parameters (RFC 3461) of MAIL and of each RCPT the sink
+	// accepted; the sink offers DSN, as Postfix does.
+	Return     smtp.DSNReturn
+	EnvelopeID string
+	Notify     [][]smtp.DSNNotify
+	ORCPT      []string
 }
 
 // Sink is a running SMTP server.
@@ -91,6 +98,7 @@ func NewSink(t testing.TB) *Sink {
 	s := &Sink{certs: pool, cert: cert.Certificate[0]}
 	s.srv = smtp.NewServer(backend{s})
 	s.srv.Domain = "sink.test"
+	s.srv.EnableDSN = true
 	s.srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	s.srv.ReadTimeout, s.srv.WriteTimeout = 10*time.Second, 10*time.Second
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -132,6 +140,11 @@ type session struct {
 	user string
 	from string
 	to   []string
+
+	ret    smtp.DSNReturn
+	envid  string
+	notify [][]smtp.DSNNotify
+	orcpt  []string
 }
 
 var _ smtp.AuthSession = (*session)(nil)
@@ -153,21 +166,31 @@ func (x *session) Auth(mech string) (sasl.Server, error) {
 	}), nil
 }
 
-func (x *session) Mail(from string, _ *smtp.MailOptions) error {
+func (x *session) Mail(from string, opts *smtp.MailOptions) error {
 	if x.s.Username != "" && x.user == "" {
 		return &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "authentication required"}
 	}
 	x.from = from
+	x.ret, x.envid = "", ""
+	if opts != nil {
+		x.ret, x.envid = opts.Return, opts.EnvelopeID
+	}
 	return nil
 }
 
-func (x *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+func (x *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if x.s.Reply != nil {
 		if err := x.s.Reply(to); err != nil {
 			return err
 		}
 	}
 	x.to = append(x.to, to)
+	var notify []smtp.DSNNotify
+	orcpt := ""
+	if opts != nil {
+		notify, orcpt = opts.Notify, opts.OriginalRecipient
+	}
+	x.notify, x.orcpt = append(x.notify, notify), append(x.orcpt, orcpt)
 	return nil
 }
 
@@ -193,12 +216,15 @@ func (x *session) Data(r io.Reader) error {
 		data = nil
 	}
 	x.s.mu.Lock()
-	x.s.msgs = append(x.s.msgs, Message{From: x.from, To: x.to, Data: data, TLS: x.tls, User: x.user, Hello: x.conn.Hostname()})
+	x.s.msgs = append(x.s.msgs, Message{From: x.from, To: x.to, Data: data, TLS: x.tls, User: x.user, Hello: x.conn.Hostname(),
+		Return: x.ret, EnvelopeID: x.envid, Notify: x.notify, ORCPT: x.orcpt})
 	x.s.mu.Unlock()
 	return nil
 }
 
-func (x *session) Reset()        { x.from, x.to = "", nil }
+func (x *session) Reset() {
+	x.from, x.to, x.ret, x.envid, x.notify, x.orcpt = "", nil, "", "", nil, nil
+}
 func (x *session) Logout() error { return nil }
 
 func selfSigned() (tls.Certificate, *x509.CertPool, error) {

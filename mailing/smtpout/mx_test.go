@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-smtp"
 	"github.com/servir-pe/envios/mailing/mailtest"
 	"github.com/servir-pe/envios/mailing/smtpout"
 )
@@ -200,5 +201,33 @@ func testPipelining(t *testing.T, offer bool) {
 	}
 	if !strings.Contains(log, want) || (!offer && strings.Contains(log, "PIPELINED")) {
 		t.Fatalf("the server saw %s, want %s", log, want)
+	}
+}
+
+// Where the next hop offers DSN (RFC 3461), a delivery asks for a report
+// of failures only (NOTIFY=FAILURE), with the headers (RET=HDRS), naming
+// the envelope's token (ENVID) and each recipient (ORCPT): a DSN then says
+// which of our recipients it is about, whatever forwarding happened.
+func TestDeliveryAsksForDSNs(t *testing.T) {
+	sink := mailtest.NewSink(t)
+	s := &smtpout.Smarthost{Addr: sink.Addr, TLS: sink.ClientTLS(), Timeout: 10 * time.Second}
+	defer s.Close()
+	msg := []byte("From: a@servir.gob.pe\r\nTo: b@example.test\r\nSubject: x\r\n\r\nhola\r\n")
+	res := s.Deliver(context.Background(), "b+9ix-abcdefghijklmnop@envios.servir.gob.pe", []string{"ana@example.test", "luis@example.test"}, msg)
+	if !res[0].Delivered() || !res[1].Delivered() {
+		t.Fatalf("results %+v", res)
+	}
+	ms := sink.Messages()
+	if len(ms) != 1 {
+		t.Fatalf("%d messages", len(ms))
+	}
+	m := ms[0]
+	if m.Return != smtp.DSNReturnHeaders || m.EnvelopeID != "9ix-abcdefghijklmnop" {
+		t.Fatalf("RET %q ENVID %q", m.Return, m.EnvelopeID)
+	}
+	for i, want := range []string{"ana@example.test", "luis@example.test"} {
+		if len(m.Notify[i]) != 1 || m.Notify[i][0] != smtp.DSNNotifyFailure || m.ORCPT[i] != want {
+			t.Fatalf("RCPT %d: NOTIFY %v ORCPT %q", i, m.Notify[i], m.ORCPT[i])
+		}
 	}
 }

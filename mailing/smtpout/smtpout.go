@@ -266,14 +266,15 @@ func transaction(c *smtp.Client, host, from string, to []string, msg []byte) (re
 	if ok, _ := c.Extension("PIPELINING"); ok {
 		return pipelined(c, host, from, to, msg)
 	}
-	if err := c.Mail(from, nil); err != nil {
+	mopts, ropts := dsnOptions(from, to)
+	if err := c.Mail(from, mopts); err != nil {
 		r := resultOf(host, "MAIL FROM", err)
 		return all(to, r), r.Code != 0, r.Code != 0 // refused MAIL leaves no transaction open
 	}
 	results = make([]Result, len(to))
 	accepted := 0
 	for i, rcpt := range to {
-		ok, lost := rcptResult(results, i, host, c.Rcpt(rcpt, nil))
+		ok, lost := rcptResult(results, i, host, c.Rcpt(rcpt, ropts[i]))
 		if lost {
 			return keepFailures(results, results[i]), false, false
 		}
@@ -290,6 +291,37 @@ func transaction(c *smtp.Client, host, from string, to []string, msg []byte) (re
 		return keepFailures(results, r), r.Code != 0, false
 	}
 	return sendData(w, host, results, msg)
+}
+
+// dsnOptions ask a server that offers DSN (RFC 3461; go-smtp writes them
+// only then) for a report of failures only, with the headers of the
+// message rather than all of it, the envelope's token as ENVID (the local
+// part of b+TOKEN@) and each recipient as ORCPT: a DSN then names our
+// recipient whatever forwarding happened on the way.
+func dsnOptions(from string, to []string) (*smtp.MailOptions, []*smtp.RcptOptions) {
+	m := &smtp.MailOptions{Return: smtp.DSNReturnHeaders}
+	if local, _, ok := strings.Cut(from, "@"); ok {
+		if tok, ok := strings.CutPrefix(local, "b+"); ok && tok != "" {
+			m.EnvelopeID = tok
+		}
+	}
+	r := make([]*smtp.RcptOptions, len(to))
+	for i, a := range to {
+		r[i] = &smtp.RcptOptions{Notify: []smtp.DSNNotify{smtp.DSNNotifyFailure}}
+		if isPrintableASCII(a) {
+			r[i].OriginalRecipientType, r[i].OriginalRecipient = smtp.DSNAddressTypeRFC822, a
+		}
+	}
+	return m, r
+}
+
+func isPrintableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // rcptResult records in results[i] the reply to the i-th RCPT TO (err nil:
@@ -334,7 +366,8 @@ func sendData(w *smtp.DataCommand, host string, results []Result, msg []byte) ([
 // MAIL, the RCPTs and DATA go in one write, their replies are read in
 // order, and each keeps its meaning.
 func pipelined(c *smtp.Client, host, from string, to []string, msg []byte) (results []Result, healthy, clean bool) {
-	mailErr, rcptErrs, w, dataErr := c.PipelineMail(from, to)
+	mopts, ropts := dsnOptions(from, to)
+	mailErr, rcptErrs, w, dataErr := c.PipelineMail(from, to, mopts, ropts)
 	if mailErr != nil {
 		r := resultOf(host, "MAIL FROM", mailErr)
 		return all(to, r), r.Code != 0 && (dataErr == nil || resultOf(host, "", dataErr).Code != 0), false

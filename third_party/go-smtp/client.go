@@ -423,13 +423,9 @@ func (c *Client) Auth(a sasl.Client) error {
 // to the command. Handling of unsupported options depends on the extension.
 //
 // If server returns an error, it will be of type *SMTPError.
-func (c *Client) Mail(from string, opts *MailOptions) error {
-	if err := validateLine(from); err != nil {
-		return err
-	}
-	if err := c.hello(); err != nil {
-		return err
-	}
+// mailLine is the MAIL command with its parameters (envios patch 8: shared
+// with PipelineMail).
+func (c *Client) mailLine(from string, opts *MailOptions) (string, error) {
 
 	var sb strings.Builder
 	// A high enough power of 2 than 510+14+26+11+9+9+39+500
@@ -445,14 +441,14 @@ func (c *Client) Mail(from string, opts *MailOptions) error {
 		if _, ok := c.ext["REQUIRETLS"]; ok {
 			sb.WriteString(" REQUIRETLS")
 		} else {
-			return errors.New("smtp: server does not support REQUIRETLS")
+			return "", errors.New("smtp: server does not support REQUIRETLS")
 		}
 	}
 	if opts != nil && opts.UTF8 {
 		if _, ok := c.ext["SMTPUTF8"]; ok {
 			sb.WriteString(" SMTPUTF8")
 		} else {
-			return errors.New("smtp: server does not support SMTPUTF8")
+			return "", errors.New("smtp: server does not support SMTPUTF8")
 		}
 	}
 	if _, ok := c.ext["DSN"]; ok && opts != nil {
@@ -462,11 +458,11 @@ func (c *Client) Mail(from string, opts *MailOptions) error {
 		case "":
 			// This space is intentionally left blank
 		default:
-			return errors.New("smtp: Unknown RET parameter value")
+			return "", errors.New("smtp: Unknown RET parameter value")
 		}
 		if opts.EnvelopeID != "" {
 			if !isPrintableASCII(opts.EnvelopeID) {
-				return errors.New("smtp: Malformed ENVID parameter value")
+				return "", errors.New("smtp: Malformed ENVID parameter value")
 			}
 			fmt.Fprintf(&sb, " ENVID=%s", encodeXtext(opts.EnvelopeID))
 		}
@@ -477,7 +473,21 @@ func (c *Client) Mail(from string, opts *MailOptions) error {
 		}
 		// We can safely discard parameter if server does not support AUTH.
 	}
-	if _, _, err := c.cmd(250, "%s", sb.String()); err != nil {
+	return sb.String(), nil
+}
+
+func (c *Client) Mail(from string, opts *MailOptions) error {
+	if err := validateLine(from); err != nil {
+		return err
+	}
+	if err := c.hello(); err != nil {
+		return err
+	}
+	line, err := c.mailLine(from, opts)
+	if err != nil {
+		return err
+	}
+	if _, _, err := c.cmd(250, "%s", line); err != nil {
 		return err
 	}
 
@@ -495,10 +505,9 @@ func (c *Client) Mail(from string, opts *MailOptions) error {
 // to the command. Handling of unsupported options depends on the extension.
 //
 // If server returns an error, it will be of type *SMTPError.
-func (c *Client) Rcpt(to string, opts *RcptOptions) error {
-	if err := validateLine(to); err != nil {
-		return err
-	}
+// rcptLine is the RCPT command with its parameters (envios patch 8: shared
+// with PipelineMail).
+func (c *Client) rcptLine(to string, opts *RcptOptions) (string, error) {
 
 	var sb strings.Builder
 	// A high enough power of 2 than 510+29+501
@@ -508,7 +517,7 @@ func (c *Client) Rcpt(to string, opts *RcptOptions) error {
 		if len(opts.Notify) != 0 {
 			sb.WriteString(" NOTIFY=")
 			if err := checkNotifySet(opts.Notify); err != nil {
-				return errors.New("smtp: Malformed NOTIFY parameter value")
+				return "", errors.New("smtp: Malformed NOTIFY parameter value")
 			}
 			for i, v := range opts.Notify {
 				if i != 0 {
@@ -522,7 +531,7 @@ func (c *Client) Rcpt(to string, opts *RcptOptions) error {
 			switch opts.OriginalRecipientType {
 			case DSNAddressTypeRFC822:
 				if !isPrintableASCII(opts.OriginalRecipient) {
-					return errors.New("smtp: Illegal address")
+					return "", errors.New("smtp: Illegal address")
 				}
 				enc = encodeXtext(opts.OriginalRecipient)
 			case DSNAddressTypeUTF8:
@@ -532,7 +541,7 @@ func (c *Client) Rcpt(to string, opts *RcptOptions) error {
 					enc = encodeUTF8AddrXtext(opts.OriginalRecipient)
 				}
 			default:
-				return errors.New("smtp: Unknown address type")
+				return "", errors.New("smtp: Unknown address type")
 			}
 			fmt.Fprintf(&sb, " ORCPT=%s;%s", string(opts.OriginalRecipientType), enc)
 		}
@@ -542,7 +551,7 @@ func (c *Client) Rcpt(to string, opts *RcptOptions) error {
 	}
 	if _, ok := c.ext["DELIVERBY"]; ok && opts != nil && opts.DeliverBy != nil {
 		if opts.DeliverBy.Mode == DeliverByReturn && opts.DeliverBy.Time < 1 {
-			return errors.New("smtp: DELIVERBY mode must be greater than zero with return mode")
+			return "", errors.New("smtp: DELIVERBY mode must be greater than zero with return mode")
 		}
 		arg := fmt.Sprintf(" BY=%d;%s", int(opts.DeliverBy.Time.Seconds()), opts.DeliverBy.Mode)
 		if opts.DeliverBy.Trace {
@@ -552,11 +561,22 @@ func (c *Client) Rcpt(to string, opts *RcptOptions) error {
 	}
 	if _, ok := c.ext["MT-PRIORITY"]; ok && opts != nil && opts.MTPriority != nil {
 		if *opts.MTPriority < -9 || *opts.MTPriority > 9 {
-			return errors.New("smtp: MT-PRIORITY must be between -9 and 9")
+			return "", errors.New("smtp: MT-PRIORITY must be between -9 and 9")
 		}
 		sb.WriteString(fmt.Sprintf(" MT-PRIORITY=%d", *opts.MTPriority))
 	}
-	if _, _, err := c.cmd(25, "%s", sb.String()); err != nil {
+	return sb.String(), nil
+}
+
+func (c *Client) Rcpt(to string, opts *RcptOptions) error {
+	if err := validateLine(to); err != nil {
+		return err
+	}
+	line, err := c.rcptLine(to, opts)
+	if err != nil {
+		return err
+	}
+	if _, _, err := c.cmd(25, "%s", line); err != nil {
 		return err
 	}
 	c.rcpts = append(c.rcpts, to)
@@ -991,11 +1011,13 @@ func allASCII(ss []string) bool {
 // PipelineMail sends MAIL FROM, one RCPT TO per recipient and DATA in one
 // write, and reads their replies in order (RFC 2920); the server must have
 // offered PIPELINING. mailErr is MAIL's, rcptErrs[i] RCPT i's. When
-// dataErr is nil, the DataCommand takes the message, as Data's does.
+// dataErr is nil, the DataCommand takes the message, as Data's does. opts
+// and rcptOpts[i] (each may be nil, rcptOpts shorter than to) are MAIL's
+// and RCPT i's parameters, as for Mail and Rcpt.
 //
 // envios patch 8: go-smtp's client sends each command and waits for its
 // reply; a mail server's client pipelines.
-func (c *Client) PipelineMail(from string, to []string) (mailErr error, rcptErrs []error, d *DataCommand, dataErr error) {
+func (c *Client) PipelineMail(from string, to []string, opts *MailOptions, rcptOpts []*RcptOptions) (mailErr error, rcptErrs []error, d *DataCommand, dataErr error) {
 	fail := func(err error) (error, []error, *DataCommand, error) {
 		errs := make([]error, len(to))
 		for i := range errs {
@@ -1013,14 +1035,26 @@ func (c *Client) PipelineMail(from string, to []string) (mailErr error, rcptErrs
 	}
 	c.conn.SetDeadline(time.Now().Add(c.CommandTimeout))
 	defer c.conn.SetDeadline(time.Time{})
-	w := c.text.W
-	fmt.Fprintf(w, "MAIL FROM:<%s>", from)
-	if _, ok := c.ext["8BITMIME"]; ok {
-		w.WriteString(" BODY=8BITMIME")
+	lines := make([]string, 0, len(to)+1)
+	line, err := c.mailLine(from, opts)
+	if err != nil {
+		return fail(err)
 	}
-	w.WriteString("\r\n")
-	for _, r := range to {
-		fmt.Fprintf(w, "RCPT TO:<%s>\r\n", r)
+	lines = append(lines, line)
+	for i, r := range to {
+		var o *RcptOptions
+		if i < len(rcptOpts) {
+			o = rcptOpts[i]
+		}
+		line, err := c.rcptLine(r, o)
+		if err != nil {
+			return fail(err)
+		}
+		lines = append(lines, line)
+	}
+	w := c.text.W
+	for _, l := range lines {
+		w.WriteString(l + "\r\n")
 	}
 	w.WriteString("DATA\r\n")
 	if err := w.Flush(); err != nil {

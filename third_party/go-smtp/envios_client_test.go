@@ -51,7 +51,7 @@ func TestClient_PipelineMail(t *testing.T) {
 	}{gate, &wrote}
 	c := NewClient(fake)
 
-	mailErr, rcptErrs, d, dataErr := c.PipelineMail("a@example.org", []string{"b@example.org", "nobody@example.org", "c@example.org"})
+	mailErr, rcptErrs, d, dataErr := c.PipelineMail("a@example.org", []string{"b@example.org", "nobody@example.org", "c@example.org"}, nil, nil)
 	if mailErr != nil || dataErr != nil {
 		t.Fatalf("MAIL: %v, DATA: %v", mailErr, dataErr)
 	}
@@ -72,5 +72,40 @@ func TestClient_PipelineMail(t *testing.T) {
 	}
 	if got, want := wrote.String(), "EHLO localhost\r\n"+pipeline+"Subject: pipelined\r\n\r\nHey <3\r\n.\r\nQUIT\r\n"; got != want {
 		t.Fatalf("wrote %q, want %q", got, want)
+	}
+}
+
+// envios patch 8: PipelineMail writes MAIL's and each RCPT's parameters
+// as Mail and Rcpt do: the DSN ones (RFC 3461) when the server offers DSN.
+func TestClient_PipelineMailDSN(t *testing.T) {
+	const pipeline = "MAIL FROM:<b+tok@bounce.example> RET=HDRS ENVID=tok\r\n" +
+		"RCPT TO:<b@example.org> NOTIFY=FAILURE ORCPT=RFC822;b@example.org\r\nRCPT TO:<c@example.org>\r\nDATA\r\n"
+	var wrote bytes.Buffer
+	gate := &gatedReader{
+		first: strings.NewReader("220 hello world\r\n250-mx.example\r\n250-DSN\r\n250 PIPELINING\r\n"),
+		rest:  strings.NewReader("250 2.1.0 Sender ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n354 Go ahead\r\n250 2.0.0 Queued\r\n"),
+		wrote: &wrote,
+		want:  "EHLO localhost\r\n" + pipeline,
+	}
+	var fake faker
+	fake.ReadWriter = struct {
+		io.Reader
+		io.Writer
+	}{gate, &wrote}
+	c := NewClient(fake)
+	mailErr, rcptErrs, d, dataErr := c.PipelineMail("b+tok@bounce.example", []string{"b@example.org", "c@example.org"},
+		&MailOptions{Return: DSNReturnHeaders, EnvelopeID: "tok"},
+		[]*RcptOptions{{Notify: []DSNNotify{DSNNotifyFailure}, OriginalRecipientType: DSNAddressTypeRFC822, OriginalRecipient: "b@example.org"}})
+	if mailErr != nil || dataErr != nil || rcptErrs[0] != nil || rcptErrs[1] != nil {
+		t.Fatalf("MAIL %v, RCPT %v, DATA %v", mailErr, rcptErrs, dataErr)
+	}
+	if _, err := io.WriteString(d, "Subject: x\r\n\r\nx\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(wrote.String(), "EHLO localhost\r\n"+pipeline) {
+		t.Fatalf("wrote %q", wrote.String())
 	}
 }
