@@ -29,8 +29,45 @@ type Activity struct {
 	Deferred   int64        `json:"deferred"` // deferring attempts
 	Bounced    int64        `json:"bounced"`
 	Failed     int64        `json:"failed"`
-	Suppressed int64        `json:"suppressed"`
+		Suppressed int64        `json:"suppressed"`
 	Cancelled  int64        `json:"cancelled"`
+	// Feedback after delivery: DSNs saying a message is delayed,
+	// complaints (ARF, JMRP), unsubscribes (one-click, the page, mailto).
+	Delayed      int64 `json:"delayed"`
+	Complained   int64 `json:"complained"`
+	Unsubscribed int64 `json:"unsubscribed"`
+	// BounceRate is Bounced / (Sent + Bounced) and ComplaintRate
+	// Complained / Sent, in the period (0 when nothing was sent). Mailbox
+	// providers act at a few percent of bounces and 0.1–0.3% of
+	// complaints.
+	BounceRate    float64 `json:"bounce_rate"`
+	ComplaintRate float64 `json:"complaint_rate"`
+}
+
+// rates sets the rates from the counts.
+func (a *Activity) rates() {
+	a.BounceRate, a.ComplaintRate = 0, 0
+	if a.Sent+a.Bounced > 0 {
+		a.BounceRate = float64(a.Bounced) / float64(a.Sent+a.Bounced)
+	}
+	if a.Sent > 0 {
+		a.ComplaintRate = float64(a.Complained) / float64(a.Sent)
+	}
+}
+
+// Sum adds b's counts to a's and sets a's rates: a TOTAL row.
+func (a *Activity) Sum(b Activity) {
+	a.Accepted += b.Accepted
+	a.Sent += b.Sent
+	a.Deferred += b.Deferred
+	a.Bounced += b.Bounced
+	a.Failed += b.Failed
+	a.Suppressed += b.Suppressed
+	a.Cancelled += b.Cancelled
+	a.Delayed += b.Delayed
+	a.Complained += b.Complained
+	a.Unsubscribed += b.Unsubscribed
+	a.rates()
 }
 
 func (a *Activity) add(kind string, n int64) {
@@ -47,8 +84,14 @@ func (a *Activity) add(kind string, n int64) {
 		a.Failed += n
 	case string(mailstore.StatusSuppressed):
 		a.Suppressed += n
-	case string(mailstore.StatusCancelled):
+		case string(mailstore.StatusCancelled):
 		a.Cancelled += n
+	case string(mailstore.EventDelayed):
+		a.Delayed += n
+	case string(mailstore.EventComplained):
+		a.Complained += n
+	case string(mailstore.EventUnsubscribed):
+		a.Unsubscribed += n
 	}
 }
 
@@ -148,8 +191,9 @@ func (r *Reporter) Activity(ctx context.Context, f ActivityFilter) ([]Activity, 
 		}
 		a.add(x.Kind, x.N)
 	}
-	out := make([]Activity, 0, len(sums))
+		out := make([]Activity, 0, len(sums))
 	for _, a := range sums {
+		a.rates()
 		out = append(out, *a)
 	}
 	sort.Slice(out, func(i, j int) bool {

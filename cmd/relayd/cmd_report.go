@@ -310,24 +310,29 @@ func runReportTotals(ctx context.Context, e *env, args []string) error {
 	if layout == "" {
 		head = []string{"ACCOUNT", "ORIGIN"}
 	}
-	t := &table{head: append(head, ">ACCEPTED", ">SENT", ">DEFERRED", ">BOUNCED", ">FAILED", ">CANCELLED")}
+		t := &table{head: append(head, ">ACCEPTED", ">SENT", ">DEFERRED", ">BOUNCED", ">FAILED", ">SUPPRESSED", ">CANCELLED",
+		">COMPLAINED", ">UNSUBSCRIBED", ">BOUNCE%", ">COMPLAINT%")}
+	cells := func(x report.Activity) []string {
+		return []string{group(x.Accepted), group(x.Sent), group(x.Deferred), group(x.Bounced), group(x.Failed), group(x.Suppressed),
+			group(x.Cancelled), group(x.Complained), group(x.Unsubscribed), percent(x.BounceRate), percent(x.ComplaintRate)}
+	}
 	var sum report.Activity
 	for _, x := range as {
 		row := []string{x.Account, string(x.Origin)}
 		if layout != "" {
 			row = append([]string{period(x)}, row...)
 		}
-		t.add(append(row, group(x.Accepted), group(x.Sent), group(x.Deferred), group(x.Bounced), group(x.Failed), group(x.Cancelled))...)
-		sum.Accepted, sum.Sent, sum.Deferred = sum.Accepted+x.Accepted, sum.Sent+x.Sent, sum.Deferred+x.Deferred
-		sum.Bounced, sum.Failed, sum.Cancelled = sum.Bounced+x.Bounced, sum.Failed+x.Failed, sum.Cancelled+x.Cancelled
+		t.add(append(row, cells(x)...)...)
+		sum.Sum(x)
 	}
 	total := []string{"TOTAL", ""}
 	if layout != "" {
 		total = append(total, "")
 	}
-	t.add(append(total, group(sum.Accepted), group(sum.Sent), group(sum.Deferred), group(sum.Bounced), group(sum.Failed), group(sum.Cancelled))...)
+	t.add(append(total, cells(sum)...)...)
 	t.write(e.stdout)
-	fmt.Fprintf(e.stdout, "(what happened in each period, in %s: recipients accepted, sent, deferring attempts, bounced, failed, cancelled; from the counters kept with each change)\n", g.loc)
+	fmt.Fprintf(e.stdout, "(what happened in each period, in %s: recipients accepted, sent, deferring attempts, bounced, failed, "+
+		"suppressed, cancelled, complaints, unsubscribes, bounces of sent+bounced, complaints of sent; from the counters kept with each change)\n", g.loc)
 	return nil
 }
 

@@ -128,3 +128,6 @@ func writeJSON(w io.Writer, v any) error {
 func writeJSONLine(w io.Writer, v any) error {
 	return json.NewEncoder(w).Encode(v)
 }
+
+// percent renders a rate as a percentage with two decimals: "0.25".
+func percent(r float64) string { return strconv.FormatFloat(100*r, 'f', 2, 64) }
