@@ -2,6 +2,7 @@ package report
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -167,6 +168,105 @@ func (r *Reporter) Attempts(ctx context.Context, recipientIDs []int64) (map[int6
 	}
 	for _, x := range rows {
 		out[x.RecipientID] = append(out[x.RecipientID], Attempt{At: x.At.In(r.loc), RemoteHost: x.RemoteHost, Reply: x.Reply, Result: x.Type})
+	}
+	return out, nil
+}
+
+// Feedback is what a recipient's address got back after delivery, or why
+// it was not sent: a bounce reported by a DSN, a delay, a complaint, an
+// unsubscribe, a suppression; and, for a failure, its class (hard,
+// transient, policy…) and its evidence (status, diagnostic, remote and
+// reporting MTA, method).
+type Feedback struct {
+	At     time.Time         `json:"at"`
+	Type   string            `json:"type"` // bounced, delayed, complained, unsubscribed, suppressed
+	Class  string            `json:"class,omitempty"`
+	Reply  string            `json:"reply,omitempty"`
+	Detail map[string]string `json:"detail,omitempty"`
+}
+
+// Feedback returns the feedback events of the given recipients (events
+// that are not delivery attempts, but cancellations), oldest first, by
+// recipient id (one query).
+func (r *Reporter) Feedback(ctx context.Context, recipientIDs []int64) (map[int64][]Feedback, error) {
+	out := map[int64][]Feedback{}
+	if len(recipientIDs) == 0 {
+		return out, nil
+	}
+	var rows []struct {
+		RecipientID int64
+		At          time.Time
+		Type        string
+		Class       string
+		Reply       string
+		Detail      string
+	}
+	if err := r.db.NewSelect().TableExpr("mail_events").ColumnExpr("recipient_id, at, type, class, reply, detail").
+		Where("recipient_id IN (?) AND NOT attempt AND type IN ('bounced', 'delayed', 'complained', 'unsubscribed', 'suppressed')", bun.List(recipientIDs)).
+		OrderExpr("id").Scan(ctx, &rows); err != nil {
+		return nil, fmt.Errorf("report: feedback: %w", err)
+	}
+	for _, x := range rows {
+		f := Feedback{At: x.At.In(r.loc), Type: x.Type, Class: x.Class, Reply: x.Reply}
+		if x.Detail != "" {
+			_ = json.Unmarshal([]byte(x.Detail), &f.Detail) // written by envios as a JSON object; a bad one shows none
+		}
+		out[x.RecipientID] = append(out[x.RecipientID], f)
+	}
+	return out, nil
+}
+
+// Suppression is one entry of the suppression list for an address.
+type Suppression struct {
+	ID        int64     `json:"id"`
+	Scope     string    `json:"scope"` // all, bulk, account
+	Account   string    `json:"account,omitempty"`
+	Topic     string    `json:"topic,omitempty"`
+	Reason    string    `json:"reason"`
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	RemovedAt time.Time `json:"removed_at,omitzero"`
+	Actor     string    `json:"actor"`
+	Evidence  string    `json:"evidence,omitempty"`
+}
+
+// Suppressions returns every suppression-list entry of address, removed
+// and expired ones too, oldest first.
+func (r *Reporter) Suppressions(ctx context.Context, address string) ([]Suppression, error) {
+	var rows []struct {
+		ID        int64
+		Scope     string
+		Account   *string
+		Topic     string
+		Reason    string
+		CreatedAt time.Time
+		ExpiresAt *time.Time
+		RemovedAt *time.Time
+		Actor     string
+		Evidence  string
+	}
+	if err := r.db.NewSelect().TableExpr("mail_suppressions AS s").
+		ColumnExpr("s.id, s.scope, a.name AS account, s.topic, s.reason, s.created_at, s.expires_at, s.removed_at, s.actor, s.evidence").
+		Join("LEFT JOIN quota_accounts AS a ON a.id = s.account_id").
+		Where("s.address = ?", NormalizeAddress(address)).OrderExpr("s.id").Scan(ctx, &rows); err != nil {
+		return nil, fmt.Errorf("report: suppressions: %w", err)
+	}
+	out := make([]Suppression, len(rows))
+	for i, x := range rows {
+		s := Suppression{ID: x.ID, Scope: x.Scope, Topic: x.Topic, Reason: x.Reason, CreatedAt: x.CreatedAt.In(r.loc), Actor: x.Actor}
+		if x.Account != nil {
+			s.Account = *x.Account
+		}
+		if x.ExpiresAt != nil {
+			s.ExpiresAt = x.ExpiresAt.In(r.loc)
+		}
+		if x.RemovedAt != nil {
+			s.RemovedAt = x.RemovedAt.In(r.loc)
+		}
+		if x.Evidence != "{}" {
+			s.Evidence = x.Evidence
+		}
+		out[i] = s
 	}
 	return out, nil
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -88,16 +89,37 @@ func runReportRecipient(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	feedback, err := rep.Feedback(ctx, ids)
+	if err != nil {
+		return err
+	}
+	sups, err := rep.Suppressions(ctx, pos[0])
+	if err != nil {
+		return err
+	}
+	if *account != "" { // another account's unsubscribes are its own business
+		sups = slices.DeleteFunc(sups, func(s report.Suppression) bool { return s.Account != "" && s.Account != *account })
+	}
 	if *asJSON {
+				// One object per message, as before; each also carries the
+		// address's suppressions (the same for every row).
 		type rowJSON struct {
 			report.Row
-			AttemptLog []report.Attempt `json:"attempt_log"`
+			AttemptLog   []report.Attempt     `json:"attempt_log"`
+			Feedback     []report.Feedback    `json:"feedback"`
+			Suppressions []report.Suppression `json:"suppressions"`
+		}
+		if sups == nil {
+			sups = []report.Suppression{}
 		}
 		out := make([]rowJSON, len(rows))
 		for i, r := range rows {
-			out[i] = rowJSON{r, attempts[r.ID]}
+			out[i] = rowJSON{r, attempts[r.ID], feedback[r.ID], sups}
 			if out[i].AttemptLog == nil {
 				out[i].AttemptLog = []report.Attempt{}
+			}
+			if out[i].Feedback == nil {
+				out[i].Feedback = []report.Feedback{}
 			}
 		}
 		return writeJSON(e.stdout, out)
@@ -120,7 +142,42 @@ func runReportRecipient(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintln(e.stdout)
 		t.write(e.stdout)
 	}
+	writeFeedback(e, g.loc, rows, feedback, sups)
 	return nil
+}
+
+// writeFeedback prints what came back for each message after delivery
+// (DSNs, complaints, unsubscribes) and the address's suppressions.
+func writeFeedback(e *env, loc *time.Location, rows []report.Row, feedback map[int64][]report.Feedback, sups []report.Suppression) {
+	t := &table{head: []string{"RECIPIENT", "MESSAGE", "FEEDBACK (" + loc.String() + ")", "EVENT", "CLASS", "STATUS", "DIAGNOSTIC"}}
+	for _, r := range rows {
+		for _, f := range feedback[r.ID] {
+			diag := f.Detail["diagnostic"]
+			if diag == "" {
+				diag = f.Reply
+			}
+			t.add(fmt.Sprint(r.ID), r.MessageID, f.At.In(loc).Format("2006-01-02 15:04:05"), f.Type, f.Class, f.Detail["status"], diag)
+		}
+	}
+	if len(t.rows) > 0 {
+		fmt.Fprintln(e.stdout)
+		t.write(e.stdout)
+	}
+	if len(sups) == 0 {
+		return
+	}
+	s := &table{head: []string{"SUPPRESSION", "SCOPE", "ACCOUNT", "TOPIC", "REASON", "SINCE", "EXPIRES", "REMOVED", "BY"}}
+	day := func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		return t.In(loc).Format("2006-01-02")
+	}
+	for _, x := range sups {
+		s.add(fmt.Sprint(x.ID), x.Scope, x.Account, x.Topic, x.Reason, day(x.CreatedAt), day(x.ExpiresAt), day(x.RemovedAt), x.Actor)
+	}
+	fmt.Fprintln(e.stdout)
+	s.write(e.stdout)
 }
 
 func runReportMessage(ctx context.Context, e *env, args []string) error {
@@ -310,7 +367,7 @@ func runReportTotals(ctx context.Context, e *env, args []string) error {
 	if layout == "" {
 		head = []string{"ACCOUNT", "ORIGIN"}
 	}
-		t := &table{head: append(head, ">ACCEPTED", ">SENT", ">DEFERRED", ">BOUNCED", ">FAILED", ">SUPPRESSED", ">CANCELLED",
+	t := &table{head: append(head, ">ACCEPTED", ">SENT", ">DEFERRED", ">BOUNCED", ">FAILED", ">SUPPRESSED", ">CANCELLED",
 		">COMPLAINED", ">UNSUBSCRIBED", ">BOUNCE%", ">COMPLAINT%")}
 	cells := func(x report.Activity) []string {
 		return []string{group(x.Accepted), group(x.Sent), group(x.Deferred), group(x.Bounced), group(x.Failed), group(x.Suppressed),

@@ -15,6 +15,7 @@ import (
 
 	"github.com/servir-pe/envios/internal/store"
 	"github.com/servir-pe/envios/internal/storetest"
+	"github.com/servir-pe/envios/internal/suppress"
 	"github.com/servir-pe/envios/mailing"
 	"github.com/servir-pe/envios/mailing/mailtest"
 	"github.com/servir-pe/envios/quota"
@@ -114,6 +115,11 @@ func sendForReports(t *testing.T, dsn string) {
 	}
 	if n, err := eng.RunOnce(ctx); err != nil || n != 5 {
 		t.Fatalf("delivered %d, %v; want 5", n, err)
+	}
+	// Ana complained about bulk mail: the report shows the suppression.
+	if _, _, err := suppress.Insert(ctx, db, suppress.Add{Address: "ana@example.com", Scope: suppress.ScopeBulk, Reason: suppress.ReasonComplaint,
+		Actor: "inbound", Evidence: map[string]string{"feedback_type": "abuse"}, Now: time.Date(2026, 11, 26, 15, 0, 0, 0, time.UTC)}); err != nil {
+		t.Fatal(err)
 	}
 }
 
