@@ -35,6 +35,10 @@ func BenchmarkBatchEnqueue(b *testing.B) {
 	storetest.Each(b, func(b *testing.B, db *bun.DB) {
 		e := setup(b, db, map[string]int64{"enap/eventos": 50_000_000}, mailing.Config{})
 		bumpPool(b, db)
+		if s := os.Getenv("ENVIOS_BENCH_SUPPRESSIONS"); s != "" { // a suppression list of that many other addresses
+			k, _ := strconv.Atoi(s)
+			mailingtest.FillSuppressions(b, db, k)
+		}
 		ctx := context.Background()
 		var total int
 		for b.Loop() {

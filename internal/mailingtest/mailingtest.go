@@ -188,3 +188,20 @@ func Basic() mailing.Message {
 	return mailing.Message{Account: "sjti/talento", From: "SERVIR <avisos@servir.gob.pe>",
 		To: []string{"ana@example.com"}, Subject: "Hola", Text: "Cuerpo"}
 }
+
+// FillSuppressions adds n hard-bounce suppressions of addresses no test
+// sends to (goneN@suppressed.example), with one statement, for benchmarks
+// of acceptance against a large suppression list.
+func FillSuppressions(tb testing.TB, db *bun.DB, n int) {
+	tb.Helper()
+	q := db.NewRaw("INSERT INTO mail_suppressions (address, scope, reason, created_at, actor, evidence) "+
+		"SELECT 'gone' || g || '@suppressed.example', 'all', 'hard_bounce', ?, 'bench', '{}' FROM generate_series(1, ?) AS g", Start, n)
+	if db.Dialect().Name().String() != "pg" {
+		q = db.NewRaw("WITH RECURSIVE s(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM s WHERE g < ?) "+
+			"INSERT INTO mail_suppressions (address, scope, reason, created_at, actor, evidence) "+
+			"SELECT 'gone' || g || '@suppressed.example', 'all', 'hard_bounce', ?, 'bench', '{}' FROM s", n, Start)
+	}
+	if _, err := q.Exec(context.Background()); err != nil {
+		tb.Fatal(err)
+	}
+}

@@ -261,7 +261,7 @@ func (e *Engine) round(ctx context.Context, c *crew) (int, error) {
 	// expires. A shutdown that comes meanwhile returns them below.
 	bg := context.WithoutCancel(ctx)
 	cctx, cancel := context.WithTimeout(bg, claimTimeout)
-		items, err := e.claim(cctx)
+	items, err := e.claim(cctx)
 	cancel()
 	if err != nil || len(items) == 0 {
 		return 0, err
