@@ -8,8 +8,8 @@ import (
 
 	"github.com/uptrace/bun"
 
-	"github.com/servir-pe/envios/internal/storetest"
 	"github.com/servir-pe/envios/internal/store"
+	"github.com/servir-pe/envios/internal/storetest"
 	"github.com/servir-pe/envios/internal/suppress"
 )
 
