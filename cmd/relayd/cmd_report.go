@@ -101,7 +101,7 @@ func runReportRecipient(ctx context.Context, e *env, args []string) error {
 		sups = slices.DeleteFunc(sups, func(s report.Suppression) bool { return s.Account != "" && s.Account != *account })
 	}
 	if *asJSON {
-				// One object per message, as before; each also carries the
+		// One object per message, as before; each also carries the
 		// address's suppressions (the same for every row).
 		type rowJSON struct {
 			report.Row

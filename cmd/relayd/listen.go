@@ -84,7 +84,7 @@ func startListeners(ctx context.Context, e *env, g *globals, log *slog.Logger, m
 	}
 	var hs *http.Server
 	if !apiOff {
-		api, err := httpapi.New(httpapi.Config{Mailer: m, Tokens: apitoken.NewStore(db, e.now),
+		api, err := httpapi.New(httpapi.Config{Mailer: m, DB: db, Now: e.now, Tokens: apitoken.NewStore(db, e.now),
 			Reports: report.New(db, report.Config{Location: g.loc, Now: e.now}), Location: g.loc, Logger: log,
 			Metrics: func(w io.Writer) { processMetrics(w, srv, o.engine) }})
 		if err != nil {

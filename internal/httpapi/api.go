@@ -1,8 +1,10 @@
 // Package httpapi is the HTTPS JSON API of relayd: the agency's systems
 // written in any language send mail (POST /v1/messages, the semantics of
 // package mailing), cancel it, and read what happened to it, with bearer
-// tokens scoped to one account (or admin). Errors are JSON
-// {"error": {"code", "message", "fields"}}, made in one function, writeError.
+// tokens scoped to one account (or admin), and keep the suppression list.
+// Errors are JSON {"error": {"code", "message", "fields"}}, decided in one
+// function, answer, and written by writeError (JSON) or, on the public
+// unsubscribe pages (/u/TOKEN, RFC 8058), as a short HTML page.
 package httpapi
 
 import (
@@ -14,10 +16,15 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/uptrace/bun"
+
 	"github.com/servir-pe/envios/internal/apitoken"
+	"github.com/servir-pe/envios/internal/rcpttoken"
 	"github.com/servir-pe/envios/internal/store"
+	"github.com/servir-pe/envios/internal/suppress"
 	"github.com/servir-pe/envios/mailing"
 	"github.com/servir-pe/envios/quota"
 	"github.com/servir-pe/envios/report"
@@ -45,12 +52,26 @@ type Config struct {
 	Metrics func(w io.Writer)
 	// Logger receives what errors hide. Default slog.Default().
 	Logger *slog.Logger
+	// DB is the database of the suppression list (/v1/suppressions) and
+	// of the recipients unsubscribe links name (/u/TOKEN): the Mailer's.
+	// Default none: those routes answer 503 unavailable.
+	DB *bun.DB
+	// RecipientTokens checks the tokens of unsubscribe links: the keyring
+	// the delivery engine makes them with (rcpttoken.Load, with the key
+	// file's sealer when the secret is sealed). Default: loaded from DB,
+	// without a key file, on the first request that needs it.
+	RecipientTokens *rcpttoken.Keyring
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
 }
 
 // API serves the routes.
 type API struct {
 	cfg Config
 	mux *http.ServeMux
+
+	keysMu sync.Mutex
+	keys   *rcpttoken.Keyring // Config.RecipientTokens, or loaded on first use
 }
 
 // route is one endpoint; the table is also what the OpenAPI test checks.
@@ -73,6 +94,14 @@ var routes = []route{
 	{"GET", "/v1/export", (*API).getExport, false},
 	{"GET", "/v1/events", (*API).getEvents, false},
 	{"GET", "/metrics", (*API).getMetrics, false},
+	{"GET", "/v1/suppressions", (*API).getSuppressions, false},
+	{"POST", "/v1/suppressions", (*API).postSuppression, false},
+	{"GET", "/v1/suppressions/check", (*API).checkSuppression, false},
+	{"DELETE", "/v1/suppressions/{id}", (*API).deleteSuppression, false},
+	// One-click unsubscribe (RFC 8058, RFC 2369): no token, no cookie,
+	// never a redirect; GET (and HEAD) only show the confirmation page.
+	{"GET", "/u/{token}", (*API).unsubscribePage, true},
+	{"POST", "/u/{token}", (*API).unsubscribe, true},
 }
 
 // New returns the API.
@@ -96,7 +125,13 @@ func New(cfg Config) (*API, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	a := &API{cfg: cfg, mux: http.NewServeMux()}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.DB == nil {
+		cfg.Logger.Warn("api: no Config.DB: the suppression routes and the unsubscribe links answer 503")
+	}
+	a := &API{cfg: cfg, mux: http.NewServeMux(), keys: cfg.RecipientTokens}
 	for _, r := range routes {
 		a.mux.HandleFunc(r.method+" "+r.path, a.wrap(r))
 	}
@@ -107,7 +142,26 @@ func New(cfg Config) (*API, error) {
 }
 
 // Handler is the API's http.Handler.
-func (a *API) Handler() http.Handler { return a.mux }
+func (a *API) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// An unsubscribe link that is not one clean path segment would get
+		// the mux's redirect to its cleaned path: a link is never
+		// redirected (RFC 8058), so such a path is an invalid link. Every
+		// answer under /u/ is a page.
+		if rest, ok := strings.CutPrefix(r.URL.Path, "/u/"); ok {
+			switch {
+			case rest == "" || strings.ContainsAny(rest, "/.") || strings.Contains(r.URL.EscapedPath(), "%"):
+				a.writePage(w, r, http.StatusNotFound, pageInvalid, pageData{})
+				return
+			case r.Method != http.MethodGet && r.Method != http.MethodHead && r.Method != http.MethodPost:
+				w.Header().Set("Allow", "GET, HEAD, POST")
+				a.writePage(w, r, http.StatusMethodNotAllowed, pageInvalid, pageData{})
+				return
+			}
+		}
+		a.mux.ServeHTTP(w, r)
+	})
+}
 
 func (a *API) wrap(rt route) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -142,9 +196,23 @@ type apiError struct {
 
 func (e *apiError) Error() string { return e.message }
 
-// writeError is the one place where errors become HTTP answers. Internal
-// error text never reaches the client.
+// writeError writes the JSON answer to err (see answer).
 func writeError(w http.ResponseWriter, log *slog.Logger, err error) {
+	ae := answer(w, log, err)
+	body := map[string]any{"code": ae.code, "message": ae.message}
+	if len(ae.fields) > 0 {
+		body["fields"] = ae.fields
+	}
+	for k, v := range ae.extra {
+		body[k] = v
+	}
+	writeJSON(w, ae.status, map[string]any{"error": body})
+}
+
+// answer is the one place where errors become HTTP answers: their status,
+// code and public text (writeError writes them as JSON, writePageError as
+// a page). Internal error text never reaches the client.
+func answer(w http.ResponseWriter, log *slog.Logger, err error) *apiError {
 	var ae *apiError
 	var me *mailing.Error
 	var mbe *http.MaxBytesError
@@ -161,6 +229,11 @@ func writeError(w http.ResponseWriter, log *slog.Logger, err error) {
 	case errors.Is(err, report.ErrInvalid):
 		msg := strings.TrimPrefix(err.Error(), report.ErrInvalid.Error()+": ")
 		ae = &apiError{status: 422, code: "invalid", message: msg, fields: map[string]string{"query": msg}}
+	case errors.Is(err, suppress.ErrNotFound):
+		ae = &apiError{status: 404, code: "not_found", message: "not found"}
+	case errors.Is(err, suppress.ErrInvalid):
+		msg := strings.TrimPrefix(err.Error(), suppress.ErrInvalid.Error()+": ")
+		ae = &apiError{status: 422, code: "invalid", message: msg, fields: map[string]string{"suppression": msg}}
 	case store.ConnLost(err):
 		log.Error("api: database unreachable", "err", err)
 		w.Header().Set("Retry-After", "5")
@@ -171,14 +244,7 @@ func writeError(w http.ResponseWriter, log *slog.Logger, err error) {
 		}
 		ae = &apiError{status: 500, code: "internal", message: "internal error, try again later"}
 	}
-	body := map[string]any{"code": ae.code, "message": ae.message}
-	if len(ae.fields) > 0 {
-		body["fields"] = ae.fields
-	}
-	for k, v := range ae.extra {
-		body[k] = v
-	}
-	writeJSON(w, ae.status, map[string]any{"error": body})
+	return ae
 }
 
 // refused is the answer to a refusal by the library, by its kind, with

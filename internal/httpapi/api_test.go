@@ -26,6 +26,7 @@ import (
 type fixture struct {
 	srv              *httptest.Server
 	m                *mailing.Mailer
+	db               *bun.DB
 	talento, eventos string // account tokens
 	admin            string
 	client           *http.Client
@@ -51,7 +52,7 @@ func newFixture(t *testing.T, db *bun.DB) *fixture {
 		}
 	}
 	tokens := apitoken.NewStore(db, nil)
-	f := &fixture{m: m}
+	f := &fixture{m: m, db: db}
 	for _, x := range []struct {
 		account string
 		dst     *string
@@ -61,7 +62,7 @@ func newFixture(t *testing.T, db *bun.DB) *fixture {
 		}
 	}
 	api, err := httpapi.New(httpapi.Config{Mailer: m, Tokens: tokens, Reports: report.New(db, report.Config{}), MaxBody: 64 << 10,
-		EventPoll: 50 * time.Millisecond, EventLag: -1, Metrics: func(w io.Writer) { fmt.Fprintln(w, "envios_test_process_metric 7") }})
+		EventPoll: 50 * time.Millisecond, EventLag: -1, Metrics: func(w io.Writer) { fmt.Fprintln(w, "envios_test_process_metric 7") }, DB: db})
 	if err != nil {
 		t.Fatal(err)
 	}

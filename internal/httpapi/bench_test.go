@@ -153,7 +153,7 @@ func BenchmarkTenMillionRows(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	api, err := httpapi.New(httpapi.Config{Mailer: m, Tokens: apitoken.NewStore(db, nil), Reports: rep})
+	api, err := httpapi.New(httpapi.Config{Mailer: m, Tokens: apitoken.NewStore(db, nil), Reports: rep, DB: db})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -115,7 +115,7 @@ type recipient struct {
 
 func readRecipient(ctx context.Context, idb bun.IDB, id int64) (recipient, error) {
 	var r recipient
-	err := idb.NewSelect().Model(&r).ColumnExpr("r.*").ColumnExpr("m.campaign AS campaign").
+	err := idb.NewSelect().Model(&r).ColumnExpr("?TableColumns").ColumnExpr("m.campaign AS campaign").
 		Join("JOIN mail_messages AS m ON m.id = r.message_id").Where("r.id = ?", id).Scan(ctx)
 	if err != nil {
 		return r, fmt.Errorf("%w: recipient %d: %v", ErrNotFound, id, err)
