@@ -29,7 +29,7 @@ type Activity struct {
 	Deferred   int64        `json:"deferred"` // deferring attempts
 	Bounced    int64        `json:"bounced"`
 	Failed     int64        `json:"failed"`
-		Suppressed int64        `json:"suppressed"`
+	Suppressed int64        `json:"suppressed"`
 	Cancelled  int64        `json:"cancelled"`
 	// Feedback after delivery: DSNs saying a message is delayed,
 	// complaints (ARF, JMRP), unsubscribes (one-click, the page, mailto).
@@ -84,7 +84,7 @@ func (a *Activity) add(kind string, n int64) {
 		a.Failed += n
 	case string(mailstore.StatusSuppressed):
 		a.Suppressed += n
-		case string(mailstore.StatusCancelled):
+	case string(mailstore.StatusCancelled):
 		a.Cancelled += n
 	case string(mailstore.EventDelayed):
 		a.Delayed += n
@@ -191,7 +191,7 @@ func (r *Reporter) Activity(ctx context.Context, f ActivityFilter) ([]Activity, 
 		}
 		a.add(x.Kind, x.N)
 	}
-		out := make([]Activity, 0, len(sums))
+	out := make([]Activity, 0, len(sums))
 	for _, a := range sums {
 		a.rates()
 		out = append(out, *a)
