@@ -3,12 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -514,57 +512,38 @@ func runReportExport(ctx context.Context, e *env, args []string) error {
 // On a terminal (progress not nil) it shows the rows and bytes written as
 // it goes.
 func exportFile(ctx context.Context, rep *report.Reporter, path string, format report.Format, f report.Filter, progress io.Writer) (int64, error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.partial")
-	if err != nil {
-		return 0, fmt.Errorf("export: %w", err)
-	}
-	cw := &progressWriter{w: tmp}
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if progress == nil {
-			return
-		}
-		start := time.Now()
-		tick := time.NewTicker(250 * time.Millisecond)
-		defer tick.Stop()
-		show := func(end string) {
-			rows, size := cw.rows.Load(), cw.bytes.Load()
-			fmt.Fprintf(progress, "\rexporting to %s: %s rows, %.1f MB, %s rows/s%s", path, group(rows), float64(size)/(1<<20),
-				group(int64(float64(rows)/max(time.Since(start).Seconds(), 0.001))), end)
-		}
-		for {
-			select {
-			case <-tick.C:
-				show("")
-			case <-stop:
-				show("\n")
+	return writeFileAtomic(path, func(w io.Writer) (int64, error) {
+		cw := &progressWriter{w: w}
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if progress == nil {
 				return
 			}
-		}
-	}()
-	n, err := rep.Export(ctx, cw, format, f)
-	close(stop)
-	<-done
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-		var pe *os.PathError
-		if errors.As(err, &pe) {
-			return 0, fmt.Errorf("export to %s: %w", path, pe.Err)
-		}
-		return 0, err
-	}
-	return n, nil
+			start := time.Now()
+			tick := time.NewTicker(250 * time.Millisecond)
+			defer tick.Stop()
+			show := func(end string) {
+				rows, size := cw.rows.Load(), cw.bytes.Load()
+				fmt.Fprintf(progress, "\rexporting to %s: %s rows, %.1f MB, %s rows/s%s", path, group(rows), float64(size)/(1<<20),
+					group(int64(float64(rows)/max(time.Since(start).Seconds(), 0.001))), end)
+			}
+			for {
+				select {
+				case <-tick.C:
+					show("")
+				case <-stop:
+					show("\n")
+					return
+				}
+			}
+		}()
+		n, err := rep.Export(ctx, cw, format, f)
+		close(stop)
+		<-done
+		return n, err
+	})
 }
 
 // progressWriter counts what goes through it: bytes, and lines (rows).

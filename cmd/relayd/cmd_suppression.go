@@ -516,39 +516,6 @@ func csvCell(s string) string {
 	return s
 }
 
-// writeFileAtomic writes path through write, beside it first, and renames
-// the file into place once it is complete: a failure never leaves a
-// partial file.
-func writeFileAtomic(path string, write func(io.Writer) (int64, error)) (int64, error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.partial")
-	if err != nil {
-		var pe *os.PathError
-		if errors.As(err, &pe) {
-			err = pe.Err
-		}
-		return 0, fmt.Errorf("export to %s: %w", path, err)
-	}
-	n, err := write(tmp)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-		var pe *os.PathError
-		if errors.As(err, &pe) {
-			return 0, fmt.Errorf("export to %s: %w", path, pe.Err)
-		}
-		return 0, err
-	}
-	return n, nil
-}
-
 // importChunk is how many lines of an import commit together.
 const importChunk = 1000
 

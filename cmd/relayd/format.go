@@ -2,8 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -131,3 +134,36 @@ func writeJSONLine(w io.Writer, v any) error {
 
 // percent renders a rate as a percentage with two decimals: "0.25".
 func percent(r float64) string { return strconv.FormatFloat(100*r, 'f', 2, 64) }
+
+// writeFileAtomic writes path through write, beside it first, and renames
+// the file into place once it is complete: a failure never leaves a
+// partial file.
+func writeFileAtomic(path string, write func(io.Writer) (int64, error)) (int64, error) {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.partial")
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return 0, fmt.Errorf("export to %s: %w", path, err)
+	}
+	n, err := write(tmp)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			return 0, fmt.Errorf("export to %s: %w", path, pe.Err)
+		}
+		return 0, err
+	}
+	return n, nil
+}
