@@ -136,7 +136,8 @@ func TestCountersEqualRecountAfterRandomHistories(t *testing.T) {
 						for _, a := range acts {
 							p := a.Period.Format(layout)
 							for k, n := range map[string]int64{"accepted": a.Accepted, "sent": a.Sent, "deferred": a.Deferred, "bounced": a.Bounced,
-								"failed": a.Failed, "cancelled": a.Cancelled} {
+								"failed": a.Failed, "cancelled": a.Cancelled, "suppressed": a.Suppressed, "delayed": a.Delayed,
+								"complained": a.Complained, "unsubscribed": a.Unsubscribed} {
 								if n != 0 {
 									got[p+" "+k] += n
 								}
@@ -168,8 +169,11 @@ func TestCountersEqualRecountAfterRandomHistories(t *testing.T) {
 				}
 				// Every event once: one acceptance per recipient, one event
 				// per mail_events row, ids increasing.
-				var nEvents int
+				var nEvents, nChanges int
 				if err := db.NewRaw("SELECT count(*) FROM mail_events").Scan(ctx, &nEvents); err != nil {
+					t.Fatal(err)
+				}
+				if err := db.NewRaw("SELECT count(*) FROM audit_log WHERE action LIKE 'suppression.%'").Scan(ctx, &nChanges); err != nil {
 					t.Fatal(err)
 				}
 				kinds := map[string]int{}
@@ -182,8 +186,9 @@ func TestCountersEqualRecountAfterRandomHistories(t *testing.T) {
 					dup[k] = true
 					kinds[e.Type]++
 				}
-				if kinds["accepted"] != rows || len(seen)-kinds["accepted"] != nEvents || kinds["sent"] != sentRows {
-					t.Fatalf("stream: %v; rows %d, events %d, sent %d", kinds, rows, nEvents, sentRows)
+				changes := kinds["suppression.added"] + kinds["suppression.removed"]
+				if kinds["accepted"] != rows || len(seen)-kinds["accepted"]-changes != nEvents || kinds["sent"] != sentRows || changes != nChanges {
+					t.Fatalf("stream: %v; rows %d, events %d, sent %d, suppression changes %d", kinds, rows, nEvents, sentRows, nChanges)
 				}
 			})
 		})

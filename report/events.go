@@ -14,39 +14,59 @@ import (
 )
 
 // Cursor is a position in the event stream: the last recipient whose
-// acceptance was seen and the last mail_events row seen. Its text form
-// ("R.E") is the Server-Sent Events id a client resumes from.
-type Cursor struct{ Recipient, Event int64 }
+// acceptance was seen, the last mail_events row seen and the last
+// suppression-list change (audit_log row) seen. Its text form ("R.E", or
+// "R.E.A" once a suppression change was seen) is the Server-Sent Events id
+// a client resumes from.
+type Cursor struct{ Recipient, Event, Audit int64 }
 
-func (c Cursor) String() string { return fmt.Sprintf("%d.%d", c.Recipient, c.Event) }
+func (c Cursor) String() string {
+	if c.Audit == 0 {
+		return fmt.Sprintf("%d.%d", c.Recipient, c.Event)
+	}
+	return fmt.Sprintf("%d.%d.%d", c.Recipient, c.Event, c.Audit)
+}
 
 // ParseCursor reads a cursor's text form; "" is the start.
 func ParseCursor(s string) (Cursor, error) {
 	if s == "" {
 		return Cursor{}, nil
 	}
-	a, b, ok := strings.Cut(s, ".")
-	r, err1 := strconv.ParseInt(a, 10, 64)
-	e, err2 := strconv.ParseInt(b, 10, 64)
-	if !ok || err1 != nil || err2 != nil || r < 0 || e < 0 {
-		return Cursor{}, fmt.Errorf("%w: event id %q is not R.E", ErrInvalid, s)
+	parts := strings.Split(s, ".")
+	var n [3]int64
+	ok := len(parts) == 2 || len(parts) == 3
+	for i := 0; ok && i < len(parts); i++ {
+		v, err := strconv.ParseInt(parts[i], 10, 64)
+		ok = err == nil && v >= 0
+		n[i] = v
 	}
-	return Cursor{r, e}, nil
+	if !ok {
+		return Cursor{}, fmt.Errorf("%w: event id %q is not R.E (or R.E.A)", ErrInvalid, s)
+	}
+	return Cursor{n[0], n[1], n[2]}, nil
 }
 
-// Event is one thing that happened to one recipient: accepted, or an
-// attempt or final change (sent, deferred, bounced, failed, cancelled).
+// Event is one thing that happened to one recipient: accepted, an
+// attempt or final change (sent, deferred, bounced, failed, cancelled,
+// suppressed), or feedback (bounced after delivery, delayed, complained,
+// unsubscribed); or a change of the suppression list
+// (suppression.added, suppression.removed: Address is the address,
+// Reply the change's detail, RecipientID 0). A failure carries its class (hard, transient, policy…)
+// and evidence (status, diagnostic, remote and reporting MTA, sync or
+// async; an unsubscribe its method and scope).
 type Event struct {
-	ID          string       `json:"id"` // the cursor just after this event
-	Type        string       `json:"type"`
-	At          time.Time    `json:"at"`
-	RecipientID int64        `json:"recipient_id"`
-	MessageID   string       `json:"message_id"`
-	Account     string       `json:"account"`
-	Origin      quota.Origin `json:"origin"`
-	Address     string       `json:"address"`
-	RemoteHost  string       `json:"remote_host,omitempty"`
-	Reply       string       `json:"reply,omitempty"`
+	ID          string            `json:"id"` // the cursor just after this event
+	Type        string            `json:"type"`
+	At          time.Time         `json:"at"`
+	RecipientID int64             `json:"recipient_id"`
+	MessageID   string            `json:"message_id"`
+	Account     string            `json:"account"`
+	Origin      quota.Origin      `json:"origin"`
+	Address     string            `json:"address"`
+	RemoteHost  string            `json:"remote_host,omitempty"`
+	Reply       string            `json:"reply,omitempty"`
+	Class       string            `json:"class,omitempty"`
+	Detail      map[string]string `json:"detail,omitempty"`
 }
 
 // EventsFilter selects events.
@@ -107,10 +127,12 @@ func (r *Reporter) Events(ctx context.Context, f EventsFilter) ([]Event, Cursor,
 		Type        string
 		RemoteHost  string
 		Reply       string
+		Class       string
+		Detail      string
 		Address     string
 	}
 	q = r.db.NewSelect().TableExpr("mail_events AS e").Join("JOIN mail_recipients AS r ON r.id = e.recipient_id").
-		ColumnExpr("e.id, e.recipient_id, e.message_id, e.account_id, e.origin, e.at, e.type, e.remote_host, e.reply, r.address").
+		ColumnExpr("e.id, e.recipient_id, e.message_id, e.account_id, e.origin, e.at, e.type, e.remote_host, e.reply, e.class, e.detail, r.address").
 		Where("e.id > ?", f.After.Event).Where("e.at <= ?", until).OrderExpr("e.id").Limit(int64(f.Limit))
 	if accountID != 0 {
 		q = q.Where("e.account_id = ?", accountID)
@@ -118,8 +140,12 @@ func (r *Reporter) Events(ctx context.Context, f EventsFilter) ([]Event, Cursor,
 	if err := q.Scan(ctx, &evs); err != nil {
 		return nil, f.After, fmt.Errorf("report: events: %w", err)
 	}
+	changes, err := r.suppressionChanges(ctx, f, accountID, until)
+	if err != nil {
+		return nil, f.After, err
+	}
 	cur := f.After
-	if len(acc)+len(evs) == 0 { // an idle poll: the common case of a live stream
+	if len(acc)+len(evs)+len(changes) == 0 { // an idle poll: the common case of a live stream
 		return nil, cur, nil
 	}
 	names, err := r.accountNames(ctx)
@@ -134,10 +160,44 @@ func (r *Reporter) Events(ctx context.Context, f EventsFilter) ([]Event, Cursor,
 	}
 	for _, x := range evs {
 		cur.Event = x.ID
-		out = append(out, Event{ID: cur.String(), Type: x.Type, At: x.At.In(r.loc), RecipientID: x.RecipientID, MessageID: x.MessageID,
-			Account: names[x.AccountID], Origin: x.Origin, Address: x.Address, RemoteHost: x.RemoteHost, Reply: x.Reply})
+		ev := Event{ID: cur.String(), Type: x.Type, At: x.At.In(r.loc), RecipientID: x.RecipientID, MessageID: x.MessageID,
+			Account: names[x.AccountID], Origin: x.Origin, Address: x.Address, RemoteHost: x.RemoteHost, Reply: x.Reply, Class: x.Class}
+		if x.Detail != "" {
+			_ = json.Unmarshal([]byte(x.Detail), &ev.Detail) // written by envios as a JSON object; a bad one shows none
+		}
+		out = append(out, ev)
+	}
+	for _, x := range changes {
+		cur.Audit = x.ID
+		typ := map[string]string{"suppression.add": "suppression.added", "suppression.remove": "suppression.removed"}[x.Action]
+		out = append(out, Event{ID: cur.String(), Type: typ, At: x.At.In(r.loc), Address: x.Subject, Reply: x.Detail,
+			Detail: map[string]string{"actor": x.Actor}})
 	}
 	return out, cur, nil
+}
+
+// suppressionChange is one audit_log row of a suppression-list change.
+type suppressionChange struct {
+	ID                             int64
+	At                             time.Time `bun:"created_at"`
+	Actor, Action, Subject, Detail string
+}
+
+// suppressionChanges reads the suppression-list changes after the cursor:
+// only for a stream of every account (an account's stream leaves them out:
+// most entries are installation-wide and name other accounts' addresses).
+func (r *Reporter) suppressionChanges(ctx context.Context, f EventsFilter, accountID int64, until time.Time) ([]suppressionChange, error) {
+	if accountID != 0 {
+		return nil, nil
+	}
+	var out []suppressionChange
+	err := r.db.NewSelect().TableExpr("audit_log").ColumnExpr("id, created_at, actor, action, subject, detail").
+		Where("id > ? AND action IN ('suppression.add', 'suppression.remove') AND created_at <= ?", f.After.Audit, until).
+		OrderExpr("id").Limit(int64(f.Limit)).Scan(ctx, &out)
+	if err != nil {
+		return nil, fmt.Errorf("report: events: %w", err)
+	}
+	return out, nil
 }
 
 // Attempt is one delivery attempt of a recipient.
@@ -212,61 +272,6 @@ func (r *Reporter) Feedback(ctx context.Context, recipientIDs []int64) (map[int6
 			_ = json.Unmarshal([]byte(x.Detail), &f.Detail) // written by envios as a JSON object; a bad one shows none
 		}
 		out[x.RecipientID] = append(out[x.RecipientID], f)
-	}
-	return out, nil
-}
-
-// Suppression is one entry of the suppression list for an address.
-type Suppression struct {
-	ID        int64     `json:"id"`
-	Scope     string    `json:"scope"` // all, bulk, account
-	Account   string    `json:"account,omitempty"`
-	Topic     string    `json:"topic,omitempty"`
-	Reason    string    `json:"reason"`
-	CreatedAt time.Time `json:"created_at"`
-	ExpiresAt time.Time `json:"expires_at,omitzero"`
-	RemovedAt time.Time `json:"removed_at,omitzero"`
-	Actor     string    `json:"actor"`
-	Evidence  string    `json:"evidence,omitempty"`
-}
-
-// Suppressions returns every suppression-list entry of address, removed
-// and expired ones too, oldest first.
-func (r *Reporter) Suppressions(ctx context.Context, address string) ([]Suppression, error) {
-	var rows []struct {
-		ID        int64
-		Scope     string
-		Account   *string
-		Topic     string
-		Reason    string
-		CreatedAt time.Time
-		ExpiresAt *time.Time
-		RemovedAt *time.Time
-		Actor     string
-		Evidence  string
-	}
-	if err := r.db.NewSelect().TableExpr("mail_suppressions AS s").
-		ColumnExpr("s.id, s.scope, a.name AS account, s.topic, s.reason, s.created_at, s.expires_at, s.removed_at, s.actor, s.evidence").
-		Join("LEFT JOIN quota_accounts AS a ON a.id = s.account_id").
-		Where("s.address = ?", NormalizeAddress(address)).OrderExpr("s.id").Scan(ctx, &rows); err != nil {
-		return nil, fmt.Errorf("report: suppressions: %w", err)
-	}
-	out := make([]Suppression, len(rows))
-	for i, x := range rows {
-		s := Suppression{ID: x.ID, Scope: x.Scope, Topic: x.Topic, Reason: x.Reason, CreatedAt: x.CreatedAt.In(r.loc), Actor: x.Actor}
-		if x.Account != nil {
-			s.Account = *x.Account
-		}
-		if x.ExpiresAt != nil {
-			s.ExpiresAt = x.ExpiresAt.In(r.loc)
-		}
-		if x.RemovedAt != nil {
-			s.RemovedAt = x.RemovedAt.In(r.loc)
-		}
-		if x.Evidence != "{}" {
-			s.Evidence = x.Evidence
-		}
-		out[i] = s
 	}
 	return out, nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -418,7 +419,7 @@ func runReportLog(ctx context.Context, e *env, args []string) error {
 	fs := e.flagSet("report log", &g)
 	account := fs.String("account", "", "only this account")
 	follow := fs.Bool("follow", false, "keep printing events as they happen, until interrupted")
-	after := fs.String("after", "", "start after this event id (R.E, printed with each event); default: the beginning")
+	after := fs.String("after", "", "start after this event id (R.E or R.E.A, printed with each event); default: the beginning")
 	asJSON := fs.Bool("json", false, "print one JSON object per event")
 	_, db, _, err := e.parseAndOpen(ctx, fs, &g, args, 0, 0)
 	if err != nil {
@@ -427,7 +428,7 @@ func runReportLog(ctx context.Context, e *env, args []string) error {
 	defer db.Close()
 	cur, err := report.ParseCursor(*after)
 	if err != nil {
-		return usagef("report log: --after %q must be an event id R.E", *after)
+		return usagef("report log: --after %q must be an event id R.E or R.E.A", *after)
 	}
 	rep := report.New(db, report.Config{Location: g.loc, Now: e.now})
 	lag := time.Duration(-1) // without --follow: everything committed
@@ -449,8 +450,12 @@ func runReportLog(ctx context.Context, e *env, args []string) error {
 				}
 				continue
 			}
-			fmt.Fprintf(e.stdout, "%s  %-9s  %s  %s  %s  %s %s\n", ev.At.Format("2006-01-02 15:04:05"), ev.Type, ev.Account, ev.Address,
-				ev.MessageID, ev.Reply, "["+ev.ID+"]")
+			reply := ev.Reply
+			if ev.Class != "" {
+				reply = "(" + ev.Class + ") " + reply
+			}
+			fmt.Fprintf(e.stdout, "%s  %-9s  %s  %s  %s  %s %s\n", ev.At.Format("2006-01-02 15:04:05"), ev.Type, cmp.Or(ev.Account, "-"), ev.Address,
+				cmp.Or(ev.MessageID, "-"), reply, "["+ev.ID+"]")
 		}
 		cur = next
 		if len(evs) > 0 {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/servir-pe/envios/internal/dkimkey"
+	"github.com/servir-pe/envios/internal/rcpttoken"
 	"github.com/servir-pe/envios/internal/store"
 	"github.com/servir-pe/envios/mailing"
 	"github.com/uptrace/bun"
@@ -46,6 +47,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	f.keyFile = fs.String("tls-key", e.getenv("RELAYD_TLS_KEY"), "PEM private key of --tls-cert (env RELAYD_TLS_KEY)")
 	f.httpsAddr = fs.String("https", envOr(e, "RELAYD_HTTPS", ":8443"), "the HTTPS API: listen address, or off (env RELAYD_HTTPS)")
 	f.httpAddr = fs.String("http", envOr(e, "RELAYD_HTTP", "off"), "the API without TLS, only for a trusted reverse proxy: listen address, or off (env RELAYD_HTTP)")
+	f.mxAddr = fs.String("mx", envOr(e, "RELAYD_MX", "off"), "the MX of the sending domain (bounces, complaints, mailto unsubscribes): listen address, or off (env RELAYD_MX)")
 	f.hostname = fs.String("hostname", e.getenv("RELAYD_HOSTNAME"), "the relay's name in its greeting and self-signed certificate (default: this host's name)")
 	if _, err := parse(fs, &g, args, 0, 0); err != nil {
 		return helpOr(err, fs, e)
@@ -100,9 +102,17 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	srv, api, listeners, err := startListeners(ctx, e, &g, log, m, db, listenOptions{smtp: *f.smtpAddr, smtps: *f.smtpsAddr,
-		https: *f.httpsAddr, http: *f.httpAddr, cert: *f.certFile, key: *f.keyFile, hostname: *f.hostname, hideClientAddress: file.Relay.HideClientAddress,
-		limits: file.Relay.Limits.relay(), engine: engine})
+	if *f.mxAddr != "off" && *f.mxAddr != "" && *f.sending == "" {
+		return usagef("serve: --mx receives mail for the sending domain: give --sending-domain too")
+	}
+	tokens, err := recipientTokens(ctx, e, db, *f.dkimKeyFile)
+	if err != nil {
+		return err
+	}
+	ls, err := startListeners(ctx, e, &g, log, m, db, listenOptions{smtp: *f.smtpAddr, smtps: *f.smtpsAddr,
+		https: *f.httpsAddr, http: *f.httpAddr, mx: *f.mxAddr, cert: *f.certFile, key: *f.keyFile, hostname: *f.hostname,
+		hideClientAddress: file.Relay.HideClientAddress, limits: file.Relay.Limits.relay(), engine: engine,
+		sendingDomain: *f.sending, tokens: tokens, inbound: file.Inbound})
 	if err != nil {
 		return err
 	}
@@ -119,18 +129,8 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	<-ctx.Done()
 	log.Info("relayd stopping: finishing sessions and deliveries in flight")
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	if srv != nil {
-		if err := srv.Shutdown(sctx); err != nil {
-			log.Warn("relay shutdown", "err", err)
-		}
-	}
-	if api != nil {
-		if err := api.Shutdown(sctx); err != nil {
-			log.Warn("API shutdown", "err", err)
-		}
-	}
+	ls.shutdown(sctx, log)
 	cancel()
-	listeners.Wait()
 	wg.Wait()
 	if err := m.Close(); err != nil {
 		log.Warn("mailer close", "err", err)
@@ -163,6 +163,7 @@ type serveFlags struct {
 	keyFile     *string
 	httpsAddr   *string
 	httpAddr    *string
+	mxAddr      *string
 	hostname    *string
 }
 
@@ -223,6 +224,9 @@ func (f *serveFlags) fillFromFile(fs *flag.FlagSet, e *env) (fileConfig, error) 
 	if !set["http"] && e.getenv("RELAYD_HTTP") == "" && file.API.HTTP != "" {
 		*f.httpAddr = file.API.HTTP
 	}
+	if !set["mx"] && e.getenv("RELAYD_MX") == "" && file.Inbound.Addr != "" {
+		*f.mxAddr = file.Inbound.Addr
+	}
 	return file, nil
 }
 
@@ -270,6 +274,19 @@ func (f *serveFlags) engine(ctx context.Context, e *env, m *mailing.Mailer, file
 		return m.NewEngine(ctx, cfg)
 	}
 	return nil, nil
+}
+
+// recipientTokens is the keyring of the recipient tokens (b+TOKEN@,
+// u+TOKEN@, /u/TOKEN), opened with the key file when the secrets are sealed.
+func recipientTokens(ctx context.Context, e *env, db *bun.DB, keyFile string) (*rcpttoken.Keyring, error) {
+	var sealer *dkimkey.Sealer
+	if keyFile != "" {
+		var err error
+		if sealer, err = dkimkey.OpenKeyFile(keyFile); err != nil {
+			return nil, err
+		}
+	}
+	return rcpttoken.Load(ctx, db, sealer, e.now())
 }
 
 // refuseSealedKeys fails when a DKIM key in use is sealed: without the

@@ -27,6 +27,17 @@ type fileConfig struct {
 		HTTPS string `yaml:"https"` // listen address of the HTTPS API, or off
 		HTTP  string `yaml:"http"`  // plain HTTP, only behind a trusted reverse proxy; default off
 	} `yaml:"api"`
+	Inbound inboundConfig `yaml:"inbound"`
+}
+
+// inboundConfig is the MX of the sending domain (bounces, complaints,
+// mailto unsubscribes).
+type inboundConfig struct {
+	Addr           string        `yaml:"addr"`             // listen address (port 25 in production), or off; default off
+	MaxMessageSize int64         `yaml:"max_message_size"` // default 10 MiB
+	MaxRecipients  int           `yaml:"max_recipients"`   // per transaction; default 5
+	ReadTimeout    time.Duration `yaml:"read_timeout"`     // default 5m
+	MaxConns       int           `yaml:"max_conns"`        // default 200
 }
 
 // relayConfig is the submission relay's part of the file.

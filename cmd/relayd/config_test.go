@@ -60,6 +60,9 @@ func TestExampleConfigLoads(t *testing.T) {
 		l.MaxMessageSize != 25<<20 || l.AuthFailures != 10 || l.AuthCache != 5*time.Minute || l.SessionTimeout != 30*time.Minute {
 		t.Fatalf("relay section %+v", c.Relay)
 	}
+	if in := c.Inbound; in.Addr != "off" || in.MaxMessageSize != 10<<20 || in.MaxRecipients != 5 || in.ReadTimeout != 5*time.Minute || in.MaxConns != 200 {
+		t.Fatalf("inbound section %+v", in)
+	}
 	if _, err := loadConfigString(t, "relay:\n  limits:\n    max_recipientz: 5\n"); err == nil || !strings.Contains(err.Error(), `line 3: unknown key "max_recipientz"`) {
 		t.Fatalf("a misspelt relay limit: %v", err)
 	}

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -18,7 +20,10 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/servir-pe/envios/internal/apitoken"
+	"github.com/servir-pe/envios/internal/feedback"
 	"github.com/servir-pe/envios/internal/httpapi"
+	"github.com/servir-pe/envios/internal/inbound"
+	"github.com/servir-pe/envios/internal/rcpttoken"
 	"github.com/servir-pe/envios/internal/store"
 	"github.com/servir-pe/envios/internal/tlscert"
 	"github.com/servir-pe/envios/mailing"
@@ -29,9 +34,13 @@ import (
 type listenOptions struct {
 	smtp, smtps, cert, key, hostname string
 	https, http                      string // the API's listen addresses, or off
+	mx                               string // the inbound MX's listen address, or off
 	limits                           relay.Limits
 	hideClientAddress                bool
 	engine                           *mailing.Engine // for /metrics; nil without delivery
+	sendingDomain                    string
+	tokens                           *rcpttoken.Keyring
+	inbound                          inboundConfig
 }
 
 func envOr(e *env, name, def string) string {
@@ -41,19 +50,51 @@ func envOr(e *env, name, def string) string {
 	return def
 }
 
+func isOff(addr string) bool { return addr == "off" || addr == "" }
+
+// servers are what startListeners started; a server is nil when all its
+// listeners are off.
+type servers struct {
+	relay    *relay.Server
+	api      *http.Server
+	mx       *inbound.Server
+	feedback *feedback.Processor
+	wg       sync.WaitGroup
+}
+
+// shutdown stops the servers, finishing what they are doing until ctx ends.
+func (s *servers) shutdown(ctx context.Context, log *slog.Logger) {
+	if s.relay != nil {
+		if err := s.relay.Shutdown(ctx); err != nil {
+			log.Warn("relay shutdown", "err", err)
+		}
+	}
+	if s.api != nil {
+		if err := s.api.Shutdown(ctx); err != nil {
+			log.Warn("API shutdown", "err", err)
+		}
+	}
+	if s.mx != nil {
+		if err := s.mx.Shutdown(ctx); err != nil {
+			log.Warn("MX shutdown", "err", err)
+		}
+	}
+	s.wg.Wait()
+}
+
 // startListeners loads the certificate and serves the SMTP relay (smtp,
-// smtps) and the HTTPS API (https, and http behind a proxy) on the
-// listeners not turned off; a server is nil when all its listeners are
-// off. It logs one machine-readable line per listener:
-// msg=listening proto=smtp|smtps|https|http addr=HOST:PORT. SIGHUP reloads
-// the certificate.
-func startListeners(ctx context.Context, e *env, g *globals, log *slog.Logger, m *mailing.Mailer, db *bun.DB, o listenOptions) (*relay.Server, *http.Server, *sync.WaitGroup, error) {
-	var wg sync.WaitGroup
-	smtpOff := o.smtp == "off" && o.smtps == "off"
-	apiOff := (o.https == "off" || o.https == "") && (o.http == "off" || o.http == "")
-	if smtpOff && apiOff {
-		log.Info("relay and API off")
-		return nil, nil, &wg, nil
+// smtps), the HTTPS API (https, and http behind a proxy) and the MX of the
+// sending domain (mx) on the listeners not turned off. It logs one
+// machine-readable line per listener:
+// msg=listening proto=smtp|smtps|https|http|mx addr=HOST:PORT. SIGHUP
+// reloads the certificate.
+func startListeners(ctx context.Context, e *env, g *globals, log *slog.Logger, m *mailing.Mailer, db *bun.DB, o listenOptions) (*servers, error) {
+	s := &servers{}
+	smtpOff := isOff(o.smtp) && isOff(o.smtps)
+	apiOff := isOff(o.https) && isOff(o.http)
+	if smtpOff && apiOff && isOff(o.mx) {
+		log.Info("relay, API and MX off")
+		return s, nil
 	}
 	cert, key := o.cert, o.key
 	if cert == "" {
@@ -64,7 +105,7 @@ func startListeners(ctx context.Context, e *env, g *globals, log *slog.Logger, m
 		var created bool
 		var err error
 		if cert, key, created, err = tlscert.SelfSigned(dir, o.hostname); err != nil {
-			return nil, nil, nil, fmt.Errorf("self-signed certificate: %w", err)
+			return nil, fmt.Errorf("self-signed certificate: %w", err)
 		}
 		if created {
 			log.Warn("generated a self-signed TLS certificate; clients must trust it or use --tls-cert/--tls-key", "cert", cert, "key", key)
@@ -74,69 +115,38 @@ func startListeners(ctx context.Context, e *env, g *globals, log *slog.Logger, m
 	}
 	holder, err := tlscert.Load(cert, key)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
-	var srv *relay.Server
 	if !smtpOff {
-		if srv, err = relay.New(relay.Config{Mailer: m, DB: db, TLS: holder.Config(), Hostname: o.hostname, HideClientAddress: o.hideClientAddress, Limits: o.limits, Logger: log, Now: e.now}); err != nil {
-			return nil, nil, nil, err
+		if s.relay, err = relay.New(relay.Config{Mailer: m, DB: db, TLS: holder.Config(), Hostname: o.hostname, HideClientAddress: o.hideClientAddress, Limits: o.limits, Logger: log, Now: e.now}); err != nil {
+			return nil, err
 		}
 	}
-	var hs *http.Server
-	if !apiOff {
-		api, err := httpapi.New(httpapi.Config{Mailer: m, DB: db, Now: e.now, Tokens: apitoken.NewStore(db, e.now),
-			Reports: report.New(db, report.Config{Location: g.loc, Now: e.now}), Location: g.loc, Logger: log,
-			Metrics: func(w io.Writer) { processMetrics(w, srv, o.engine) }})
-		if err != nil {
-			return nil, nil, nil, err
+	if !isOff(o.mx) {
+		s.feedback = &feedback.Processor{DB: db, Tokens: o.tokens, Now: e.now, Logger: log}
+		in := o.inbound
+		if s.mx, err = inbound.New(inbound.Config{DB: db, Tokens: o.tokens, Domain: o.sendingDomain, Processor: s.feedback, TLS: holder.Config(),
+			Hostname: o.hostname, MaxMessageSize: in.MaxMessageSize, MaxRecipients: in.MaxRecipients, ReadTimeout: in.ReadTimeout,
+			MaxConns: in.MaxConns, Logger: log, Now: e.now}); err != nil {
+			return nil, err
 		}
-		hs = &http.Server{Handler: api.Handler(), TLSConfig: holder.Config(), ReadHeaderTimeout: 10 * time.Second,
+	}
+	if !apiOff {
+		api, err := httpapi.New(httpapi.Config{Mailer: m, DB: db, Now: e.now, Tokens: apitoken.NewStore(db, e.now), RecipientTokens: o.tokens,
+			Reports: report.New(db, report.Config{Location: g.loc, Now: e.now}), Location: g.loc, Logger: log,
+			Metrics: func(w io.Writer) { processMetrics(w, s, o.engine) }})
+		if err != nil {
+			return nil, err
+		}
+		s.api = &http.Server{Handler: api.Handler(), TLSConfig: holder.Config(), ReadHeaderTimeout: 10 * time.Second,
 			ReadTimeout: 5 * time.Minute, IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	}
-	type listener struct {
-		proto string
-		l     net.Listener
-		serve func(net.Listener) error
-	}
-	var ls []listener
-	for _, x := range []struct {
-		proto, addr string
-		serve       func(net.Listener) error
-	}{{"smtp", o.smtp, nil}, {"smtps", o.smtps, nil}, {"https", o.https, nil}, {"http", o.http, nil}} {
-		if x.addr == "off" || x.addr == "" {
-			continue
-		}
-		switch x.proto {
-		case "smtp":
-			x.serve = srv.Serve
-		case "smtps":
-			x.serve = srv.ServeTLS
-		case "https":
-			x.serve = func(l net.Listener) error { return hs.ServeTLS(l, "", "") }
-		case "http":
-			log.Warn("the API also listens without TLS: only for a trusted reverse proxy on this host", "addr", x.addr)
-			x.serve = hs.Serve
-		}
-		l, err := net.Listen("tcp", x.addr)
-		if err != nil {
-			for _, o := range ls {
-				o.l.Close()
-			}
-			return nil, nil, nil, fmt.Errorf("--%s %s: %w", x.proto, x.addr, err)
-		}
-		ls = append(ls, listener{x.proto, l, x.serve})
-	}
-	for _, x := range ls {
-		log.Info("listening", "proto", x.proto, "addr", x.l.Addr().String())
-		wg.Go(func() {
-			if err := x.serve(x.l); err != nil && !errors.Is(err, relay.ErrServerClosed) && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("relay stopped serving", "proto", x.proto, "err", err)
-			}
-		})
+	if err := s.listen(log, o); err != nil {
+		return nil, err
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	wg.Go(func() {
+	s.wg.Go(func() {
 		defer signal.Stop(hup)
 		for {
 			select {
@@ -151,7 +161,56 @@ func startListeners(ctx context.Context, e *env, g *globals, log *slog.Logger, m
 			}
 		}
 	})
-	return srv, hs, &wg, nil
+	return s, nil
+}
+
+// listen opens every listener not turned off (all or none) and serves them.
+func (s *servers) listen(log *slog.Logger, o listenOptions) error {
+	type listener struct {
+		proto string
+		l     net.Listener
+		serve func(net.Listener) error
+	}
+	var ls []listener
+	for _, x := range []struct {
+		proto, addr string
+		serve       func(net.Listener) error
+	}{{"smtp", o.smtp, nil}, {"smtps", o.smtps, nil}, {"https", o.https, nil}, {"http", o.http, nil}, {"mx", o.mx, nil}} {
+		if isOff(x.addr) {
+			continue
+		}
+		switch x.proto {
+		case "smtp":
+			x.serve = s.relay.Serve
+		case "smtps":
+			x.serve = s.relay.ServeTLS
+		case "https":
+			x.serve = func(l net.Listener) error { return s.api.ServeTLS(l, "", "") }
+		case "http":
+			log.Warn("the API also listens without TLS: only for a trusted reverse proxy on this host", "addr", x.addr)
+			x.serve = s.api.Serve
+		case "mx":
+			x.serve = s.mx.Serve
+		}
+		l, err := net.Listen("tcp", x.addr)
+		if err != nil {
+			for _, o := range ls {
+				o.l.Close()
+			}
+			return fmt.Errorf("--%s %s: %w", x.proto, x.addr, err)
+		}
+		ls = append(ls, listener{x.proto, l, x.serve})
+	}
+	for _, x := range ls {
+		log.Info("listening", "proto", x.proto, "addr", x.l.Addr().String())
+		s.wg.Go(func() {
+			err := x.serve(x.l)
+			if err != nil && !errors.Is(err, relay.ErrServerClosed) && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, inbound.ErrServerClosed) {
+				log.Error("stopped serving", "proto", x.proto, "err", err)
+			}
+		})
+	}
+	return nil
 }
 
 // metric writes one Prometheus sample with its HELP and TYPE lines.
@@ -162,9 +221,9 @@ func metric(w io.Writer, name, kind, help string, v int64) {
 // processMetrics writes this process's metrics (Prometheus text format):
 // the relay's connections and failed logins, the engine's outcomes and
 // delivery latency.
-func processMetrics(w io.Writer, srv *relay.Server, eng *mailing.Engine) {
-	if srv != nil {
-		st := srv.Stats()
+func processMetrics(w io.Writer, s *servers, eng *mailing.Engine) {
+	if s.relay != nil {
+		st := s.relay.Stats()
 		metric(w, "envios_smtp_connections_total", "counter", "SMTP connections accepted by this relay.", st.Connections)
 		metric(w, "envios_smtp_connections_refused_total", "counter", "SMTP connections refused over a connection limit.", st.Refused)
 		metric(w, "envios_smtp_sessions", "gauge", "SMTP connections open now.", st.Active)
@@ -172,8 +231,28 @@ func processMetrics(w io.Writer, srv *relay.Server, eng *mailing.Engine) {
 		metric(w, "envios_smtp_password_checks_total", "counter",
 			"argon2id password verifications run (cached and shared logins run none).", st.PasswordChecks)
 	}
+	if s.mx != nil {
+		st, fb := s.mx.Stats(), s.feedback.Stats()
+		metric(w, "envios_mx_connections_total", "counter", "Connections to the MX of the sending domain.", st.Connections)
+		metric(w, "envios_mx_stored_total", "counter", "Inbound messages stored (one per accepted recipient).", st.Stored)
+		metric(w, "envios_mx_refused_total", "counter", "Inbound recipients refused (bad token, other domain).", st.Refused)
+		fmt.Fprintln(w, "# HELP envios_feedback_total What inbound messages did, by kind.")
+		fmt.Fprintln(w, "# TYPE envios_feedback_total counter")
+		for _, k := range []struct {
+			kind string
+			n    int64
+		}{{"bounced", fb.Bounced}, {"delayed", fb.Delayed}, {"complained", fb.Complaints}, {"unsubscribed", fb.Unsubscribes},
+			{"policy", fb.Policy}, {"ignored", fb.Ignored}} {
+			fmt.Fprintf(w, "envios_feedback_total{kind=%q} %d\n", k.kind, k.n)
+		}
+	}
 	if eng != nil {
 		st := eng.Stats()
+		fmt.Fprintln(w, "# HELP envios_delivery_policy_refusals_total 5xx policy refusals (reputation, DMARC, PTR) by destination domain: each raised an alarm and paused bulk mail to it.")
+		fmt.Fprintln(w, "# TYPE envios_delivery_policy_refusals_total counter")
+		for _, d := range slices.Sorted(maps.Keys(st.PolicyRefusals)) {
+			fmt.Fprintf(w, "envios_delivery_policy_refusals_total{domain=%q} %d\n", d, st.PolicyRefusals[d])
+		}
 		fmt.Fprintln(w, "# HELP envios_delivery_outcomes_total Recipients this engine recorded, by the status they got.")
 		fmt.Fprintln(w, "# TYPE envios_delivery_outcomes_total counter")
 		for _, s := range []mailing.Status{mailing.StatusSent, mailing.StatusDeferred, mailing.StatusBounced, mailing.StatusFailed} {

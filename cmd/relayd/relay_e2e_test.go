@@ -36,6 +36,7 @@ type server struct {
 	cmd         *exec.Cmd
 	smtp, smtps string // the bound addresses, read from the log
 	https       string
+	mx          string // with --mx
 	mu          sync.Mutex
 	logs        bytes.Buffer
 }
@@ -46,7 +47,7 @@ func (s *server) logged() string {
 	return s.logs.String()
 }
 
-var listening = regexp.MustCompile(`msg=listening proto=(smtps?|https) addr=(\S+)`)
+var listening = regexp.MustCompile(`msg=listening proto=(smtps?|https|mx) addr=(\S+)`)
 
 // startServe starts relayd serve and waits for its two listening lines and
 // its ready line.
@@ -78,6 +79,8 @@ func startServe(t *testing.T, dir string, env []string, args ...string) *server 
 					s.smtps = m[2]
 				case "https":
 					s.https = m[2]
+				case "mx":
+					s.mx = m[2]
 				}
 			}
 			s.mu.Unlock()

@@ -392,9 +392,13 @@ func TestAPIMetrics(t *testing.T) {
 			b, _ := io.ReadAll(resp.Body)
 			return resp.StatusCode, string(b)
 		}
+		if st, out := f.call(t, "POST", "/v1/suppressions", f.admin, map[string]any{"address": "c@example.org", "why": "rebota"}); st != 201 {
+			t.Fatalf("add suppression: %d %v", st, out)
+		}
 		st, body := get(f.admin)
 		for _, want := range []string{
 			`envios_recipients_total{account="sjti/talento",origin="http",kind="accepted"} 2`,
+			`envios_suppressions{reason="manual",scope="all"} 1`,
 			`envios_queue_recipients{status="queued"} 2`,
 			"# TYPE envios_queue_oldest_due_seconds gauge",
 			"envios_test_process_metric 7",

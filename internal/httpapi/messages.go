@@ -150,7 +150,8 @@ func (a *API) postMessage(w http.ResponseWriter, r *http.Request, tok apitoken.T
 			rej = append(rej, rejection{x.Index, x.Address, public(x.Err)})
 		}
 		a.audit(r, tok, "api.send", acct, b.MessageID)
-		body := map[string]any{"id": b.MessageID, "accepted": b.Accepted, "resumed": b.Resumed, "rejected": rej, "rejected_count": b.NRejected}
+		body := map[string]any{"id": b.MessageID, "accepted": b.Accepted, "resumed": b.Resumed, "rejected": rej, "rejected_count": b.NRejected,
+			"suppressed_count": b.Suppressed}
 		if err != nil { // stopped part-way (the pool ran out): what was stored stays
 			body["stopped"] = public(err)
 		}
@@ -176,9 +177,17 @@ func (a *API) postMessage(w http.ResponseWriter, r *http.Request, tok apitoken.T
 			ids = append(ids, x.ID)
 		}
 	}
+	type suppressed struct {
+		Address string `json:"address"`
+		Reason  string `json:"reason"`
+	}
+	supp := []suppressed{}
+	for _, x := range rc.Suppressed {
+		supp = append(supp, suppressed{x.Address, x.Reason})
+	}
 	w.Header().Set("Location", "/v1/messages/"+rc.MessageID)
 	writeJSON(w, http.StatusAccepted, map[string]any{"id": rc.MessageID, "status": rc.Status, "duplicate": rc.Duplicate,
-		"recipients": rc.Recipients, "recipient_ids": ids})
+		"recipients": rc.Recipients, "recipient_ids": ids, "suppressed": supp})
 }
 
 // receipt answers 202 with the message's recipients (the first 1,000) and

@@ -30,6 +30,11 @@ func (a *API) getMetrics(w http.ResponseWriter, r *http.Request, tok apitoken.To
 		writeError(w, a.cfg.Logger, err)
 		return
 	}
+	supp, err := a.cfg.Reports.ActiveSuppressions(r.Context(), a.cfg.Now())
+	if err != nil {
+		writeError(w, a.cfg.Logger, err)
+		return
+	}
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	b := bufio.NewWriter(w)
 	fmt.Fprintln(b, "# HELP envios_recipients_total Recipients by what happened to them: accepted, sent, deferred (attempts), bounced, failed, cancelled.")
@@ -49,6 +54,11 @@ func (a *API) getMetrics(w http.ResponseWriter, r *http.Request, tok apitoken.To
 		age = time.Since(q.OldestDue).Seconds()
 	}
 	fmt.Fprintf(b, "envios_queue_oldest_due_seconds %.3f\n", age)
+	fmt.Fprintln(b, "# HELP envios_suppressions Suppression-list entries that stop mail now, by reason and scope.")
+	fmt.Fprintln(b, "# TYPE envios_suppressions gauge")
+	for _, x := range supp {
+		fmt.Fprintf(b, "envios_suppressions{reason=%q,scope=%q} %d\n", label(x.Reason), label(x.Scope), x.N)
+	}
 	if a.cfg.Metrics != nil {
 		a.cfg.Metrics(b)
 	}

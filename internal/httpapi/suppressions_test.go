@@ -215,3 +215,28 @@ func TestAPISuppressions(t *testing.T) {
 		}
 	})
 }
+
+// POST /v1/messages says which recipients were stored suppressed (not
+// charged): by address and reason for one message, by count for a batch.
+func TestAPISendReportsSuppressed(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		f := newFixture(t, db)
+		if st, out := f.call(t, "POST", "/v1/suppressions", f.admin, map[string]any{"address": "ana@example.org", "why": "rebota"}); st != 201 {
+			t.Fatalf("add: %d %v", st, out)
+		}
+		st, out := f.call(t, "POST", "/v1/messages", f.talento, msg("ana@example.org", "luis@example.org"))
+		supp, _ := out["suppressed"].([]any)
+		if st != 202 || len(supp) != 1 {
+			t.Fatalf("send: %d %v", st, out)
+		}
+		if s := supp[0].(map[string]any); s["address"] != "ana@example.org" || !strings.HasPrefix(s["reason"].(string), "suppressed: manual (all mail)") {
+			t.Fatalf("suppressed %v", s)
+		}
+		st, out = f.call(t, "POST", "/v1/messages", f.talento, map[string]any{"from": "avisos@servir.gob.pe", "subject": "Hola {{.Nombre}}",
+			"text": "Prueba", "recipients": []map[string]any{{"address": "ana@example.org", "data": map[string]any{"Nombre": "Ana"}},
+				{"address": "eva@example.org", "data": map[string]any{"Nombre": "Eva"}}}})
+		if st != 202 || out["accepted"].(float64) != 1 || out["suppressed_count"].(float64) != 1 {
+			t.Fatalf("batch: %d %v", st, out)
+		}
+	})
+}

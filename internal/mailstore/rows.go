@@ -101,3 +101,25 @@ type AttachmentRow struct {
 	ContentID     string
 	Data          []byte
 }
+
+// InboundRow is one message the MX of the sending domain accepted for one
+// of its recipients (mail_inbound), kept permanently: its first 256 KiB,
+// its size and SHA-256, the envelope, and what reading it found. Kind is
+// empty until the message has been processed.
+type InboundRow struct {
+	bun.BaseModel `bun:"table:mail_inbound,alias:ib"`
+	ID            int64     `bun:"id,pk,autoincrement"`
+	ReceivedAt    time.Time `bun:"received_at"`
+	RemoteAddr    string    `bun:"remote_addr"`
+	Helo          string    `bun:"helo"`
+	MailFrom      string    `bun:"mail_from"`
+	Rcpt          string    `bun:"rcpt"`
+	Mailbox       string    `bun:"mailbox"`
+	RecipientID   *int64    `bun:"recipient_id"`
+	Size          int64     `bun:"size"`
+	SHA256        string    `bun:"sha256"`
+	Raw           []byte    `bun:"raw"`
+	Truncated     bool      `bun:"truncated"`
+	Kind          string    `bun:"kind"`
+	Result        string    `bun:"result"`
+}

@@ -151,25 +151,27 @@ func Unsubscribe(ctx context.Context, idb bun.IDB, id int64, method, actor strin
 
 // Complain records a complaint (an ARF or JMRP report) about recipient
 // id: a complained event and a suppression of all bulk mail to its
-// address. Transactional mail still goes.
-func Complain(ctx context.Context, idb bun.IDB, id int64, evidence map[string]string, actor string, now time.Time) (Entry, error) {
+// address. Transactional mail still goes. A second complaint while the
+// address is suppressed for bulk mail changes nothing (added false): a
+// provider that reports one message twice is one complaint.
+func Complain(ctx context.Context, idb bun.IDB, id int64, evidence map[string]string, actor string, now time.Time) (e Entry, added bool, err error) {
 	r, err := readRecipient(ctx, idb, id)
 	if err != nil {
-		return Entry{}, err
+		return Entry{}, false, err
 	}
-	e, _, err := Insert(ctx, idb, Add{Address: r.Address, Scope: ScopeBulk, Reason: ReasonComplaint, Actor: actor, RecipientID: r.ID,
+	e, added, err = Insert(ctx, idb, Add{Address: r.Address, Scope: ScopeBulk, Reason: ReasonComplaint, Actor: actor, RecipientID: r.ID,
 		Evidence: evidence, Now: now})
-	if err != nil {
-		return Entry{}, err
+	if err != nil || !added {
+		return e, added, err
 	}
 	ev := mailstore.EventRow{RecipientID: r.ID, MessageID: r.MessageID, AccountID: r.AccountID, Origin: r.Origin, At: now.UTC(),
 		Type: mailstore.EventComplained, Detail: detail(evidence)}
 	if err := mailstore.InsertEvents(ctx, idb, []mailstore.EventRow{ev}); err != nil {
-		return Entry{}, err
+		return e, added, err
 	}
 	c := mailstore.Counts{}
 	c.Add(r.AccountID, r.Origin, now, string(mailstore.EventComplained), 1)
-	return e, c.Write(ctx, idb)
+	return e, added, c.Write(ctx, idb)
 }
 
 // detail is an event's detail: its evidence as a JSON object.

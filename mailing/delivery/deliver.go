@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/servir-pe/envios/internal/bounce"
 	"github.com/servir-pe/envios/internal/dkimkey"
 	"github.com/servir-pe/envios/internal/mailstore"
 	"github.com/servir-pe/envios/internal/store"
@@ -55,6 +56,15 @@ func (e *Engine) deliver(ctx context.Context, g []mailstore.Claimed) (out []outc
 		return every(smtpout.Result{Text: err.Error()})
 	}
 	domain := domainOf(first.Address)
+	if wait := e.limits.bulkPaused(domain, e.st.Now()); first.Priority > 0 && wait > 0 {
+		// A policy refusal paused bulk mail to the destination: it waits,
+		// unattempted; transactional mail still goes.
+		every(smtpout.Result{Text: "bulk mail to " + domain + " paused after a policy refusal"})
+		for i := range out {
+			out[i].retryIn = wait
+		}
+		return out
+	}
 	release, wait := e.limits.acquire(ctx, domain, 250*time.Millisecond)
 	if release == nil {
 		// The destination's limits are full: try again when they are not,
@@ -71,15 +81,37 @@ func (e *Engine) deliver(ctx context.Context, g []mailstore.Claimed) (out []outc
 		to[i] = it.Address
 	}
 	results := e.cfg.Transport.Deliver(ctx, e.ReturnPath(first.ID), to, raw)
-	throttled := false
+	throttled, policy := false, -1
 	for i := range out {
 		out[i].res, out[i].attempted = results[i], true
 		throttled = throttled || isThrottling(results[i])
+		if r := results[i]; r.Permanent() && bounce.Classify(r.Code, r.Enhanced, r.Text) == bounce.Policy {
+			policy = i
+		}
 	}
 	if throttled {
 		e.limits.throttled(domain)
 	}
+	if policy >= 0 {
+		e.policyRefusal(domain, results[policy])
+	}
 	return out
+}
+
+// PolicyPause is how long bulk mail to a destination waits after it
+// refused a message for policy (5.7.x: our reputation, DMARC, PTR,
+// Outlook's 5.7.515): the refusal names our configuration, not the
+// recipient, so nothing is suppressed; an operator is alerted instead.
+const PolicyPause = 30 * time.Minute
+
+// policyRefusal raises the alarm for a policy refusal and pauses bulk
+// mail to the destination.
+func (e *Engine) policyRefusal(domain string, r smtpout.Result) {
+	until := e.st.Now().Add(PolicyPause)
+	e.limits.pauseBulk(domain, until)
+	e.stats.policy(domain)
+	e.st.Logger.Error("ALARM: a destination refused our mail for policy (reputation, DMARC, SPF/DKIM, PTR): check the sending domain's DNS and reputation; bulk mail to it is paused",
+		"domain", domain, "host", r.Host, "reply", r.Reply(), "paused_until", until.UTC().Format(time.RFC3339))
 }
 
 // DestinationRate is the messages per second the engine allows a domain

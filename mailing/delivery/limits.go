@@ -37,6 +37,9 @@ type destination struct {
 	limiter *rate.Limiter
 	max     rate.Limit
 	slowed  time.Time // last throttling reply
+	// bulkUntil: after a policy refusal (5.7.x: reputation, DMARC, PTR)
+	// bulk mail to the destination waits until then; transactional goes on.
+	bulkUntil time.Time
 }
 
 type limiter struct {
@@ -127,6 +130,23 @@ func (l *limiter) recover(d *destination) {
 		d.limiter.SetLimit(min(cur*2, d.max))
 		d.slowed = time.Now()
 	}
+}
+
+// pauseBulk holds bulk mail to domain for d after a policy refusal.
+func (l *limiter) pauseBulk(domain string, until time.Time) {
+	d := l.dest(domain)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	d.bulkUntil = until
+}
+
+// bulkPaused reports how long bulk mail to domain still waits at now (0:
+// it goes).
+func (l *limiter) bulkPaused(domain string, now time.Time) time.Duration {
+	d := l.dest(domain)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return max(0, d.bulkUntil.Sub(now))
 }
 
 // rate reports a destination's current messages per second.

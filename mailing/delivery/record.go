@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"context"
+	"encoding/json"
 	"math"
 	mathrand "math/rand/v2"
 	"sync"
@@ -9,8 +10,10 @@ import (
 
 	"github.com/uptrace/bun"
 
+	"github.com/servir-pe/envios/internal/bounce"
 	"github.com/servir-pe/envios/internal/mailstore"
 	"github.com/servir-pe/envios/internal/store"
+	"github.com/servir-pe/envios/internal/suppress"
 	"github.com/servir-pe/envios/mailing/smtpout"
 	"github.com/servir-pe/envios/quota"
 )
@@ -132,6 +135,7 @@ type outcomeRow struct {
 	due      time.Time
 	host     string
 	reply    string
+	class    bounce.Class // of a failure reply (4xx, 5xx) the server gave; "" otherwise
 }
 
 func (e *Engine) outcomeRow(o outcome, now time.Time) outcomeRow {
@@ -144,6 +148,9 @@ func (e *Engine) outcomeRow(o outcome, now time.Time) outcomeRow {
 		status = mailstore.StatusBounced
 	}
 	row := outcomeRow{attempts: it.Attempts, host: r.Host, reply: mailstore.Truncate(r.Reply(), 2000)}
+	if o.attempted && r.Code >= 400 {
+		row.class = bounce.Classify(r.Code, r.Enhanced, r.Text)
+	}
 	if o.attempted {
 		row.attempts++
 		row.last = &now
@@ -217,6 +224,9 @@ func (e *Engine) recordMany(ctx context.Context, tx bun.Tx, batch []outcome, now
 	if err := c.Write(ctx, tx); err != nil {
 		return nil, err
 	}
+	if err := e.feedSuppressions(ctx, tx, batch, rows, recorded, now); err != nil {
+		return nil, err
+	}
 	for _, o := range batch {
 		if r, ok := rows[o.it.ID]; ok && r.status == mailstore.StatusFailed && r.attempts == 0 && recorded[o.it.ID] {
 			if err := e.release(ctx, tx, o.it, "failed before any attempt"); err != nil {
@@ -272,6 +282,54 @@ func (e *Engine) event(o outcome, r outcomeRow, now time.Time) (mailstore.EventR
 	if !o.attempted && r.status == mailstore.StatusDeferred {
 		return mailstore.EventRow{}, false
 	}
-	return mailstore.EventRow{RecipientID: o.it.ID, MessageID: o.it.MessageID, AccountID: o.it.AccountID, Origin: o.it.Origin, At: now,
-		Type: r.status, Attempt: o.attempted, RemoteHost: r.host, Reply: r.reply}, true
+	ev := mailstore.EventRow{RecipientID: o.it.ID, MessageID: o.it.MessageID, AccountID: o.it.AccountID, Origin: o.it.Origin, At: now,
+		Type: r.status, Attempt: o.attempted, RemoteHost: r.host, Reply: r.reply, Class: string(r.class)}
+	if r.class != "" {
+		b, _ := json.Marshal(syncEvidence(o.res))
+		ev.Detail = string(b)
+	}
+	return ev, true
+}
+
+// syncEvidence is what a failure reply during delivery leaves as evidence
+// (in its event and any suppression it causes).
+func syncEvidence(r smtpout.Result) map[string]string {
+	m := map[string]string{"source": "sync", "diagnostic": mailstore.Truncate(r.Reply(), 1000)}
+	if r.Enhanced != "" {
+		m["status"] = r.Enhanced
+	}
+	if r.Host != "" {
+		m["remote_mta"] = r.Host
+	}
+	return m
+}
+
+// feedSuppressions gives the suppression list what the batch's replies
+// say about their addresses (in the batch's transaction): a failure is
+// fed to its streak rules (suppress.Fail: hard now, soft after a streak,
+// policy and message-level never), a delivery ends the address's streaks.
+func (e *Engine) feedSuppressions(ctx context.Context, tx bun.Tx, batch []outcome, rows map[int64]outcomeRow, recorded map[int64]bool, now time.Time) error {
+	var delivered []string
+	for _, o := range batch {
+		r, ok := rows[o.it.ID]
+		if !ok || !recorded[o.it.ID] {
+			continue
+		}
+		if r.status == mailstore.StatusSent {
+			delivered = append(delivered, o.it.Address)
+			continue
+		}
+		if !r.class.Suppresses() {
+			continue
+		}
+		_, err := suppress.Fail(ctx, tx, suppress.Failure{Address: o.it.Address, Class: string(r.class), RecipientID: o.it.ID,
+			Evidence: syncEvidence(o.res), Actor: "engine:" + e.cfg.Owner, Now: now})
+		if err != nil {
+			return err
+		}
+	}
+	if len(delivered) == 0 {
+		return nil
+	}
+	return suppress.Delivered(ctx, tx, delivered)
 }

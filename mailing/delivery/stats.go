@@ -1,6 +1,7 @@
 package delivery
 
 import (
+	"maps"
 	"sync"
 	"time"
 
@@ -20,6 +21,10 @@ type Stats struct {
 	Buckets    []int64
 	Count      int64
 	SumSeconds float64
+	// PolicyRefusals counts, by destination domain, the 5xx replies of
+	// class policy (reputation, DMARC, PTR): each raised an alarm and
+	// paused bulk mail to the domain.
+	PolicyRefusals map[string]int64
 }
 
 type engineStats struct {
@@ -48,6 +53,15 @@ func (st *engineStats) record(status mailstore.Status, accepted, now time.Time) 
 	st.s.SumSeconds += d
 }
 
+func (st *engineStats) policy(domain string) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.s.PolicyRefusals == nil {
+		st.s.PolicyRefusals = map[string]int64{}
+	}
+	st.s.PolicyRefusals[domain]++
+}
+
 // Stats returns the engine's counters.
 func (e *Engine) Stats() Stats {
 	e.stats.mu.Lock()
@@ -57,6 +71,7 @@ func (e *Engine) Stats() Stats {
 	for k, v := range e.stats.s.Outcomes {
 		out.Outcomes[k] = v
 	}
+	out.PolicyRefusals = maps.Clone(e.stats.s.PolicyRefusals)
 	out.Buckets = append([]int64(nil), e.stats.s.Buckets...)
 	if out.Buckets == nil {
 		out.Buckets = make([]int64, len(LatencyBuckets))
