@@ -124,6 +124,9 @@ func startListeners(ctx context.Context, e *env, g *globals, log *slog.Logger, m
 	}
 	if !isOff(o.mx) {
 		s.feedback = &feedback.Processor{DB: db, Tokens: o.tokens, Now: e.now, Logger: log}
+		if o.engine != nil { // a policy bounce reported later pauses bulk mail as one during delivery does
+			s.feedback.OnPolicy = o.engine.PauseBulk
+		}
 		in := o.inbound
 		if s.mx, err = inbound.New(inbound.Config{DB: db, Tokens: o.tokens, Domain: o.sendingDomain, Processor: s.feedback, TLS: holder.Config(),
 			Hostname: o.hostname, MaxMessageSize: in.MaxMessageSize, MaxRecipients: in.MaxRecipients, ReadTimeout: in.ReadTimeout,

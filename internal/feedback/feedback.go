@@ -43,6 +43,11 @@ type Processor struct {
 	Tokens *rcpttoken.Keyring
 	Now    func() time.Time // default time.Now
 	Logger *slog.Logger     // default slog.Default()
+	// OnPolicy, when set, is told of every policy bounce a DSN reports
+	// (the recipient's domain, the reporting host, the status and
+	// diagnostic), after it committed: relayd pauses the delivery
+	// engine's bulk mail to the domain (delivery.Engine.PauseBulk).
+	OnPolicy func(domain, host, reply string)
 
 	bounced, delayed, complaints, unsubscribes, policy, ignored atomic.Int64
 }
@@ -90,7 +95,9 @@ func (p *Processor) Pending(ctx context.Context, limit int) ([]int64, error) {
 // Process acts on row id and marks it processed with its kind and a line
 // saying what was done. A row already processed is left alone.
 func (p *Processor) Process(ctx context.Context, id int64) error {
-	return p.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+	var post run
+	err := p.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		post = run{} // a try may run again
 		var rows []mailstore.InboundRow
 		if err := tx.NewSelect().Model(&rows).Where("id = ? AND kind = ''", id).Scan(ctx); err != nil {
 			return fmt.Errorf("feedback: read inbound %d: %w", id, err)
@@ -98,7 +105,7 @@ func (p *Processor) Process(ctx context.Context, id int64) error {
 		if len(rows) == 0 {
 			return nil
 		}
-		kind, result, err := p.act(ctx, tx, &rows[0])
+		kind, result, err := p.act(ctx, tx, &rows[0], &post)
 		if err != nil {
 			return err
 		}
@@ -110,10 +117,20 @@ func (p *Processor) Process(ctx context.Context, id int64) error {
 		p.log().Info("mx: processed", "inbound", id, "mailbox", rows[0].Mailbox, "kind", kind, "result", result)
 		return nil
 	})
+	if err == nil {
+		for _, f := range post.after {
+			f()
+		}
+	}
+	return err
 }
 
+// run is one Process call's state: what to do once its transaction
+// committed.
+type run struct{ after []func() }
+
 // act does what row asks for and says what it was.
-func (p *Processor) act(ctx context.Context, tx bun.Tx, row *mailstore.InboundRow) (kind, result string, err error) {
+func (p *Processor) act(ctx context.Context, tx bun.Tx, row *mailstore.InboundRow, run *run) (kind, result string, err error) {
 	now := p.now()
 	if row.Mailbox == inbound.MailboxUnsubscribe {
 		return p.unsubscribe(ctx, tx, row, now)
@@ -163,7 +180,7 @@ func (p *Processor) act(ctx context.Context, tx bun.Tx, row *mailstore.InboundRo
 		p.delayed.Add(1)
 		return kind, "delayed: " + reply(g), nil
 	}
-	return p.bounce(ctx, tx, rep, r, ev, now)
+	return p.bounce(ctx, tx, rep, r, ev, now, run)
 }
 
 // recipientOf is the recipient the row's token names, or else the first
@@ -186,7 +203,7 @@ func (p *Processor) recipientOf(row *mailstore.InboundRow, rep *bounce.Report) i
 // another of its message that went in the same transaction — never a
 // recipient the report does not name), bounced after delivery and fed to
 // the suppression rules.
-func (p *Processor) bounce(ctx context.Context, tx bun.Tx, rep *bounce.Report, r mailstore.RecipientRow, ev evidence, now time.Time) (string, string, error) {
+func (p *Processor) bounce(ctx context.Context, tx bun.Tx, rep *bounce.Report, r mailstore.RecipientRow, ev evidence, now time.Time, run *run) (string, string, error) {
 	kind := string(rep.Kind)
 	var failed []bounce.Recipient
 	for _, g := range rep.Recipients {
@@ -207,7 +224,7 @@ func (p *Processor) bounce(ctx context.Context, tx bun.Tx, rep *bounce.Report, r
 			results = append(results, "no recipient of the message is "+cmp.Or(g.Final, g.Original, "named"))
 			continue
 		}
-		res, err := p.bounceOne(ctx, tx, rep, target, g, maps.Clone(ev), now)
+		res, err := p.bounceOne(ctx, tx, rep, target, g, maps.Clone(ev), now, run)
 		if err != nil {
 			return "", "", err
 		}
@@ -255,7 +272,7 @@ func (p *Processor) target(ctx context.Context, tx bun.Tx, r mailstore.Recipient
 }
 
 // bounceOne records one failed group against its recipient.
-func (p *Processor) bounceOne(ctx context.Context, tx bun.Tx, rep *bounce.Report, r mailstore.RecipientRow, g bounce.Recipient, ev evidence, now time.Time) (string, error) {
+func (p *Processor) bounceOne(ctx context.Context, tx bun.Tx, rep *bounce.Report, r mailstore.RecipientRow, g bounce.Recipient, ev evidence, now time.Time, run *run) (string, error) {
 	ev.add(g)
 	class := g.Class
 	if class == "" {
@@ -275,6 +292,11 @@ func (p *Processor) bounceOne(ctx context.Context, tx bun.Tx, rep *bounce.Report
 		p.policy.Add(1)
 		p.log().Warn("ALARM: a DSN reports a policy refusal: our configuration (reputation, DMARC, PTR), not the recipient; nothing suppressed",
 			"recipient", r.ID, "reply", reply(g), "remote", host)
+		if p.OnPolicy != nil {
+			domain := r.Address[strings.LastIndexByte(r.Address, '@')+1:]
+			text := reply(g)
+			run.after = append(run.after, func() { p.OnPolicy(domain, host, text) })
+		}
 		return result + "; not suppressed", nil
 	}
 	if !class.Suppresses() {

@@ -246,6 +246,8 @@ func TestDSNClasses(t *testing.T) {
 		w := newWorld(t, db, []string{"ana@example.com", "luis@example.com", "eva@example.com"}, true, mailing.Bulk)
 		ctx := context.Background()
 		ana, luis, eva := w.sent["ana@example.com"], w.sent["luis@example.com"], w.sent["eva@example.com"]
+		paused := make(chan string, 1)
+		w.proc.OnPolicy = func(domain, host, reply string) { paused <- domain + " " + host + " " + reply }
 		row := w.processed(t, w.mail(t, "", "b+"+ana+"@"+domain,
 			dsn(ana, "ana@example.com", "5.7.26", "550 5.7.26 Unauthenticated email from servir.gob.pe is not accepted due to domain's DMARC policy")))
 		if row.Kind != "dsn" || !strings.Contains(row.Result, "policy") {
@@ -253,6 +255,14 @@ func TestDSNClasses(t *testing.T) {
 		}
 		if set, _ := suppress.Lookup(ctx, db, []string{"ana@example.com"}, w.env.Clock.Now()); len(set) != 0 {
 			t.Fatalf("a DMARC bounce suppressed the recipient: %+v", set)
+		}
+		select {
+		case got := <-paused:
+			if !strings.HasPrefix(got, "example.com mailbox.example.com 5.7.26 ") {
+				t.Fatalf("OnPolicy told %q", got)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("OnPolicy was not told of the DMARC bounce")
 		}
 		delayed := strings.Replace(dsn(luis, "luis@example.com", "4.4.7", "421 4.4.7 still trying"), "Action: failed", "Action: delayed\nWill-Retry-Until: Mon, 30 Nov 2026 12:00:00 -0500", 1)
 		row = w.processed(t, w.mail(t, "", "b+"+luis+"@"+domain, delayed))

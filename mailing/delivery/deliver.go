@@ -107,11 +107,20 @@ const PolicyPause = 30 * time.Minute
 // policyRefusal raises the alarm for a policy refusal and pauses bulk
 // mail to the destination.
 func (e *Engine) policyRefusal(domain string, r smtpout.Result) {
+	e.PauseBulk(domain, r.Host, r.Reply())
+}
+
+// PauseBulk raises the alarm for a policy refusal of mail to domain —
+// during delivery, or reported later by a DSN (internal/feedback) — and
+// holds the engine's bulk mail to the domain for PolicyPause; transactional
+// mail goes on. host and reply say who refused and how.
+func (e *Engine) PauseBulk(domain, host, reply string) {
+	domain = strings.ToLower(domain)
 	until := e.st.Now().Add(PolicyPause)
 	e.limits.pauseBulk(domain, until)
 	e.stats.policy(domain)
 	e.st.Logger.Error("ALARM: a destination refused our mail for policy (reputation, DMARC, SPF/DKIM, PTR): check the sending domain's DNS and reputation; bulk mail to it is paused",
-		"domain", domain, "host", r.Host, "reply", r.Reply(), "paused_until", until.UTC().Format(time.RFC3339))
+		"domain", domain, "host", host, "reply", reply, "paused_until", until.UTC().Format(time.RFC3339))
 }
 
 // DestinationRate is the messages per second the engine allows a domain
