@@ -99,7 +99,13 @@ func (p *Processor) Process(ctx context.Context, id int64) error {
 	err := p.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		post = run{} // a try may run again
 		var rows []mailstore.InboundRow
-		if err := tx.NewSelect().Model(&rows).Where("id = ? AND kind = ''", id).Scan(ctx); err != nil {
+		q := tx.NewSelect().Model(&rows).Where("id = ? AND kind = ''", id)
+		if mailstore.IsPG(p.DB) {
+			// Several relayd on one database each run an MX: the row is
+			// processed by whichever locks it first, once.
+			q = q.For("UPDATE SKIP LOCKED")
+		}
+		if err := q.Scan(ctx); err != nil {
 			return fmt.Errorf("feedback: read inbound %d: %w", id, err)
 		}
 		if len(rows) == 0 {

@@ -378,3 +378,33 @@ func TestDSNForAnotherRecipientOfTheTransaction(t *testing.T) {
 		w.verify(t)
 	})
 }
+
+// Two processors (two relayd on one database) racing for the same row
+// apply it once: a delay report (an event, no status change to guard it)
+// is recorded once.
+func TestConcurrentProcessorsApplyOnce(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		w := newWorld(t, db, []string{"ana@example.com"}, false, mailing.Bulk)
+		tok := w.sent["ana@example.com"]
+		delayed := strings.Replace(dsn(tok, "ana@example.com", "4.2.2", "452 4.2.2 mailbox full"), "Action: failed", "Action: delayed", 1)
+		id := w.mail(t, "", "b+"+tok+"@"+domain, delayed)
+		other := &feedback.Processor{DB: db, Tokens: w.keys, Now: w.env.Clock.Now, Logger: slog.New(slog.DiscardHandler)}
+		errs := make(chan error, 2)
+		for _, p := range []*feedback.Processor{w.proc, other} {
+			go func() { errs <- p.Process(context.Background(), id) }()
+		}
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		var n int
+		if err := db.NewRaw("SELECT count(*) FROM mail_events WHERE type = 'delayed'").Scan(context.Background(), &n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 1 || w.proc.Stats().Delayed+other.Stats().Delayed != 1 {
+			t.Fatalf("delayed events %d, counted %d + %d; want 1", n, w.proc.Stats().Delayed, other.Stats().Delayed)
+		}
+		w.verify(t)
+	})
+}
