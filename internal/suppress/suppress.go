@@ -151,6 +151,15 @@ func Insert(ctx context.Context, idb bun.IDB, a Add) (e Entry, added bool, err e
 		return Entry{}, false, err
 	}
 	now := a.Now.UTC()
+	if idb.Dialect().Name() == dialect.PG {
+		// Two requests for one address at once (a one-click POST sent
+		// twice, two relayd processing reports) would both find nothing
+		// and both insert: the address's lock, to the end of the caller's
+		// transaction, makes the second find the first's entry.
+		if _, err := idb.NewRaw("SELECT pg_advisory_xact_lock(hashtextextended(?, 14))", a.Address).Exec(ctx); err != nil {
+			return Entry{}, false, fmt.Errorf("suppress: lock: %w", err)
+		}
+	}
 	var same []Entry
 	q := idb.NewSelect().Model(&same).Where("address = ? AND scope = ? AND topic = ? AND removed_at IS NULL AND (expires_at IS NULL OR expires_at > ?)",
 		a.Address, a.Scope, a.Topic, now).OrderExpr("id")

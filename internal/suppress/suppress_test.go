@@ -154,3 +154,44 @@ func TestFailStreaks(t *testing.T) {
 		}
 	})
 }
+
+// Concurrent inserts of one suppression, each in its own transaction (a
+// one-click POST sent twice at once), add it once.
+func TestConcurrentInsertsAddOnce(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db *bun.DB) {
+		open(t, db)
+		ctx := context.Background()
+		const n = 8
+		added := make(chan bool, n)
+		errs := make(chan error, n)
+		for range n {
+			go func() {
+				errs <- store.RunInTx(ctx, db, func(ctx context.Context, tx bun.Tx) error {
+					_, ok, err := suppress.Insert(ctx, tx, suppress.Add{Address: "ana@example.com", Scope: suppress.ScopeBulk,
+						Reason: suppress.ReasonComplaint, Actor: "test", Now: t0})
+					added <- ok && err == nil
+					return err
+				})
+			}()
+		}
+		for range n {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		close(added)
+		first := 0
+		for ok := range added {
+			if ok {
+				first++
+			}
+		}
+		var rows int
+		if err := db.NewRaw("SELECT count(*) FROM mail_suppressions").Scan(ctx, &rows); err != nil {
+			t.Fatal(err)
+		}
+		if rows != 1 || first != 1 {
+			t.Fatalf("%d rows, %d inserts said added, after %d concurrent inserts; want 1 and 1", rows, first, n)
+		}
+	})
+}
