@@ -92,6 +92,8 @@ func commands() []command {
 		{"report verify", "", "recount every report counter from the recipients and events; exit 1 if one differs", runReportVerify},
 		{"report log", "[--account A] [--after ID] [--follow] [--json]", "the events (accepted, sent, deferred, bounced, failed, cancelled) in order; --follow keeps printing them live", runReportLog},
 		{"report export", "[--format csv|jsonl] [--account A] [--campaign C] [--message ID] [--address A] [--from DATE] [--to DATE] [-o FILE]", "every matching recipient row as CSV (default) or JSON Lines, streamed", runReportExport},
+		{"inbound list", "[--mailbox M] [--kind K|pending] [--after ID] [--limit N] [--json]", "what the MX of the sending domain received (serve --mx): bounces, complaints, unsubscribes, mail to postmaster@, abuse@, fbl@, with what was done", runInboundList},
+		{"inbound show", "ID [--raw] [--json]", "one received message: envelope, client, size and hash, kind and result; --raw its stored bytes", runInboundShow},
 		{"suppression list", "[--address A] [--reason R] [--active] [--after ID] [--limit N] [--json]", "suppression-list entries in id order, removed and expired ones too (--active: only those that stop mail now)", runSuppressionList},
 		{"suppression add", "ADDRESS --why TEXT [--reason manual|import|hard_bounce|complaint|unsubscribe] [--scope all|bulk|account] [--account A] [--topic T] [--expires DATE|DURATION]", "stop mail to an address: all of it (default), all bulk mail (complaint), or one account's bulk mail, of one topic or all (--account; unsubscribe)", runSuppressionAdd},
 		{"suppression remove", "ADDRESS --why TEXT [--id N]", "mark an address's active suppressions (or entry N) removed; the rows stay, with who and why", runSuppressionRemove},

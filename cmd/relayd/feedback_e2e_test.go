@@ -155,6 +155,36 @@ func TestFeedbackLoopEndToEnd(t *testing.T) {
 	if out := swak("<>", forged); !strings.Contains(out, "<~* 550 5.1.1 ") {
 		t.Fatalf("forged token:\n%s", out)
 	}
+	// Mail to postmaster@ is kept for an admin; the CLI lists and shows what came in.
+	note := filepath.Join(dir, "note.eml")
+	if err := os.WriteFile(note, []byte("From: admin@isp.example\nSubject: Consulta sobre sus envios\n\nHola.\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out := swak("admin@isp.example", "postmaster@"+sendingDomain, "--data", "@"+note); !strings.Contains(out, "<~  250 2.0.0 OK: queued") {
+		t.Fatalf("swaks to postmaster:\n%s", out)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	var list string
+	for time.Now().Before(deadline) {
+		list, _ = relayd(t, dir, env, "inbound", "list", "--mailbox", "postmaster")
+		if strings.Contains(list, "unknown") {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(list, "admin@isp.example") || !strings.Contains(list, "Consulta sobre sus envios") || !strings.Contains(list, "kept; nothing to do") {
+		t.Fatalf("inbound list --mailbox postmaster:\n%s", list)
+	}
+	if out, code := relayd(t, dir, env, "inbound", "list", "--kind", "dsn"); code != 0 || !strings.Contains(out, anaFrom) || !strings.Contains(out, "suppressed (hard_bounce)") {
+		t.Fatalf("inbound list --kind dsn: exit %d\n%s", code, out)
+	}
+	// The bytes as they came (swaks ends the data with one more CRLF).
+	if out, code := relayd(t, dir, env, "inbound", "show", "1", "--raw"); code != 0 || out != strings.ReplaceAll(dsn, "\n", "\r\n")+"\r\n" {
+		t.Fatalf("inbound show 1 --raw: exit %d\n%q\nwant\n%q", code, out, strings.ReplaceAll(dsn, "\n", "\r\n"))
+	}
+	if out, code := relayd(t, dir, env, "inbound", "show", "99"); code != 1 || !strings.Contains(out, "no inbound message 99") {
+		t.Fatalf("inbound show 99: exit %d\n%s", code, out)
+	}
 	for _, args := range [][]string{{"quota", "verify"}, {"report", "verify"}} {
 		if out, code := relayd(t, dir, env, args...); code != 0 {
 			t.Fatalf("relayd %v: exit %d\n%s", args, code, out)
