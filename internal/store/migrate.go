@@ -25,13 +25,14 @@ type dialectTypes struct {
 	Time     string // a UTC instant
 	Bool     string
 	Blob     string // bytes
+	JSON     string // a JSON document (PostgreSQL: jsonb)
 }
 
 func typesFor(e Engine) dialectTypes {
 	if e == Postgres {
-		return dialectTypes{Postgres: true, ID: "BIGSERIAL PRIMARY KEY", Time: "TIMESTAMPTZ", Bool: "BOOLEAN", Blob: "BYTEA"}
+		return dialectTypes{Postgres: true, ID: "BIGSERIAL PRIMARY KEY", Time: "TIMESTAMPTZ", Bool: "BOOLEAN", Blob: "BYTEA", JSON: "JSONB"}
 	}
-	return dialectTypes{ID: "INTEGER PRIMARY KEY AUTOINCREMENT", Time: "TIMESTAMP", Bool: "BOOLEAN", Blob: "BLOB"}
+	return dialectTypes{ID: "INTEGER PRIMARY KEY AUTOINCREMENT", Time: "TIMESTAMP", Bool: "BOOLEAN", Blob: "BLOB", JSON: "TEXT"}
 }
 
 // migrations loads the embedded migration files.

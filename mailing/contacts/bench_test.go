@@ -1,0 +1,70 @@
+package contacts_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"testing"
+
+	"github.com/uptrace/bun"
+
+	"github.com/servir-pe/envios/internal/mailingtest"
+	"github.com/servir-pe/envios/internal/storetest"
+	"github.com/servir-pe/envios/mailing/contacts"
+)
+
+// genFile is a contacts CSV of n rows made as it is read (constant
+// memory): correo, nombre and three attributes, about 90 bytes a row.
+type genFile struct {
+	n, i int
+	buf  []byte
+}
+
+func (g *genFile) Read(p []byte) (int, error) {
+	for len(g.buf) < len(p) && g.i <= g.n {
+		if g.i == 0 {
+			g.buf = append(g.buf, "correo,nombre,ciudad,dependencia,fecha\n"...)
+		} else {
+			g.buf = fmt.Appendf(g.buf, "persona.%d@example.com.pe,Persona Número %d,Lima,Dirección %d,2026-0%d-15\n", g.i, g.i, g.i%40, 1+g.i%9)
+		}
+		g.i++
+	}
+	if len(g.buf) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, g.buf)
+	g.buf = g.buf[:copy(g.buf, g.buf[n:])]
+	return n, nil
+}
+
+// BenchmarkImport imports ENVIOS_BENCH_ROWS (default 100,000) new
+// contacts into an empty list and reports rows/s and peak RSS.
+func BenchmarkImport(b *testing.B) {
+	n := 100_000
+	if s := os.Getenv("ENVIOS_BENCH_ROWS"); s != "" {
+		n, _ = strconv.Atoi(s)
+	}
+	storetest.Each(b, func(b *testing.B, db *bun.DB) {
+		s := store(b, db)
+		ctx := context.Background()
+		i := 0
+		for b.Loop() {
+			i++
+			list := fmt.Sprintf("lista-%d", i)
+			if _, err := s.CreateList(ctx, "sjti/talento", list, "", "bench"); err != nil {
+				b.Fatal(err)
+			}
+			im, err := s.Import(ctx, &genFile{n: n}, contacts.ImportOptions{Account: "sjti/talento", List: list, Mode: contacts.ModeAdd, Actor: "bench"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if im.Read != int64(n) || im.Added+im.Unchanged+im.Updated != int64(n) {
+				b.Fatalf("import %+v", im)
+			}
+		}
+		b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "rows/s")
+		b.ReportMetric(mailingtest.PeakRSS(), "peak-RSS-MB")
+	})
+}
