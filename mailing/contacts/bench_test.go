@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 
@@ -39,12 +40,24 @@ func (g *genFile) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// BenchmarkImport imports ENVIOS_BENCH_ROWS (default 100,000) new
-// contacts into an empty list and reports rows/s and peak RSS.
+// BenchmarkImport imports a file of ENVIOS_BENCH_ROWS (default 100,000)
+// new contacts into an empty list and reports rows/s and peak RSS.
 func BenchmarkImport(b *testing.B) {
 	n := 100_000
 	if s := os.Getenv("ENVIOS_BENCH_ROWS"); s != "" {
 		n, _ = strconv.Atoi(s)
+	}
+	// The file is on disk before the clock starts, as a user's file is.
+	path := filepath.Join(b.TempDir(), "contactos.csv")
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := io.Copy(f, &genFile{n: n}); err != nil {
+		b.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		b.Fatal(err)
 	}
 	storetest.Each(b, func(b *testing.B, db *bun.DB) {
 		s := store(b, db)
@@ -56,7 +69,12 @@ func BenchmarkImport(b *testing.B) {
 			if _, err := s.CreateList(ctx, "sjti/talento", list, "", "bench"); err != nil {
 				b.Fatal(err)
 			}
-			im, err := s.Import(ctx, &genFile{n: n}, contacts.ImportOptions{Account: "sjti/talento", List: list, Mode: contacts.ModeAdd, Actor: "bench"})
+			file, err := os.Open(path)
+			if err != nil {
+				b.Fatal(err)
+			}
+			im, err := s.Import(ctx, file, contacts.ImportOptions{Account: "sjti/talento", List: list, Mode: contacts.ModeAdd, Actor: "bench"})
+			file.Close()
 			if err != nil {
 				b.Fatal(err)
 			}
