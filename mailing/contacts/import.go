@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -268,10 +267,9 @@ func (rs *rowSource) read(out chan<- recBatch) {
 				b.err = fmt.Errorf("contacts: read the file: %w", err)
 				break
 			}
-			rec.fields = slices.Clone(rec.fields) // the reader reuses its slice
 			b.recs = append(b.recs, rec)
 			if n++; rs.progress != nil && n%10000 == 0 {
-				rs.progress(rec.line, rs.in.count.n)
+				rs.progress(rec.line, rs.in.bytesRead())
 			}
 		}
 		last := b.err != nil || len(b.recs) < pipeBatch
@@ -296,7 +294,7 @@ func (rs *rowSource) build(in <-chan recBatch) {
 		for i, x := range b.recs {
 			switch x := x.(type) {
 			case *rowError:
-				rows[i] = stageRow{line: int64(x.line), attrs: "{}", reject: "unreadable row: " + x.err.Error()}
+				rows[i] = stageRow{line: int64(x.line), raw: x.raw, attrs: "{}", reject: "unreadable row: " + x.err.Error()}
 			case record:
 				rows[i] = rs.row(x)
 			}
