@@ -11,22 +11,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/servir-pe/envios/internal/mailstore"
+	"github.com/servir-pe/envios/internal/store"
 	"github.com/uptrace/bun"
 )
-
-// withPgx runs fn on the pgx connection under conn (PostgreSQL's COPY is
-// not in database/sql), inside whatever transaction is open on it.
-func withPgx(conn bun.Conn, fn func(*pgx.Conn) error) error {
-	return conn.Raw(func(driverConn any) error {
-		sc, ok := driverConn.(*stdlib.Conn)
-		if !ok {
-			return fmt.Errorf("COPY needs a pgx connection, have %T", driverConn)
-		}
-		return fn(sc.Conn())
-	})
-}
 
 var copyColumns = []string{"message_id", "seq", "account_id", "origin", "kind", "address", "name", "data",
 	"rfc_message_id", "status", "priority", "due_at", "accepted_at", "final_at", "reply", "suppressed_by"}
@@ -37,7 +25,7 @@ var copyColumns = []string{"message_id", "seq", "account_id", "origin", "kind", 
 // with errCopyConflict (the caller retries with INSERT … ON CONFLICT).
 func copyRecipients(ctx context.Context, conn bun.Conn, rows []mailstore.RecipientRow) (int64, error) {
 	var n int64
-	err := withPgx(conn, func(pc *pgx.Conn) error {
+	err := store.WithPgx(conn, func(pc *pgx.Conn) error {
 		var err error
 		n, err = pc.CopyFrom(ctx, pgx.Identifier{"mail_recipients"}, copyColumns,
 			pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
@@ -73,7 +61,7 @@ func copyMessages(ctx context.Context, conn bun.Conn, rows []mailstore.MessageRo
 	}
 	data := encodeMessages(rows)
 	var n int64
-	err := withPgx(conn, func(pc *pgx.Conn) error {
+	err := store.WithPgx(conn, func(pc *pgx.Conn) error {
 		tag, err := pc.PgConn().CopyFrom(ctx, bytes.NewReader(data),
 			"COPY mail_messages ("+strings.Join(messageColumns, ", ")+") FROM STDIN (FORMAT binary)")
 		n = tag.RowsAffected()

@@ -5,7 +5,7 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/servir-pe/envios/internal/store"
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect"
 )
@@ -37,13 +37,9 @@ var stageCopyColumns = []string{"line", "address", "name", "attrs", "raw", "reje
 // copyStage streams the rows into the staging table with COPY, on the
 // pgx connection under conn (inside the transaction open on it).
 func copyStage(ctx context.Context, conn bun.Conn, rows *rowSource) error {
-	return conn.Raw(func(driverConn any) error {
-		sc, ok := driverConn.(*stdlib.Conn)
-		if !ok {
-			return fmt.Errorf("contacts: COPY needs a pgx connection, have %T", driverConn)
-		}
-		var rerr error
-		_, err := sc.Conn().CopyFrom(ctx, pgx.Identifier{"import_stage"}, stageCopyColumns, pgx.CopyFromFunc(func() ([]any, error) {
+	var rerr error
+	err := store.WithPgx(conn, func(pc *pgx.Conn) error {
+		_, err := pc.CopyFrom(ctx, pgx.Identifier{"import_stage"}, stageCopyColumns, pgx.CopyFromFunc(func() ([]any, error) {
 			r, ok, err := rows.next()
 			if err != nil || !ok {
 				rerr = err
@@ -51,14 +47,15 @@ func copyStage(ctx context.Context, conn bun.Conn, rows *rowSource) error {
 			}
 			return []any{r.line, r.address, r.name, r.attrs, r.raw, r.reject}, nil
 		}))
-		if rerr != nil {
-			return rerr
-		}
-		if err != nil {
-			return fmt.Errorf("contacts: stage the rows: %w", err)
-		}
-		return nil
+		return err
 	})
+	if rerr != nil {
+		return rerr
+	}
+	if err != nil {
+		return fmt.Errorf("contacts: stage the rows: %w", err)
+	}
+	return nil
 }
 
 // stageModel is a staged row as SQLite's multi-row INSERT writes it.
