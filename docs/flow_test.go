@@ -23,7 +23,7 @@ const root = ".."
 // tablePrefixes are the prefixes of every table the migrations create
 // (internal/store/migrations/*.up.sql); a word in a code span that starts
 // with one is taken as a table (or index) name.
-var tablePrefixes = []string{"api_", "audit_", "contact", "dkim_", "envios_", "mail_", "quota_", "relay_"}
+var tablePrefixes = []string{"api_", "audit_", "campaign", "contact", "dkim_", "envios_", "mail_", "quota_", "relay_"}
 
 // span is one inline code span of a Markdown file.
 type span struct {

@@ -170,6 +170,10 @@ func Open(ctx context.Context, dsn string, cfg Config) (*Mailer, error) {
 // Ledger is the message-pool ledger the Mailer charges.
 func (m *Mailer) Ledger() *quota.Ledger { return m.ledger }
 
+// DB is the database the mailer stores in, for the packages that keep
+// their own tables beside it (mailing/contacts, mailing/campaign).
+func (m *Mailer) DB() *bun.DB { return m.db }
+
 // enter registers a call in flight; it fails once the Mailer is closing.
 func (m *Mailer) enter() error {
 	m.mu.Lock()

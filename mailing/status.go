@@ -27,6 +27,7 @@ type MessageInfo struct {
 	AcceptedAt  time.Time
 	SendAt      time.Time // zero: immediately
 	CancelledAt time.Time // zero: not cancelled
+	PausedAt    time.Time // zero: not paused (Mailer.Pause)
 	Recipients  int
 	Counts      map[Status]int // recipients per status
 }
@@ -71,6 +72,9 @@ func (v messageView) info() MessageInfo {
 	}
 	if v.CancelledAt != nil {
 		i.CancelledAt = v.CancelledAt.UTC()
+	}
+	if v.PausedAt != nil {
+		i.PausedAt = v.PausedAt.UTC()
 	}
 	return i
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/servir-pe/envios/internal/dkimkey"
 	"github.com/servir-pe/envios/internal/store"
 	"github.com/servir-pe/envios/mailing"
+	"github.com/servir-pe/envios/mailing/campaign"
 	"github.com/servir-pe/envios/quota"
 	"github.com/servir-pe/envios/report"
 )
@@ -94,9 +95,26 @@ func commands() []command {
 		{"report export", "[--format csv|jsonl] [--account A] [--campaign C] [--message ID] [--address A] [--from DATE] [--to DATE] [-o FILE]", "every matching recipient row as CSV (default) or JSON Lines, streamed", runReportExport},
 		{"list create", "NAME --account A [--description D]", "a new contact list of an account", runListCreate},
 		{"list ls", "[--account A] [--json]", "the contact lists, with their subscribed and unsubscribed counts", runListList},
-		{"contacts import", "FILE --account A --list L [--mode add|update|unsubscribe|blocklist] [--map email=COL,name=COL] [--dry-run] [--json]", "import contacts from a CSV file (any size; UTF-8 or Windows-1252; , ; tab or |): every row lands or is listed with its line and why", runContactsImport},
+		{"contacts import", "FILE --account A --list L [--mode add|update|unsubscribe|blocklist] [--map email=COL,name=COL] [--dry-run] [--json]", "import contacts from a CSV file (any size; UTF-8 or Windows-1252; , ; tab or |) or an Excel workbook (.xlsx): every row lands or is listed with its line and why", runContactsImport},
 		{"contacts delete", "ADDRESS --account A --why TEXT", "delete a contact and its list memberships (right to deletion); the record of mail sent to it stays", runContactsDelete},
 		{"contacts rejects", "IMPORT [--after LINE] [--limit N] [--json]", "every rejected row of an import, with its line and why", runContactsRejects},
+		{"segment save", "NAME --account A --expr EXPRESSION", "save a segment: a filter on contacts' attributes and lists, e.g. 'region = \"Lima\" and list \"boletin\"'", runSegmentSave},
+		{"segment ls", "--account A [--json]", "an account's saved segments", runSegmentList},
+		{"segment count", "NAME|EXPRESSION --account A", "how many active contacts a segment (saved, or an expression) selects", runSegmentCount},
+		{"template save", "NAME (--account A | --shared) --subject S [--text-file F] [--html-file F] [--json]", "store a template (text/template and html/template syntax; merge fields {{.name}}, {{.email}}, {{.ATTRIBUTE}}); again: replaced", runTemplateSave},
+		{"template ls", "[--account A] [--json]", "the templates an account may use: its own and the shared ones", runTemplateList},
+		{"campaign create", "--account A --name N --from ADDR (--template T | --subject S [--text-file F] [--html-file F]) (--lists L,… and/or --segment NAME|EXPR) [--topic T] [--reply-to R] [--tags T,…] [--send-at 'YYYY-MM-DD HH:MM'] [--json]", "a draft campaign; its merge fields are checked against its target's contacts", runCampaignCreate},
+		{"campaign list", "[--account A] [--status S] [--before ID] [--limit N] [--json]", "campaigns, newest first", runCampaignList},
+		{"campaign show", "ID [--account A] [--json]", "a campaign and its progress: recipients by status", runCampaignShow},
+		{"campaign preview", "ID [--as CONTACT] [--account A] [--json]", "the subject, text and HTML as a contact gets them", runCampaignPreview},
+		{"campaign test", "ID --to ADDR [--as CONTACT] [--account A] [--json]", "send the campaign to one address with a contact's data (charged, tagged test)", runCampaignTest},
+		{"campaign start", "ID [--dry-run] [--no-wait] [--account A] [--json]", "preflight (recipients, suppressed, cost; refused whole if the pool does not fit), then snapshot and store its recipients", runCampaignStart},
+		{"campaign pause", "ID [--account A] [--json]", "hold a campaign: no more of its recipients are delivered until resume", runCampaignState("pause", (*campaign.Store).Pause)},
+		{"campaign resume", "ID [--account A] [--json]", "continue a paused campaign where it stopped", runCampaignState("resume", (*campaign.Store).Resume)},
+		{"campaign cancel", "ID [--account A] [--json]", "cancel the recipients not yet sent; the charge of those never attempted goes back to the account", runCampaignState("cancel", (*campaign.Store).Cancel)},
+		{"campaign clone", "ID [--name N] [--account A] [--json]", "a new draft with a campaign's content and target", runCampaignClone},
+		{"campaign extend", "ID [--account A] [--json]", "include the contacts added to the target since the start", runCampaignExtend},
+		{"campaign recipients", "ID [--after SEQ] [--limit N] [--account A] [--json]", "a campaign's recipients: status, attempts, server and reply of each", runCampaignRecipients},
 		{"inbound list", "[--mailbox M] [--kind K|pending] [--after ID] [--limit N] [--json]", "what the MX of the sending domain received (serve --mx): bounces, complaints, unsubscribes, mail to postmaster@, abuse@, fbl@, with what was done", runInboundList},
 		{"inbound show", "ID [--raw] [--json]", "one received message: envelope, client, size and hash, kind and result; --raw its stored bytes", runInboundShow},
 		{"suppression list", "[--address A] [--reason R] [--active] [--after ID] [--limit N] [--json]", "suppression-list entries in id order, removed and expired ones too (--active: only those that stop mail now)", runSuppressionList},

@@ -135,8 +135,12 @@ func runContactsImport(ctx context.Context, e *env, args []string) error {
 	if im.DryRun {
 		what = "dry run"
 	}
-	fmt.Fprintf(e.stdout, "%s (%s, %q): read %s %s: %s added, %s updated, %s unchanged, %s rejected\n", what, im.Encoding,
-		im.Delimiter, group(im.Read), plural(int(im.Read), "row", "rows"), group(im.Added), group(im.Updated), group(im.Unchanged), group(im.Rejected))
+	format := im.Encoding // a spreadsheet has no delimiter
+	if im.Delimiter != "" {
+		format = fmt.Sprintf("%s, %q", im.Encoding, im.Delimiter)
+	}
+	fmt.Fprintf(e.stdout, "%s (%s): read %s %s: %s added, %s updated, %s unchanged, %s rejected\n", what, format,
+		group(im.Read), plural(int(im.Read), "row", "rows"), group(im.Added), group(im.Updated), group(im.Unchanged), group(im.Rejected))
 	switch {
 	case im.DryRun:
 		fmt.Fprintln(e.stdout, "dry run: nothing was changed")

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -17,6 +18,8 @@ import (
 	"github.com/servir-pe/envios/internal/rcpttoken"
 	"github.com/servir-pe/envios/internal/store"
 	"github.com/servir-pe/envios/mailing"
+	"github.com/servir-pe/envios/mailing/campaign"
+	"github.com/servir-pe/envios/mailing/contacts"
 	"github.com/uptrace/bun"
 )
 
@@ -109,16 +112,36 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	imports := importJobs(e, &g, db, log)
+	campaigns, err := campaign.New(campaign.Config{DB: db, Mailer: m, Segments: imports.Store, Now: e.now, Logger: log})
+	if err != nil {
+		return err
+	}
 	ls, err := startListeners(ctx, e, &g, log, m, db, listenOptions{smtp: *f.smtpAddr, smtps: *f.smtpsAddr,
 		https: *f.httpsAddr, http: *f.httpAddr, mx: *f.mxAddr, cert: *f.certFile, key: *f.keyFile, hostname: *f.hostname,
 		hideClientAddress: file.Relay.HideClientAddress, limits: file.Relay.Limits.relay(), engine: engine,
-		sendingDomain: *f.sending, tokens: tokens, inbound: file.Inbound})
+		sendingDomain: *f.sending, tokens: tokens, inbound: file.Inbound, campaigns: campaigns, imports: imports})
 	if err != nil {
 		return err
 	}
 	log.Info("relayd ready", "db", store.Describe(g.dsn()), "timezone", g.loc.String(), "delivery", deliveryMode(*f.smarthost, *f.direct))
 	var wg sync.WaitGroup
 	var runErr error
+	// Campaigns are materialised (their recipients stored and charged) by
+	// every node, with or without delivery; what one node was doing when it
+	// died another takes over.
+	wg.Go(func() {
+		if err := campaigns.Run(ctx); err != nil {
+			log.Error("campaigns stopped", "err", err)
+		}
+	})
+	// The contact imports uploaded to this node run on it (their files are
+	// on its disk); stopping puts the running ones back in the queue.
+	wg.Go(func() {
+		if err := imports.Run(ctx); err != nil {
+			log.Error("contact imports stopped", "err", err)
+		}
+	})
 	if engine != nil {
 		wg.Go(func() {
 			if err := engine.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
@@ -312,4 +335,18 @@ func deliveryMode(smarthost string, direct bool) string {
 		return "smarthost " + smarthost
 	}
 	return "off (no --smarthost or --direct; mail stays queued)"
+}
+
+// importJobs runs the contact imports uploaded to this node. Their files
+// wait in the directory imports beside the SQLite database, or on
+// PostgreSQL in the data directory (--data-dir, default ./data): each node
+// keeps the files it received and runs their imports itself, so that
+// directory must persist across restarts (a queued import whose file is
+// there runs at the next start).
+func importJobs(e *env, g *globals, db *bun.DB, log *slog.Logger) *contacts.Jobs {
+	dir := filepath.Join(g.dataDir, "imports")
+	if store.EngineOf(g.dsn()) == store.SQLite {
+		dir = filepath.Join(filepath.Dir(g.dsn()), "imports")
+	}
+	return &contacts.Jobs{Store: &contacts.Store{DB: db, Now: e.now}, Dir: dir, Logger: log}
 }

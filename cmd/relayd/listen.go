@@ -27,6 +27,8 @@ import (
 	"github.com/servir-pe/envios/internal/store"
 	"github.com/servir-pe/envios/internal/tlscert"
 	"github.com/servir-pe/envios/mailing"
+	"github.com/servir-pe/envios/mailing/campaign"
+	"github.com/servir-pe/envios/mailing/contacts"
 	"github.com/servir-pe/envios/relay"
 	"github.com/servir-pe/envios/report"
 )
@@ -41,6 +43,8 @@ type listenOptions struct {
 	sendingDomain                    string
 	tokens                           *rcpttoken.Keyring
 	inbound                          inboundConfig
+	campaigns                        *campaign.Store
+	imports                          *contacts.Jobs // contact imports; their Store serves /v1/lists and /v1/contacts
 }
 
 func envOr(e *env, name, def string) string {
@@ -136,7 +140,8 @@ func startListeners(ctx context.Context, e *env, g *globals, log *slog.Logger, m
 	}
 	if !apiOff {
 		api, err := httpapi.New(httpapi.Config{Mailer: m, DB: db, Now: e.now, Tokens: apitoken.NewStore(db, e.now), RecipientTokens: o.tokens,
-			Reports: report.New(db, report.Config{Location: g.loc, Now: e.now}), Location: g.loc, Logger: log,
+			Reports: report.New(db, report.Config{Location: g.loc, Now: e.now}), Location: g.loc, Logger: log, Campaigns: o.campaigns,
+			Contacts: o.imports.Store, Imports: o.imports,
 			Metrics: func(w io.Writer) { processMetrics(w, s, o.engine) }})
 		if err != nil {
 			return nil, err

@@ -26,6 +26,8 @@ import (
 	"github.com/servir-pe/envios/internal/store"
 	"github.com/servir-pe/envios/internal/suppress"
 	"github.com/servir-pe/envios/mailing"
+	"github.com/servir-pe/envios/mailing/campaign"
+	"github.com/servir-pe/envios/mailing/contacts"
 	"github.com/servir-pe/envios/quota"
 	"github.com/servir-pe/envios/report"
 )
@@ -61,6 +63,15 @@ type Config struct {
 	// file's sealer when the secret is sealed). Default: loaded from DB,
 	// without a key file, on the first request that needs it.
 	RecipientTokens *rcpttoken.Keyring
+	// Campaigns, when set, serves the templates and campaigns routes
+	// (/v1/templates, /v1/campaigns). Default none: they answer 503.
+	Campaigns *campaign.Store
+	// Contacts serves the lists and contacts routes (/v1/lists,
+	// /v1/contacts). Default none: they answer 503.
+	Contacts *contacts.Store
+	// Imports serves the import routes (/v1/imports): jobs run by its
+	// Run. Default none: they answer 503.
+	Imports *contacts.Jobs
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 }
@@ -98,6 +109,28 @@ var routes = []route{
 	{"POST", "/v1/suppressions", (*API).postSuppression, false},
 	{"GET", "/v1/suppressions/check", (*API).checkSuppression, false},
 	{"DELETE", "/v1/suppressions/{id}", (*API).deleteSuppression, false},
+	{"GET", "/v1/lists", (*API).getLists, false},
+	{"POST", "/v1/lists", (*API).postList, false},
+	{"DELETE", "/v1/contacts/{address}", (*API).deleteContact, false},
+	{"POST", "/v1/imports", (*API).postImport, false},
+	{"GET", "/v1/imports", (*API).getImports, false},
+	{"GET", "/v1/imports/{id}", (*API).getImport, false},
+	{"DELETE", "/v1/imports/{id}", (*API).deleteImport, false},
+	{"GET", "/v1/imports/{id}/events", (*API).getImportEvents, false},
+	{"GET", "/v1/imports/{id}/rejects", (*API).getImportRejects, false},
+	{"GET", "/v1/segments", (*API).getSegments, false},
+	{"POST", "/v1/segments", (*API).postSegment, false},
+	{"GET", "/v1/segments/count", (*API).getSegmentCount, false},
+	{"GET", "/v1/templates", (*API).getTemplates, false},
+	{"POST", "/v1/templates", (*API).postTemplate, false},
+	{"GET", "/v1/campaigns", (*API).getCampaigns, false},
+	{"POST", "/v1/campaigns", (*API).postCampaign, false},
+	{"GET", "/v1/campaigns/{id}", (*API).getCampaign, false},
+	{"PUT", "/v1/campaigns/{id}", (*API).putCampaign, false},
+	{"GET", "/v1/campaigns/{id}/preflight", (*API).getPreflight, false},
+	{"GET", "/v1/campaigns/{id}/preview", (*API).getPreview, false},
+	{"GET", "/v1/campaigns/{id}/recipients", (*API).getCampaignRecipients, false},
+	{"POST", "/v1/campaigns/{id}/{action}", (*API).postCampaignAction, false},
 	// One-click unsubscribe (RFC 8058, RFC 2369): no token, no cookie,
 	// never a redirect; GET (and HEAD) only show the confirmation page.
 	{"GET", "/u/{token}", (*API).unsubscribePage, true},
@@ -165,7 +198,9 @@ func (a *API) Handler() http.Handler {
 
 func (a *API) wrap(rt route) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		r.Body = http.MaxBytesReader(w, r.Body, a.cfg.MaxBody)
+		if !unboundedBody[rt.method+" "+rt.path] {
+			r.Body = http.MaxBytesReader(w, r.Body, a.cfg.MaxBody)
+		}
 		var tok apitoken.Token
 		if !rt.public {
 			secret, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
@@ -216,6 +251,7 @@ func answer(w http.ResponseWriter, log *slog.Logger, err error) *apiError {
 	var ae *apiError
 	var me *mailing.Error
 	var mbe *http.MaxBytesError
+	var ins *quota.InsufficientError
 	switch {
 	case errors.As(err, &ae):
 	case errors.Is(err, apitoken.ErrUnauthorized):
@@ -229,11 +265,26 @@ func answer(w http.ResponseWriter, log *slog.Logger, err error) *apiError {
 	case errors.Is(err, report.ErrInvalid):
 		msg := strings.TrimPrefix(err.Error(), report.ErrInvalid.Error()+": ")
 		ae = &apiError{status: 422, code: "invalid", message: msg, fields: map[string]string{"query": msg}}
+	case errors.Is(err, campaign.ErrNotFound):
+		ae = &apiError{status: 404, code: "not_found", message: "not found"}
+	case errors.Is(err, campaign.ErrInvalid):
+		ae = &apiError{status: 422, code: "invalid", message: err.Error(), fields: map[string]string{"campaign": err.Error()}}
+	case errors.Is(err, campaign.ErrState):
+		ae = &apiError{status: 409, code: "conflict", message: err.Error()}
+	case errors.As(err, &ins):
+		ae = &apiError{status: 409, code: "pool_exhausted", message: fmt.Sprintf("%s has %d messages left; this needs %d", ins.Account, ins.Remaining, ins.Requested),
+			extra: map[string]any{"account": ins.Account, "remaining": ins.Remaining, "requested": ins.Requested}}
 	case errors.Is(err, suppress.ErrNotFound):
 		ae = &apiError{status: 404, code: "not_found", message: "not found"}
 	case errors.Is(err, suppress.ErrInvalid):
 		msg := strings.TrimPrefix(err.Error(), suppress.ErrInvalid.Error()+": ")
 		ae = &apiError{status: 422, code: "invalid", message: msg, fields: map[string]string{"suppression": msg}}
+	case errors.Is(err, contacts.ErrNotFound):
+		ae = &apiError{status: 404, code: "not_found", message: err.Error()}
+	case errors.Is(err, contacts.ErrInvalid):
+		ae = &apiError{status: 422, code: "invalid", message: err.Error()}
+	case errors.Is(err, contacts.ErrExists):
+		ae = &apiError{status: 409, code: "exists", message: err.Error()}
 	case store.ConnLost(err):
 		log.Error("api: database unreachable", "err", err)
 		w.Header().Set("Retry-After", "5")

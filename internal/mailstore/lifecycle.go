@@ -22,7 +22,7 @@ import (
 //
 //	accept:        (new)                       → queued | scheduled
 //	promote:       scheduled (due)             → queued
-//	claim:         queued | scheduled | deferred (due) → sending
+//	claim:         queued | scheduled | deferred (due, message not paused) → sending
 //	expire lease:  sending (lease over)        → deferred
 //	unclaim:       sending (this owner)        → queued (never attempted) | deferred
 //	record:        sending (this owner)        → sent | bounced | deferred | failed
@@ -135,7 +135,8 @@ func (c Claimed) Row() RecipientRow {
 }
 
 // ClaimDue leases up to limit due recipients to owner until leaseUntil,
-// transactional first, then by due time, returned in that order. On
+// transactional first, then by due time, returned in that order; the
+// recipients of a paused message (mail_messages.paused_at) wait. On
 // PostgreSQL the rows are locked FOR UPDATE SKIP LOCKED, so engines never
 // claim the same row.
 func ClaimDue(ctx context.Context, idb bun.IDB, owner string, now, leaseUntil time.Time, limit int) ([]Claimed, error) {
@@ -146,6 +147,7 @@ func ClaimDue(ctx context.Context, idb bun.IDB, owner string, now, leaseUntil ti
 	var items []Claimed
 	err := idb.NewRaw("UPDATE mail_recipients SET status = 'sending', lease_until = ?, lease_owner = ? "+
 		"WHERE id IN (SELECT id FROM mail_recipients WHERE "+Claim.from()+" AND due_at <= ? "+
+		"AND message_id NOT IN (SELECT id FROM mail_messages WHERE paused_at IS NOT NULL) "+
 		"ORDER BY priority, due_at LIMIT ?"+lock+") "+
 		"RETURNING id, message_id, address, name, data, rfc_message_id, attempts, accepted_at, priority, account_id, origin",
 		leaseUntil, owner, now, limit).Scan(ctx, &items)

@@ -56,7 +56,8 @@ type MessageRow struct {
 	AcceptedAt     time.Time
 	Recipients     int
 	CancelledAt    *time.Time
-	Raw            []byte // set for a message submitted whole (Submit)
+	PausedAt       *time.Time // set while its recipients are held (Mailer.Pause)
+	Raw            []byte     // set for a message submitted whole (Submit)
 }
 
 // RecipientRow is a row of mail_recipients: the queue and the permanent log.

@@ -40,3 +40,26 @@ func lockFile(ctx context.Context, path string) (func(), error) {
 		}
 	}
 }
+
+// tryLockFile takes an exclusive flock on path if no one holds it. Locks
+// belong to the open file, so a second caller in this process is refused
+// too.
+func tryLockFile(path string) (func(), bool, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, false, fmt.Errorf("store: lock file: %w", err)
+	}
+	err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	if errors.Is(err, syscall.EWOULDBLOCK) {
+		f.Close()
+		return nil, false, nil
+	}
+	if err != nil {
+		f.Close()
+		return nil, false, fmt.Errorf("store: lock file %s: %w", path, err)
+	}
+	return func() {
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, true, nil
+}

@@ -38,6 +38,10 @@ type ImportOptions struct {
 	// Progress, when set, is called every 10,000 rows with the lines and
 	// bytes of the file read so far.
 	Progress func(lines int, bytes int64)
+	// Job, when set, is the queued contact_imports row to use (Jobs):
+	// Import marks it running instead of recording a new one, and leaves
+	// the record of its end to the caller.
+	Job int64
 }
 
 // Import is one import and what it did: Read = Added + Updated +
@@ -65,6 +69,8 @@ type Import struct {
 	StartedAt     *time.Time `json:"started_at"`
 	FinishedAt    *time.Time `json:"finished_at"`
 	DryRun        bool       `bun:"-" json:"dry_run"`
+	BytesTotal    int64      `json:"bytes_total"` // the file's size (an import of Jobs)
+	BytesRead     int64      `json:"bytes_read"`  // how much of it was read: bytes_total once done
 	// Rejects are the first SampleRejects rejected rows (all of them are
 	// stored: Store.Rejects).
 	Rejects []Reject `bun:"-" json:"rejects"`
@@ -106,6 +112,7 @@ func (s *Store) Import(ctx context.Context, r io.Reader, o ImportOptions) (Impor
 	if err != nil {
 		return Import{}, errorf(ErrInvalid, "%v", err)
 	}
+	defer in.close()
 	m, err := mapColumns(in.header, o.Map)
 	if err != nil {
 		return Import{}, errorf(ErrInvalid, "%v", err)
@@ -113,7 +120,12 @@ func (s *Store) Import(ctx context.Context, r io.Reader, o ImportOptions) (Impor
 	now := s.now()
 	im := Import{AccountID: l.AccountID, ListID: l.ID, Account: o.Account, List: o.List, FileName: o.FileName, Mode: o.Mode, Status: "running",
 		Encoding: in.encoding, Delimiter: string(in.delimiter), Actor: o.Actor, CreatedAt: now, StartedAt: &now, DryRun: o.DryRun}
-	if !o.DryRun {
+	switch {
+	case o.Job != 0:
+		if err := s.startJob(ctx, &im, o.Job); err != nil {
+			return im, err
+		}
+	case !o.DryRun:
 		if _, err := s.DB.NewInsert().Model(&im).Returning("id").Exec(ctx); err != nil {
 			return im, fmt.Errorf("contacts: record import: %w", err)
 		}
@@ -128,7 +140,7 @@ func (s *Store) Import(ctx context.Context, r io.Reader, o ImportOptions) (Impor
 	if err != nil {
 		im.Status, im.Error = "failed", err.Error()
 	}
-	if !o.DryRun {
+	if !o.DryRun && o.Job == 0 {
 		if _, uerr := s.DB.NewUpdate().Model(&im).Column("status", "encoding", "delimiter", "read", "added", "updated", "unchanged", "rejected",
 			"error", "finished_at").WherePK().Exec(context.WithoutCancel(ctx)); uerr != nil && err == nil {
 			err = fmt.Errorf("contacts: record import: %w", uerr)
@@ -164,15 +176,16 @@ func (s *Store) apply(ctx context.Context, in *csvFile, m mapping, im *Import, o
 	}
 	rows := newRowSource(in, m, o.Progress)
 	defer rows.stop()
+	var st staged
 	if pg {
-		err = copyStage(ctx, conn, rows)
+		st, err = copyStage(ctx, conn, rows)
 	} else {
-		err = insertStage(ctx, tx, rows)
+		st, err = insertStage(ctx, tx, rows)
 	}
 	if err != nil {
 		return err
 	}
-	ap := applier{tx: tx, pg: pg, im: im, now: s.now()}
+	ap := applier{tx: tx, pg: pg, im: im, now: s.now(), st: st}
 	if err := ap.run(ctx); err != nil {
 		return err
 	}

@@ -3,6 +3,8 @@ package contacts
 import (
 	"context"
 	"fmt"
+	"hash/maphash"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/servir-pe/envios/internal/store"
@@ -14,15 +16,17 @@ func isPG(db bun.IDB) bool { return db.Dialect().Name() == dialect.PG }
 
 // The staging table: one row per row of the file. contact_id, cstatus and
 // same describe the existing contact of the address; member its
-// membership of the list (” none, subscribed, unsubscribed).
-const stageColumns = `line BIGINT NOT NULL, address TEXT NOT NULL, name TEXT NOT NULL, attrs TEXT NOT NULL, raw TEXT NOT NULL,
+// membership of the list (” none, subscribed, unsubscribed). attrs is
+// the attrs column's type (PostgreSQL: jsonb, parsed by the COPY while
+// the file is still being read).
+const stageColumns = `line BIGINT NOT NULL, address TEXT NOT NULL, name TEXT NOT NULL, attrs %s NOT NULL, raw TEXT NOT NULL,
 	reject TEXT NOT NULL, contact_id BIGINT, cstatus TEXT NOT NULL DEFAULT '', same BOOLEAN NOT NULL DEFAULT FALSE,
 	member TEXT NOT NULL DEFAULT ''`
 
 func createStage(ctx context.Context, tx bun.Tx, pg bool) error {
-	stmts := []string{"DROP TABLE IF EXISTS temp.import_stage", "CREATE TEMP TABLE import_stage (" + stageColumns + ")"}
+	stmts := []string{"DROP TABLE IF EXISTS temp.import_stage", "CREATE TEMP TABLE import_stage (" + fmt.Sprintf(stageColumns, "TEXT") + ")"}
 	if pg {
-		stmts = []string{"CREATE TEMP TABLE import_stage (" + stageColumns + ") ON COMMIT DROP"}
+		stmts = []string{"CREATE TEMP TABLE import_stage (" + fmt.Sprintf(stageColumns, "JSONB") + ") ON COMMIT DROP"}
 	}
 	for _, q := range stmts {
 		if _, err := tx.ExecContext(ctx, q); err != nil {
@@ -32,12 +36,64 @@ func createStage(ctx context.Context, tx bun.Tx, pg bool) error {
 	return nil
 }
 
+// staged is what staging learnt of the rows on their way to the table.
+type staged struct {
+	// twice: two valid rows may have the same address. When false, none
+	// have, and the check for duplicates in the file is skipped.
+	twice bool
+}
+
+// dupFilter tells, as the rows stream by, whether two valid rows may
+// have the same address. For each address it keeps 31 bits of a 64-bit
+// hash in a table of 2²¹ slots (8 MB, its pages resident as they fill)
+// at the slot that 21 other bits of the hash name, or the next free one;
+// with more than three quarters of the slots taken it gives up. A
+// repeat — the same address, or by chance another one in the same run
+// of slots (about once in a thousand files of a million rows) — only
+// costs the exact check in SQL; no repeat proves there is no duplicate.
+type dupFilter struct {
+	seed   maphash.Seed
+	hashes []uint32 // linear probing; 0 is an empty slot
+	n      int
+	twice  bool
+}
+
+const dupFilterSlots = 1 << 21
+
+func newDupFilter() *dupFilter {
+	return &dupFilter{seed: maphash.MakeSeed(), hashes: make([]uint32, dupFilterSlots)}
+}
+
+func (f *dupFilter) add(r *stageRow) {
+	if f.twice || r.reject != "" {
+		return
+	}
+	if 4*(f.n+1) > 3*len(f.hashes) {
+		f.twice, f.hashes = true, nil // too many to tell: check
+		return
+	}
+	h := maphash.String(f.seed, r.address)
+	v := uint32(h>>32) | 1
+	for i := h % dupFilterSlots; ; i = (i + 1) % dupFilterSlots {
+		switch f.hashes[i] {
+		case 0:
+			f.hashes[i] = v
+			f.n++
+			return
+		case v:
+			f.twice, f.hashes = true, nil
+			return
+		}
+	}
+}
+
 var stageCopyColumns = []string{"line", "address", "name", "attrs", "raw", "reject"}
 
 // copyStage streams the rows into the staging table with COPY, on the
 // pgx connection under conn (inside the transaction open on it).
-func copyStage(ctx context.Context, conn bun.Conn, rows *rowSource) error {
+func copyStage(ctx context.Context, conn bun.Conn, rows *rowSource) (staged, error) {
 	var rerr error
+	dups := newDupFilter()
 	err := store.WithPgx(conn, func(pc *pgx.Conn) error {
 		_, err := pc.CopyFrom(ctx, pgx.Identifier{"import_stage"}, stageCopyColumns, pgx.CopyFromFunc(func() ([]any, error) {
 			r, ok, err := rows.next()
@@ -45,56 +101,62 @@ func copyStage(ctx context.Context, conn bun.Conn, rows *rowSource) error {
 				rerr = err
 				return nil, err
 			}
+			dups.add(&r)
 			return []any{r.line, r.address, r.name, r.attrs, r.raw, r.reject}, nil
 		}))
 		return err
 	})
 	if rerr != nil {
-		return rerr
+		return staged{}, rerr
 	}
 	if err != nil {
-		return fmt.Errorf("contacts: stage the rows: %w", err)
+		return staged{}, fmt.Errorf("contacts: stage the rows: %w", err)
 	}
-	return nil
+	return staged{twice: dups.twice}, nil
 }
 
-// stageModel is a staged row as SQLite's multi-row INSERT writes it.
-type stageModel struct {
-	bun.BaseModel `bun:"table:import_stage"`
-	Line          int64
-	Address       string
-	Name          string
-	Attrs         string
-	Raw           string
-	Reject        string
-}
+// stageBatch is how many rows one SQLite INSERT stages (6 parameters
+// each, far below SQLite's limit of 32,766).
+const stageBatch = 200
 
-// insertStage writes the rows into the staging table 500 at a time.
-func insertStage(ctx context.Context, tx bun.Tx, rows *rowSource) error {
-	batch := make([]stageModel, 0, 500)
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		if _, err := tx.NewInsert().Model(&batch).Exec(ctx); err != nil {
-			return fmt.Errorf("contacts: stage the rows: %w", err)
-		}
-		batch = batch[:0]
-		return nil
+// insertStage writes the rows into the staging table stageBatch at a
+// time, with one prepared statement (SQLite: the rows' text is bound, not
+// parsed).
+func insertStage(ctx context.Context, tx bun.Tx, rows *rowSource) (staged, error) {
+	insert := func(n int) string {
+		return "INSERT INTO import_stage (line, address, name, attrs, raw, reject) VALUES (?, ?, ?, ?, ?, ?)" +
+			strings.Repeat(", (?, ?, ?, ?, ?, ?)", n-1)
 	}
+	stmt, err := tx.Tx.PrepareContext(ctx, insert(stageBatch))
+	if err != nil {
+		return staged{}, fmt.Errorf("contacts: stage the rows: %w", err)
+	}
+	defer stmt.Close()
+	dups := newDupFilter()
+	args := make([]any, 0, 6*stageBatch)
 	for {
 		r, ok, err := rows.next()
 		if err != nil {
-			return err
+			return staged{}, err
+		}
+		if ok {
+			dups.add(&r)
+			args = append(args, r.line, r.address, r.name, r.attrs, r.raw, r.reject)
+		}
+		switch {
+		case len(args) == cap(args):
+			_, err = stmt.ExecContext(ctx, args...)
+		case !ok && len(args) > 0:
+			_, err = tx.Tx.ExecContext(ctx, insert(len(args)/6), args...)
+		}
+		if err != nil {
+			return staged{}, fmt.Errorf("contacts: stage the rows: %w", err)
 		}
 		if !ok {
-			return flush()
+			return staged{twice: dups.twice}, nil
 		}
-		batch = append(batch, stageModel{Line: r.line, Address: r.address, Name: r.name, Attrs: r.attrs, Raw: r.raw, Reject: r.reject})
-		if len(batch) == cap(batch) {
-			if err := flush(); err != nil {
-				return err
-			}
+		if len(args) == cap(args) {
+			args = args[:0]
 		}
 	}
 }

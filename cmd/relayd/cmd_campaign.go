@@ -1,0 +1,646 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/servir-pe/envios/mailing"
+	"github.com/servir-pe/envios/mailing/campaign"
+	"github.com/servir-pe/envios/mailing/contacts"
+)
+
+// The campaign and template commands: stored content, campaigns to
+// lists and segments, and their life (start, pause, resume, cancel).
+
+// openCampaigns opens the database and the campaign store on it.
+func (e *env) openCampaigns(ctx context.Context, g *globals) (*campaign.Store, func(), error) {
+	db, _, err := e.openMigrated(ctx, g)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := mailing.New(mailing.Config{DB: db, Now: e.now})
+	if err != nil {
+		db.Close()
+		return nil, nil, err
+	}
+	s, err := campaign.New(campaign.Config{DB: db, Mailer: m, Segments: &contacts.Store{DB: db, Now: e.now}, Now: e.now, Logger: e.logger()})
+	if err != nil {
+		m.Close()
+		db.Close()
+		return nil, nil, err
+	}
+	return s, func() { m.Close(); db.Close() }, nil
+}
+
+// readBody is the content of a --text-file or --html-file ("" if none).
+func readBody(flag, path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("--%s: %w", flag, err)
+	}
+	return string(b), nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, x := range strings.Split(s, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func runTemplateSave(ctx context.Context, e *env, args []string) error {
+	var g globals
+	fs := e.flagSet("template save", &g)
+	account := fs.String("account", "", "the account the template belongs to (or --shared)")
+	shared := fs.Bool("shared", false, "a template every account may use (an admin's)")
+	subject := fs.String("subject", "", "the subject template (required), e.g. 'Hola {{.name}}'")
+	textFile := fs.String("text-file", "", "file with the text body template")
+	htmlFile := fs.String("html-file", "", "file with the HTML body template")
+	asJSON := fs.Bool("json", false, "print JSON")
+	pos, err := parse(fs, &g, args, 1, 1)
+	if err != nil {
+		return helpOr(err, fs, e)
+	}
+	if (*account == "") == !*shared {
+		return usagef("template save: give --account A or --shared")
+	}
+	text, err := readBody("text-file", *textFile)
+	if err != nil {
+		return err
+	}
+	html, err := readBody("html-file", *htmlFile)
+	if err != nil {
+		return err
+	}
+	s, done, err := e.openCampaigns(ctx, &g)
+	if err != nil {
+		return err
+	}
+	defer done()
+	t, err := s.SaveTemplate(ctx, campaign.Template{Account: *account, Name: pos[0], Subject: *subject, Text: text, HTML: html}, e.defaultActor())
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return writeJSON(e.stdout, t)
+	}
+	fmt.Fprintf(e.stdout, "template %q saved (id %d); merge fields: %s\n", t.Name, t.ID, noneIfEmpty(t.Fields))
+	return nil
+}
+
+func noneIfEmpty(ss []string) string {
+	if len(ss) == 0 {
+		return "none"
+	}
+	return strings.Join(ss, ", ")
+}
+
+func runTemplateList(ctx context.Context, e *env, args []string) error {
+	var g globals
+	fs := e.flagSet("template ls", &g)
+	account := fs.String("account", "", "the account's templates and the shared ones (default: only the shared ones)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if _, err := parse(fs, &g, args, 0, 0); err != nil {
+		return helpOr(err, fs, e)
+	}
+	s, done, err := e.openCampaigns(ctx, &g)
+	if err != nil {
+		return err
+	}
+	defer done()
+	ts, err := s.Templates(ctx, *account)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return writeJSON(e.stdout, ts)
+	}
+	if len(ts) == 0 {
+		fmt.Fprintln(e.stdout, "no templates (relayd template save NAME --account A --subject S --html-file F)")
+		return nil
+	}
+	t := &table{head: []string{">ID", "ACCOUNT", "TEMPLATE", "SUBJECT", "FIELDS", "UPDATED", "BY"}}
+	for _, x := range ts {
+		acct := x.Account
+		if acct == "" {
+			acct = "(shared)"
+		}
+		t.add(strconv.FormatInt(x.ID, 10), acct, x.Name, x.Subject, noneIfEmpty(x.Fields), x.UpdatedAt.In(g.loc).Format("2006-01-02 15:04"), x.UpdatedBy)
+	}
+	t.write(e.stdout)
+	return nil
+}
+
+func runCampaignCreate(ctx context.Context, e *env, args []string) error {
+	var g globals
+	fs := e.flagSet("campaign create", &g)
+	var sp campaign.Spec
+	fs.StringVar(&sp.Account, "account", "", "the account (required)")
+	fs.StringVar(&sp.Name, "name", "", "the campaign's name (required)")
+	fs.StringVar(&sp.From, "from", "", "the From address, one of the account's sender identities (required)")
+	replyTo := fs.String("reply-to", "", "comma-separated Reply-To addresses")
+	fs.StringVar(&sp.Template, "template", "", "a stored template to copy the subject and bodies from")
+	fs.StringVar(&sp.Subject, "subject", "", "the subject template (without --template)")
+	textFile := fs.String("text-file", "", "file with the text body template (without --template)")
+	htmlFile := fs.String("html-file", "", "file with the HTML body template (without --template)")
+	lists := fs.String("lists", "", "comma-separated lists whose subscribed contacts it goes to")
+	fs.StringVar(&sp.Segment, "segment", "", "a segment expression the contacts must match, e.g. 'region = \"Lima\"'")
+	fs.StringVar(&sp.Topic, "topic", "", "the scope of its unsubscribe links (default: its first list, or its name)")
+	tags := fs.String("tags", "", "comma-separated tags for reports")
+	sendAt := fs.String("send-at", "", "when to send, 'YYYY-MM-DD HH:MM' in --timezone (default Lima), or RFC 3339")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if _, err := parse(fs, &g, args, 0, 0); err != nil {
+		return helpOr(err, fs, e)
+	}
+	if sp.Account == "" || sp.Name == "" || sp.From == "" {
+		return usagef("campaign create: --account, --name and --from are required")
+	}
+	var err error
+	if sp.Text, err = readBody("text-file", *textFile); err != nil {
+		return err
+	}
+	if sp.HTML, err = readBody("html-file", *htmlFile); err != nil {
+		return err
+	}
+	sp.ReplyTo, sp.Lists, sp.Tags = splitList(*replyTo), splitList(*lists), splitList(*tags)
+	if *sendAt != "" {
+		if sp.SendAt, err = parseSendAt(*sendAt, g.loc); err != nil {
+			return err
+		}
+	}
+	s, done, err := e.openCampaigns(ctx, &g)
+	if err != nil {
+		return err
+	}
+	defer done()
+	c, err := s.Create(ctx, sp, e.defaultActor())
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return writeJSON(e.stdout, c)
+	}
+	fmt.Fprintf(e.stdout, "campaign %d %q created as a draft (relayd campaign start %d)\n", c.ID, c.Name, c.ID)
+	return nil
+}
+
+func parseSendAt(s string, loc *time.Location) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	t, err := time.ParseInLocation("2006-01-02 15:04", s, loc)
+	if err != nil {
+		return time.Time{}, usagef("--send-at: %q is not 'YYYY-MM-DD HH:MM' (in %s) or RFC 3339", s, loc)
+	}
+	return t, nil
+}
+
+// campaignArgs parses the flags common to commands on one campaign:
+// its id and --account.
+func campaignArgs(e *env, name string, args []string, extra func(*flag.FlagSet)) (g globals, id int64, account string, asJSON bool, err error) {
+	fs := e.flagSet(name, &g)
+	acct := fs.String("account", "", "the campaign's account (default: any, for an admin)")
+	j := fs.Bool("json", false, "print JSON")
+	if extra != nil {
+		extra(fs)
+	}
+	pos, err := parse(fs, &g, args, 1, 1)
+	if err != nil {
+		return g, 0, "", false, helpOr(err, fs, e)
+	}
+	id, perr := strconv.ParseInt(pos[0], 10, 64)
+	if perr != nil || id <= 0 {
+		return g, 0, "", false, usagef("%s: %q is not a campaign id", name, pos[0])
+	}
+	return g, id, *acct, *j, nil
+}
+
+func runCampaignList(ctx context.Context, e *env, args []string) error {
+	var g globals
+	fs := e.flagSet("campaign list", &g)
+	account := fs.String("account", "", "only this account's campaigns")
+	status := fs.String("status", "", "only campaigns in this status (draft, scheduled, running, paused, finished, cancelled)")
+	before := fs.Int64("before", 0, "the campaigns older than this id (pagination)")
+	limit := fs.Int("limit", 100, "at most this many")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if _, err := parse(fs, &g, args, 0, 0); err != nil {
+		return helpOr(err, fs, e)
+	}
+	s, done, err := e.openCampaigns(ctx, &g)
+	if err != nil {
+		return err
+	}
+	defer done()
+	cs, err := s.List(ctx, *account, campaign.ListOptions{Status: campaign.Status(*status), BeforeID: *before, Limit: *limit})
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return writeJSON(e.stdout, cs)
+	}
+	if len(cs) == 0 {
+		fmt.Fprintln(e.stdout, "no campaigns (relayd campaign create)")
+		return nil
+	}
+	t := &table{head: []string{">ID", "ACCOUNT", "CAMPAIGN", "STATUS", ">RECIPIENTS", "CREATED", "BY"}}
+	for _, c := range cs {
+		t.add(strconv.FormatInt(c.ID, 10), c.Account, c.Name, string(c.Status), group(c.Targets), c.CreatedAt.In(g.loc).Format("2006-01-02 15:04"), c.CreatedBy)
+	}
+	t.write(e.stdout)
+	return nil
+}
+
+func runCampaignShow(ctx context.Context, e *env, args []string) error {
+	g, id, account, asJSON, err := campaignArgs(e, "campaign show", args, nil)
+	if err != nil {
+		return err
+	}
+	s, done, err := e.openCampaigns(ctx, &g)
+	if err != nil {
+		return err
+	}
+	defer done()
+	p, err := s.Progress(ctx, account, id)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return writeJSON(e.stdout, p)
+	}
+	c := p.Campaign
+	w := e.stdout
+	fmt.Fprintf(w, "campaign %d %q of %s: %s\n", c.ID, c.Name, c.Account, c.Status)
+	fmt.Fprintf(w, "from:      %s\nsubject:   %s\ntarget:    lists %s; segment %s\ntopic:     %s\n", c.From, c.Subject, noneIfEmpty(c.Lists), noneIfEmpty(splitList(c.Segment)), c.Topic)
+	if !c.SendAt.IsZero() {
+		fmt.Fprintf(w, "send at:   %s\n", c.SendAt.In(g.loc).Format("2006-01-02 15:04 MST"))
+	}
+	fmt.Fprintf(w, "created:   %s by %s\n", c.CreatedAt.In(g.loc).Format("2006-01-02 15:04"), c.CreatedBy)
+	if !c.StartedAt.IsZero() {
+		fmt.Fprintf(w, "started:   %s by %s; %s recipients, %s stored", c.StartedAt.In(g.loc).Format("2006-01-02 15:04"), c.StartedBy, group(p.Targets), group(p.Stored))
+		if p.Skipped > 0 {
+			fmt.Fprintf(w, ", %s skipped (deleted or no longer active)", group(p.Skipped))
+		}
+		fmt.Fprintln(w)
+		var parts []string
+		for _, st := range []mailing.Status{mailing.StatusQueued, mailing.StatusScheduled, mailing.StatusSending, mailing.StatusDeferred,
+			mailing.StatusSent, mailing.StatusBounced, mailing.StatusFailed, mailing.StatusSuppressed, mailing.StatusCancelled} {
+			if n := p.Counts[st]; n > 0 {
+				parts = append(parts, fmt.Sprintf("%s %s", st, group(int64(n))))
+			}
+		}
+		fmt.Fprintf(w, "progress:  %s\n", noneIfEmpty(parts))
+	}
+	if c.Error != "" {
+		fmt.Fprintf(w, "stopped:   %s\n", c.Error)
+	}
+	return nil
+}
+
+func runCampaignStart(ctx context.Context, e *env, args []string) error {
+	var dry, noWait *bool
+	g, id, account, asJSON, err := campaignArgs(e, "campaign start", args, func(fs *flag.FlagSet) {
+		dry = fs.Bool("dry-run", false, "only the preflight: recipients, suppressed, cost against the account's remaining allocation")
+		noWait = fs.Bool("no-wait", false, "snapshot the recipients and return: relayd serve stores them")
+	})
+	if err != nil {
+		return err
+	}
+	s, done, err := e.openCampaigns(ctx, &g)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if *dry {
+		p, err := s.Preflight(ctx, account, id)
+		if err != nil {
+			return err
+		}
+		if asJSON {
+			return writeJSON(e.stdout, p)
+		}
+		printPreflight(e, p)
+		return nil
+	}
+	c, p, err := s.Start(ctx, account, id, e.defaultActor())
+	if err != nil {
+		return err
+	}
+	if !asJSON {
+		printPreflight(e, p)
+	}
+	if *noWait {
+		if asJSON {
+			return writeJSON(e.stdout, c)
+		}
+		fmt.Fprintf(e.stdout, "campaign %d %s: relayd serve stores its %s recipients\n", c.ID, c.Status, group(c.Targets))
+		return nil
+	}
+	if _, err := s.Materialise(ctx, id); err != nil {
+		return fmt.Errorf("campaign start: started, but storing its recipients stopped (relayd serve resumes it): %w", err)
+	}
+	pr, err := s.Progress(ctx, account, id)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return writeJSON(e.stdout, pr)
+	}
+	fmt.Fprintf(e.stdout, "campaign %d %s: %s recipients stored\n", c.ID, pr.Campaign.Status, group(pr.Stored))
+	return nil
+}
+
+func printPreflight(e *env, p campaign.Preflight) {
+	fmt.Fprintf(e.stdout, "recipients %s, suppressed %s (recorded, not sent, not charged), cost %s of %s remaining: ",
+		group(p.Recipients), group(p.Suppressed), group(p.Cost), group(p.Remaining))
+	if p.Fits {
+		fmt.Fprintln(e.stdout, "fits")
+	} else {
+		fmt.Fprintln(e.stdout, "does NOT fit (allocate more first: relayd quota transfer)")
+	}
+}
+
+// runCampaignState is pause, resume and cancel.
+func runCampaignState(name string, do func(*campaign.Store, context.Context, string, int64, string) (campaign.Campaign, error)) func(context.Context, *env, []string) error {
+	return func(ctx context.Context, e *env, args []string) error {
+		g, id, account, asJSON, err := campaignArgs(e, "campaign "+name, args, nil)
+		if err != nil {
+			return err
+		}
+		s, done, err := e.openCampaigns(ctx, &g)
+		if err != nil {
+			return err
+		}
+		defer done()
+		c, err := do(s, ctx, account, id, e.defaultActor())
+		if err != nil {
+			return err
+		}
+		if asJSON {
+			return writeJSON(e.stdout, c)
+		}
+		fmt.Fprintf(e.stdout, "campaign %d is %s\n", c.ID, c.Status)
+		return nil
+	}
+}
+
+func runCampaignClone(ctx context.Context, e *env, args []string) error {
+	var name *string
+	g, id, account, asJSON, err := campaignArgs(e, "campaign clone", args, func(fs *flag.FlagSet) {
+		name = fs.String("name", "", "the new campaign's name (default: the old one and \" (copia)\")")
+	})
+	if err != nil {
+		return err
+	}
+	s, done, err := e.openCampaigns(ctx, &g)
+	if err != nil {
+		return err
+	}
+	defer done()
+	c, err := s.Clone(ctx, account, id, *name, e.defaultActor())
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return writeJSON(e.stdout, c)
+	}
+	fmt.Fprintf(e.stdout, "campaign %d %q created as a draft from campaign %d\n", c.ID, c.Name, id)
+	return nil
+}
+
+func runCampaignExtend(ctx context.Context, e *env, args []string) error {
+	g, id, account, asJSON, err := campaignArgs(e, "campaign extend", args, nil)
+	if err != nil {
+		return err
+	}
+	s, done, err := e.openCampaigns(ctx, &g)
+	if err != nil {
+		return err
+	}
+	defer done()
+	n, err := s.Extend(ctx, account, id, e.defaultActor())
+	if err != nil {
+		return err
+	}
+	if _, err := s.Materialise(ctx, id); err != nil {
+		return err
+	}
+	if asJSON {
+		return writeJSON(e.stdout, map[string]int64{"added": n})
+	}
+	fmt.Fprintf(e.stdout, "campaign %d: %s contacts added since the start included\n", id, group(n))
+	return nil
+}
+
+func runCampaignPreview(ctx context.Context, e *env, args []string) error {
+	var as *string
+	g, id, account, asJSON, err := campaignArgs(e, "campaign preview", args, func(fs *flag.FlagSet) {
+		as = fs.String("as", "", "render with this contact's data (default: the target's first contact)")
+	})
+	if err != nil {
+		return err
+	}
+	s, done, err := e.openCampaigns(ctx, &g)
+	if err != nil {
+		return err
+	}
+	defer done()
+	p, err := s.Preview(ctx, account, id, *as)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return writeJSON(e.stdout, p)
+	}
+	fmt.Fprintf(e.stdout, "To: %s\nSubject: %s\n", p.To, p.Subject)
+	if p.Text != "" {
+		fmt.Fprintf(e.stdout, "\n--- text ---\n%s\n", p.Text)
+	}
+	if p.HTML != "" {
+		fmt.Fprintf(e.stdout, "\n--- html ---\n%s\n", p.HTML)
+	}
+	return nil
+}
+
+func runCampaignTest(ctx context.Context, e *env, args []string) error {
+	var to, as *string
+	g, id, account, asJSON, err := campaignArgs(e, "campaign test", args, func(fs *flag.FlagSet) {
+		to = fs.String("to", "", "the address to send the test to (required)")
+		as = fs.String("as", "", "render with this contact's data (default: the target's first contact)")
+	})
+	if err != nil {
+		return err
+	}
+	if *to == "" {
+		return usagef("campaign test: --to is required")
+	}
+	s, done, err := e.openCampaigns(ctx, &g)
+	if err != nil {
+		return err
+	}
+	defer done()
+	rec, err := s.Test(ctx, account, id, *to, *as, e.defaultActor())
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return writeJSON(e.stdout, rec)
+	}
+	fmt.Fprintf(e.stdout, "test of campaign %d queued to %s as message %s (charged, tagged test)\n", id, *to, rec.MessageID)
+	return nil
+}
+
+func runCampaignRecipients(ctx context.Context, e *env, args []string) error {
+	var after, limit *int
+	g, id, account, asJSON, err := campaignArgs(e, "campaign recipients", args, func(fs *flag.FlagSet) {
+		after = fs.Int("after", -1, "the recipients after this seq (pagination)")
+		limit = fs.Int("limit", 1000, "at most this many")
+	})
+	if err != nil {
+		return err
+	}
+	s, done, err := e.openCampaigns(ctx, &g)
+	if err != nil {
+		return err
+	}
+	defer done()
+	rs, err := s.Recipients(ctx, account, id, *after, *limit)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return writeJSON(e.stdout, rs)
+	}
+	if len(rs) == 0 {
+		fmt.Fprintln(e.stdout, "no recipients stored yet")
+		return nil
+	}
+	t := &table{head: []string{">SEQ", "ADDRESS", "STATUS", ">ATTEMPTS", "LAST ATTEMPT", "SERVER", "REPLY"}}
+	for _, r := range rs {
+		last := ""
+		if !r.LastAttemptAt.IsZero() {
+			last = r.LastAttemptAt.In(g.loc).Format("2006-01-02 15:04:05")
+		}
+		t.add(strconv.Itoa(r.Seq), r.Address, string(r.Status), strconv.Itoa(r.Attempts), last, r.RemoteHost, r.Reply)
+	}
+	t.write(e.stdout)
+	return nil
+}
+
+// segmentExpression is arg as an expression: the expression of the
+// account's saved segment of that name, if there is one, else arg itself.
+func segmentExpression(ctx context.Context, cs *contacts.Store, account, arg string) (string, error) {
+	sg, err := cs.Segment(ctx, account, arg)
+	if err == nil {
+		return sg.Expression, nil
+	}
+	if errors.Is(err, contacts.ErrNotFound) {
+		return arg, nil
+	}
+	return "", err
+}
+
+func runSegmentSave(ctx context.Context, e *env, args []string) error {
+	var g globals
+	fs := e.flagSet("segment save", &g)
+	account := fs.String("account", "", "the account (required)")
+	expr := fs.String("expr", "", "the expression (required), e.g. 'region = \"Lima\" and not domain = \"gmail.com\"'")
+	pos, err := parse(fs, &g, args, 1, 1)
+	if err != nil {
+		return helpOr(err, fs, e)
+	}
+	if *account == "" || *expr == "" {
+		return usagef("segment save: --account and --expr are required")
+	}
+	db, _, err := e.openMigrated(ctx, &g)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	cs := &contacts.Store{DB: db, Now: e.now}
+	sg, err := cs.SaveSegment(ctx, *account, pos[0], *expr, e.defaultActor())
+	if err != nil {
+		return err
+	}
+	n, err := cs.CountSegment(ctx, *account, sg.Expression)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "segment %q saved: %s (%s active contacts now)\n", sg.Name, sg.Expression, group(n))
+	return nil
+}
+
+func runSegmentList(ctx context.Context, e *env, args []string) error {
+	var g globals
+	fs := e.flagSet("segment ls", &g)
+	account := fs.String("account", "", "the account (required)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if _, err := parse(fs, &g, args, 0, 0); err != nil {
+		return helpOr(err, fs, e)
+	}
+	if *account == "" {
+		return usagef("segment ls: --account is required")
+	}
+	db, _, err := e.openMigrated(ctx, &g)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	ss, err := (&contacts.Store{DB: db, Now: e.now}).Segments(ctx, *account)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return writeJSON(e.stdout, ss)
+	}
+	if len(ss) == 0 {
+		fmt.Fprintln(e.stdout, "no segments (relayd segment save NAME --account A --expr E)")
+		return nil
+	}
+	t := &table{head: []string{">ID", "SEGMENT", "EXPRESSION", "UPDATED", "BY"}}
+	for _, s := range ss {
+		t.add(strconv.FormatInt(s.ID, 10), s.Name, s.Expression, s.UpdatedAt.In(g.loc).Format("2006-01-02 15:04"), s.CreatedBy)
+	}
+	t.write(e.stdout)
+	return nil
+}
+
+func runSegmentCount(ctx context.Context, e *env, args []string) error {
+	var g globals
+	fs := e.flagSet("segment count", &g)
+	account := fs.String("account", "", "the account (required)")
+	pos, err := parse(fs, &g, args, 1, 1)
+	if err != nil {
+		return helpOr(err, fs, e)
+	}
+	if *account == "" {
+		return usagef("segment count: --account is required")
+	}
+	db, _, err := e.openMigrated(ctx, &g)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	cs := &contacts.Store{DB: db, Now: e.now}
+	expr, err := segmentExpression(ctx, cs, *account, pos[0])
+	if err != nil {
+		return err
+	}
+	n, err := cs.CountSegment(ctx, *account, expr)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "%s active contacts of %s match %s\n", group(n), *account, expr)
+	return nil
+}
