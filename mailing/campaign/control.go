@@ -101,10 +101,10 @@ func (s *Store) transition(ctx context.Context, account string, id int64, actor,
 // Progress is where a campaign's recipients stand.
 type Progress struct {
 	Campaign Campaign               `json:"campaign"`
-	Targets  int64                  `json:"targets"`  // contacts snapshotted at the start
-	Stored   int64                  `json:"stored"`   // recipients materialised so far
-	Skipped  int64                  `json:"skipped"`  // targets deleted or no longer active when materialised (once materialised)
-	Counts   map[mailing.Status]int `json:"counts"`   // stored recipients per status (queued, sent, deferred, bounced, failed, suppressed…)
+	Targets  int64                  `json:"targets"` // contacts snapshotted at the start
+	Stored   int64                  `json:"stored"`  // recipients materialised so far
+	Skipped  int64                  `json:"skipped"` // targets deleted or no longer active when materialised (once materialised)
+	Counts   map[mailing.Status]int `json:"counts"`  // stored recipients per status (queued, sent, deferred, bounced, failed, suppressed…)
 }
 
 // Progress returns a campaign and its recipients counted by status.

@@ -273,7 +273,7 @@ func (s *Store) tick(ctx context.Context, finish bool) {
 // recipient has a final status.
 func (s *Store) finish(ctx context.Context) error {
 	var ids []int64
-	err := s.cfg.DB.NewRaw("SELECT cp.id FROM campaigns cp WHERE cp.status = 'running' AND cp.materialised_at IS NOT NULL AND NOT EXISTS " +
+	err := s.cfg.DB.NewRaw("SELECT cp.id FROM campaigns cp WHERE cp.status = 'running' AND cp.materialised_at IS NOT NULL AND NOT EXISTS "+
 		"(SELECT 1 FROM mail_recipients r WHERE r.message_id = cp.message_id AND r.status IN ('queued', 'scheduled', 'sending', 'deferred'))").Scan(ctx, &ids)
 	if err != nil {
 		return fmt.Errorf("campaign: find finished campaigns: %w", err)
