@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"log/slog"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +21,8 @@ import (
 	"github.com/servir-pe/envios/internal/httpapi"
 	"github.com/servir-pe/envios/internal/storetest"
 	"github.com/servir-pe/envios/mailing"
+	"github.com/servir-pe/envios/mailing/campaign"
+	"github.com/servir-pe/envios/mailing/contacts"
 	"github.com/servir-pe/envios/quota"
 	"github.com/servir-pe/envios/report"
 )
@@ -30,6 +34,7 @@ type fixture struct {
 	talento, eventos string // account tokens
 	admin            string
 	client           *http.Client
+	campaigns        *campaign.Store
 }
 
 func newFixture(t *testing.T, db *bun.DB) *fixture {
@@ -66,6 +71,38 @@ func newFixture(t *testing.T, db *bun.DB) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.srv = httptest.NewTLSServer(api.Handler())
+	t.Cleanup(f.srv.Close)
+	f.client = f.srv.Client()
+	return f
+}
+
+// newFullFixture is newFixture with every route on: the contacts, their
+// imports (run until the test ends) and the campaigns.
+func newFullFixture(t *testing.T, db *bun.DB) *fixture {
+	t.Helper()
+	f := newFixture(t, db)
+	cs := &contacts.Store{DB: db}
+	jobs := &contacts.Jobs{Store: cs, Dir: filepath.Join(t.TempDir(), "imports"), Logger: slog.New(slog.DiscardHandler)}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- jobs.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("jobs: %v", err)
+		}
+	})
+	var err error
+	if f.campaigns, err = campaign.New(campaign.Config{Mailer: f.m, Segments: cs, Logger: slog.New(slog.DiscardHandler)}); err != nil {
+		t.Fatal(err)
+	}
+	api, err := httpapi.New(httpapi.Config{Mailer: f.m, Tokens: apitoken.NewStore(db, nil), Reports: report.New(db, report.Config{}), MaxBody: 64 << 10,
+		DB: db, Contacts: cs, Imports: jobs, Campaigns: f.campaigns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.srv.Close()
 	f.srv = httptest.NewTLSServer(api.Handler())
 	t.Cleanup(f.srv.Close)
 	f.client = f.srv.Client()

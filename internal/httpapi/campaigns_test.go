@@ -4,26 +4,21 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/uptrace/bun"
 
-	"github.com/servir-pe/envios/internal/apitoken"
-	"github.com/servir-pe/envios/internal/httpapi"
 	"github.com/servir-pe/envios/internal/storetest"
 	"github.com/servir-pe/envios/mailing/campaign"
 	"github.com/servir-pe/envios/mailing/contacts"
-	"github.com/servir-pe/envios/report"
 )
 
-// campaignFixture is the API fixture serving campaigns too, with a list
-// "boletin" of n contacts in each account.
+// campaignFixture is the API fixture with a list "boletin" of n contacts
+// in each account.
 func campaignFixture(t *testing.T, db *bun.DB, n int) (*fixture, *campaign.Store) {
 	t.Helper()
-	f := newFixture(t, db)
+	f := newFullFixture(t, db)
 	ctx := context.Background()
 	cs := &contacts.Store{DB: db}
 	for _, a := range []string{"enap/eventos", "sjti/talento"} {
@@ -39,19 +34,7 @@ func campaignFixture(t *testing.T, db *bun.DB, n int) (*fixture, *campaign.Store
 			t.Fatal(err)
 		}
 	}
-	s, err := campaign.New(campaign.Config{Mailer: f.m, Segments: cs, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	api, err := httpapi.New(httpapi.Config{Mailer: f.m, Tokens: apitoken.NewStore(db, nil), Reports: report.New(db, report.Config{}), DB: db, Campaigns: s})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.srv.Close()
-	f.srv = httptest.NewTLSServer(api.Handler())
-	t.Cleanup(f.srv.Close)
-	f.client = f.srv.Client()
-	return f, s
+	return f, f.campaigns
 }
 
 func TestCampaignRoutes(t *testing.T) {

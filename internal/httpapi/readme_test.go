@@ -91,8 +91,9 @@ func readmeCurls(t *testing.T, path string) []readmeCurl {
 // data/relayd-cert.pem relayd generates (the README's --cacert). What
 // cannot be literal is supplied around the command: $TOKEN in its
 // environment (an sjti/talento token), and the URL's host and port mapped
-// to the test server with --connect-to. Each must answer 2xx; a POST
-// /v1/messages must have stored its message.
+// to the test server with --connect-to; the file the import example
+// uploads is in the directory. Each must answer 2xx; a POST /v1/messages
+// must have stored its message.
 func TestREADMECurl(t *testing.T) {
 	requireCurl(t)
 	cmds := readmeCurls(t, "../../README.md")
@@ -112,8 +113,16 @@ func TestREADMECurl(t *testing.T) {
 		t.Fatalf("README.md: found %d curl commands, none to /v1/messages: want the API's examples", len(cmds))
 	}
 	storetest.Each(t, func(t *testing.T, db *bun.DB) {
-		f := newFixture(t, db)
+		f := newFullFixture(t, db)
 		dir := t.TempDir()
+		// The file the README's import uploads: two contacts and a reject.
+		csv := "Correo,Nombre,region\nana@example.org,Ana,Lima\nluis@example.org,Luis,Cusco\nno-es-correo,X,Piura\n"
+		if err := os.WriteFile(filepath.Join(dir, "participantes.csv"), []byte(csv), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		ran := make(chan error, 1) // Run stores a started campaign's recipients, as relayd serve does
+		go func() { ran <- f.campaigns.Run(t.Context()) }()
+		t.Cleanup(func() { <-ran }) // t.Context ends before the cleanups
 		addr := serveReadmeTLS(t, f.srv.Config.Handler, filepath.Join(dir, "data"), cmds[0].url.Hostname())
 		hosts := map[string]bool{}
 		var connectTo []string
