@@ -140,7 +140,7 @@ func TestStartAndMaterialise(t *testing.T) {
 			t.Errorf("used %d, want 19", used)
 		}
 		html := ""
-		if err := db.NewRaw("SELECT r.data FROM mail_recipients r WHERE r.message_id = ? AND r.seq = 2", pr.Campaign.MessageID).Scan(ctx, &html); err != nil ||
+		if err := db.NewRaw("SELECT r.data FROM mail_recipients r WHERE r.message_id = ? AND r.address = 'c2@example.org'", pr.Campaign.MessageID).Scan(ctx, &html); err != nil ||
 			!strings.Contains(html, `"cargo":"Analista 2"`) || !strings.Contains(html, `"email":"c2@example.org"`) {
 			t.Errorf("stored data %q %v", html, err)
 		}

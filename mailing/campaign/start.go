@@ -19,7 +19,7 @@ func (s *Store) targetSQL(ctx context.Context, idb bun.IDB, r *row) (string, []a
 	if lists := strs(r.Lists); len(lists) > 0 {
 		where += " AND EXISTS (SELECT 1 FROM contact_memberships m JOIN contact_lists l ON l.id = m.list_id " +
 			"WHERE m.contact_id = c.id AND m.status = 'subscribed' AND l.account_id = ? AND l.name IN (?))"
-		args = append(args, r.AccountID, bun.In(lists))
+		args = append(args, r.AccountID, bun.List(lists))
 	}
 	if r.Segment != "" {
 		seg, sargs, err := s.cfg.Segments.Match(ctx, idb, r.Account, r.Segment)
