@@ -409,5 +409,21 @@ func (m *Mailer) maySend(ctx context.Context, account string, a Address) error {
 	return nil
 }
 
+// MaySendSigned is MaySend plus the check acceptance makes of the From
+// domain: mail from addr is signed, its domain having a DKIM key here (or
+// being one of Config.UnsignedDomains), else ErrNoDKIMKey. A campaign asks
+// it when it is saved and started, rather than fail when its recipients
+// are stored.
+func (m *Mailer) MaySendSigned(ctx context.Context, account, addr string) error {
+	a, err := ParseAddress(addr)
+	if err != nil {
+		return mailerr.In("from", err)
+	}
+	return refusal(store.RetryConnLost(ctx, m.db, func() error {
+		_, err := newChecker(m, m.db).check(ctx, common{account: account, from: a}, nil)
+		return err
+	}))
+}
+
 // Ping checks that the database answers.
 func (m *Mailer) Ping(ctx context.Context) error { return m.db.PingContext(ctx) }

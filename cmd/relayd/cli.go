@@ -103,6 +103,7 @@ func commands() []command {
 		{"segment count", "NAME|EXPRESSION --account A", "how many active contacts a segment (saved, or an expression) selects", runSegmentCount},
 		{"template save", "NAME (--account A | --shared) --subject S [--text-file F] [--html-file F] [--json]", "store a template (text/template and html/template syntax; merge fields {{.name}}, {{.email}}, {{.ATTRIBUTE}}); again: replaced", runTemplateSave},
 		{"template ls", "[--account A] [--json]", "the templates an account may use: its own and the shared ones", runTemplateList},
+		{"template show", "NAME [--account A] [--json]", "a template's subject and bodies, and the merge fields it uses", runTemplateShow},
 		{"campaign create", "--account A --name N --from ADDR (--template T | --subject S [--text-file F] [--html-file F]) (--lists L,… and/or --segment NAME|EXPR) [--topic T] [--reply-to R] [--tags T,…] [--send-at 'YYYY-MM-DD HH:MM'] [--json]", "a draft campaign; its merge fields are checked against its target's contacts", runCampaignCreate},
 		{"campaign list", "[--account A] [--status S] [--before ID] [--limit N] [--json]", "campaigns, newest first", runCampaignList},
 		{"campaign show", "ID [--account A] [--json]", "a campaign and its progress: recipients by status", runCampaignShow},

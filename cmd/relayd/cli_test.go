@@ -167,16 +167,21 @@ func runLine(t *testing.T, dsn, line string) (code int, stdout, stderr string) {
 	return code, o.String(), e.String()
 }
 
-// splitArgs splits a command line on spaces, keeping "double quoted" words.
+// splitArgs splits a command line on spaces, keeping "double quoted" and
+// 'single quoted' words (inside single quotes a double quote is a
+// character, and the other way round), as a shell does.
 func splitArgs(t *testing.T, s string) []string {
 	var args []string
 	var cur strings.Builder
-	inQuote, have := false, false
+	var quote rune // the open quote, or 0
+	have := false
 	for _, r := range s {
 		switch {
-		case r == '"':
-			inQuote, have = !inQuote, true
-		case r == ' ' && !inQuote:
+		case quote == 0 && (r == '"' || r == '\''):
+			quote, have = r, true
+		case r == quote:
+			quote = 0
+		case r == ' ' && quote == 0:
 			if have {
 				args = append(args, cur.String())
 				cur.Reset()
@@ -187,7 +192,7 @@ func splitArgs(t *testing.T, s string) []string {
 			have = true
 		}
 	}
-	if inQuote {
+	if quote != 0 {
 		t.Fatalf("unterminated quote in %q", s)
 	}
 	if have {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"log/slog"
 	"fmt"
 	"os"
 	"strconv"
@@ -29,7 +30,8 @@ func (e *env) openCampaigns(ctx context.Context, g *globals) (*campaign.Store, f
 		db.Close()
 		return nil, nil, err
 	}
-	s, err := campaign.New(campaign.Config{DB: db, Mailer: m, Segments: &contacts.Store{DB: db, Now: e.now}, Now: e.now, Logger: e.logger()})
+	quiet := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})) // the command prints what it did
+	s, err := campaign.New(campaign.Config{DB: db, Mailer: m, Segments: &contacts.Store{DB: db, Now: e.now}, Now: e.now, Logger: quiet})
 	if err != nil {
 		m.Close()
 		db.Close()
@@ -358,6 +360,9 @@ func runCampaignStart(ctx context.Context, e *env, args []string) error {
 		return writeJSON(e.stdout, pr)
 	}
 	fmt.Fprintf(e.stdout, "campaign %d %s: %s recipients stored\n", c.ID, pr.Campaign.Status, group(pr.Stored))
+	if pr.Campaign.Error != "" {
+		fmt.Fprintf(e.stdout, "stopped: %s\n", pr.Campaign.Error)
+	}
 	return nil
 }
 
@@ -642,5 +647,41 @@ func runSegmentCount(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "%s active contacts of %s match %s\n", group(n), *account, expr)
+	return nil
+}
+
+func runTemplateShow(ctx context.Context, e *env, args []string) error {
+	var g globals
+	fs := e.flagSet("template show", &g)
+	account := fs.String("account", "", "the account whose template (or a shared one) it is; default: the shared ones")
+	asJSON := fs.Bool("json", false, "print JSON")
+	pos, err := parse(fs, &g, args, 1, 1)
+	if err != nil {
+		return helpOr(err, fs, e)
+	}
+	s, done, err := e.openCampaigns(ctx, &g)
+	if err != nil {
+		return err
+	}
+	defer done()
+	t, err := s.Template(ctx, *account, pos[0])
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return writeJSON(e.stdout, t)
+	}
+	owner := t.Account
+	if owner == "" {
+		owner = "shared"
+	}
+	fmt.Fprintf(e.stdout, "template %q (%s), updated %s by %s; merge fields: %s\nSubject: %s\n", t.Name, owner,
+		t.UpdatedAt.In(g.loc).Format("2006-01-02 15:04"), t.UpdatedBy, noneIfEmpty(t.Fields), t.Subject)
+	if t.Text != "" {
+		fmt.Fprintf(e.stdout, "\n--- text ---\n%s\n", t.Text)
+	}
+	if t.HTML != "" {
+		fmt.Fprintf(e.stdout, "\n--- html ---\n%s\n", t.HTML)
+	}
 	return nil
 }

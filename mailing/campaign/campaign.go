@@ -379,7 +379,7 @@ func (s *Store) check(ctx context.Context, tx bun.Tx, d Spec) (*row, error) {
 	if d.Name == "" || utf8.RuneCountInString(d.Name) > 200 || !utf8.ValidString(d.Name) {
 		return nil, errorf(ErrInvalid, "a campaign needs a name (at most 200 characters)")
 	}
-	if err := s.cfg.Mailer.MaySend(ctx, d.Account, d.From); err != nil {
+	if err := s.cfg.Mailer.MaySendSigned(ctx, d.Account, d.From); err != nil {
 		return nil, errorf(ErrInvalid, "from %q: %v", d.From, err)
 	}
 	for _, a := range d.ReplyTo {

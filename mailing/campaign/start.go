@@ -67,6 +67,9 @@ func (s *Store) preflight(ctx context.Context, idb bun.IDB, r *row) (Preflight, 
 		return p, err
 	}
 	p.Fields = fields
+	if err := s.cfg.Mailer.MaySendSigned(ctx, r.Account, r.FromAddr); err != nil {
+		return p, errorf(ErrInvalid, "from %q: %v", r.FromAddr, err)
+	}
 	if err := s.checkFields(ctx, idb, r); err != nil {
 		return p, err
 	}
