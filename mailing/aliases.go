@@ -64,6 +64,9 @@ var (
 	ErrCancelled = mailerr.ErrCancelled
 	// ErrClosed is returned by calls on a Mailer after Shutdown or Close.
 	ErrClosed = mailerr.ErrClosed
+	// ErrAlreadyRunning is returned by Engine.Run when another live engine
+	// holds its node's name (or, on SQLite, delivers from the database).
+	ErrAlreadyRunning = delivery.ErrAlreadyRunning
 )
 
 // Hour is the counters' time bucket: whole hours since 1970, UTC.

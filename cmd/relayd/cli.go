@@ -54,7 +54,7 @@ type command struct {
 
 func commands() []command {
 	return []command{
-		{"serve", "[--config FILE] [--smtp ADDR|off] [--smtps ADDR|off] [--https ADDR|off] [--http ADDR] [--tls-cert FILE --tls-key FILE] [--hostname NAME] [--smarthost HOST:PORT | --direct] --sending-domain D [--smarthost-user U] [--smarthost-ca FILE] [--smarthost-plaintext] [--dns-server ADDR] [--mx-port P] [--hello-name NAME] [--unsigned-domains D,…] [--workers N]",
+		{"serve", "[--config FILE] [--smtp ADDR|off] [--smtps ADDR|off] [--https ADDR|off] [--http ADDR] [--tls-cert FILE --tls-key FILE] [--hostname NAME] [--smarthost HOST:PORT | --direct] --sending-domain D [--smarthost-user U] [--smarthost-ca FILE] [--smarthost-plaintext] [--dns-server ADDR] [--mx-port P] [--hello-name NAME] [--unsigned-domains D,…] [--workers N] [--node NAME]",
 			"run the daemon: migrate the database, accept submissions (SMTP relay on 587 and 465, HTTPS API on 8443), deliver queued mail (smarthost or direct MX), until SIGINT or SIGTERM; SIGHUP reloads the TLS certificate", runServe},
 		{"db migrate", "", "apply pending schema migrations", runDBMigrate},
 		{"db status", "", "list pending schema migrations", runDBStatus},

@@ -39,6 +39,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	f.unsigned = fs.String("unsigned-domains", "", "comma-separated From domains that may be sent without a DKIM key")
 	f.dkimKeyFile = dkimKeyFileFlag(fs, e)
 	f.workers = fs.Int("workers", 8, "concurrent deliveries")
+	f.node = fs.String("node", e.getenv("RELAYD_NODE"), "this node's name: the same across restarts, unique among running nodes; a restarted node takes back at once what it was delivering (env RELAYD_NODE; default: this host's name)")
 	f.direct = fs.Bool("direct", false, "deliver to each domain's MX hosts instead of a smarthost")
 	f.dnsServer = fs.String("dns-server", "", "with --direct: ask this DNS server (host:port) instead of the system's")
 	f.mxPort = fs.String("mx-port", "25", "with --direct: the port MX hosts are reached on")
@@ -117,6 +118,10 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	// A delivery engine that cannot start (its node is already running)
+	// stops relayd (below): a node must not look as if it delivered.
+	ctx, stopServe := context.WithCancel(ctx)
+	defer stopServe()
 	ls, err := startListeners(ctx, e, &g, log, m, db, listenOptions{smtp: *f.smtpAddr, smtps: *f.smtpsAddr,
 		https: *f.httpsAddr, http: *f.httpAddr, mx: *f.mxAddr, cert: *f.certFile, key: *f.keyFile, hostname: *f.hostname,
 		hideClientAddress: file.Relay.HideClientAddress, limits: file.Relay.Limits.relay(), engine: engine,
@@ -146,6 +151,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		wg.Go(func() {
 			if err := engine.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 				runErr = err
+				stopServe()
 			}
 		})
 	}
@@ -175,6 +181,7 @@ type serveFlags struct {
 	unsigned    *string
 	dkimKeyFile *string
 	workers     *int
+	node        *string
 	direct      *bool
 	dnsServer   *string
 	mxPort      *string
@@ -228,6 +235,7 @@ func (f *serveFlags) fillFromFile(fs *flag.FlagSet, e *env) (fileConfig, error) 
 	if !set["smarthost-plaintext"] && d.Smarthost.AllowPlaintext {
 		*f.plaintext = true
 	}
+	fill(f.node, "node", d.Node)
 	if !set["workers"] && d.Workers > 0 {
 		*f.workers = d.Workers
 	}
@@ -291,7 +299,7 @@ func (f *serveFlags) engine(ctx context.Context, e *env, m *mailing.Mailer, file
 			}
 			transport = x
 		}
-		cfg := mailing.EngineConfig{Transport: transport, ReturnPathDomain: *f.sending, Workers: *f.workers}
+		cfg := mailing.EngineConfig{Transport: transport, ReturnPathDomain: *f.sending, Workers: *f.workers, Node: *f.node}
 		file.Delivery.apply(&cfg)
 		cfg.UnsignedDomains = unsignedDomains
 		return m.NewEngine(ctx, cfg)

@@ -84,6 +84,7 @@ type deliveryConfig struct {
 		DNSServer string `yaml:"dns_server"`
 		Port      string `yaml:"port"`
 	} `yaml:"direct"`
+	Node            string        `yaml:"node"` // this node's name across restarts; default the host name
 	Workers         int           `yaml:"workers"`
 	Batch           int           `yaml:"batch"`
 	MaxRcptPerTx    int           `yaml:"max_recipients_per_transaction"`

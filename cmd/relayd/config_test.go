@@ -18,7 +18,7 @@ func TestLoadConfig(t *testing.T) {
 		}
 		return p
 	}
-	good := "sending_domain: envios.servir.gob.pe\ndelivery:\n  mode: smarthost\n  smarthost:\n    addr: smtp.example.net:587\n" +
+	good := "sending_domain: envios.servir.gob.pe\ndelivery:\n  mode: smarthost\n  node: relay-1\n  smarthost:\n    addr: smtp.example.net:587\n" +
 		"  retry:\n    base: 30s\n    max: 2h\n    max_age: 72h\n  limits:\n    gmail.com:\n      concurrency: 4\n      per_second: 8\n"
 	c, err := loadConfig(write(good))
 	if err != nil {
@@ -26,7 +26,7 @@ func TestLoadConfig(t *testing.T) {
 	}
 	var cfg mailing.EngineConfig
 	c.Delivery.apply(&cfg)
-	if c.Delivery.Smarthost.Addr != "smtp.example.net:587" || cfg.RetryBase != 30*time.Second || cfg.MaxAge != 72*time.Hour ||
+	if c.Delivery.Smarthost.Addr != "smtp.example.net:587" || c.Delivery.Node != "relay-1" || cfg.RetryBase != 30*time.Second || cfg.MaxAge != 72*time.Hour ||
 		cfg.Limits["gmail.com"] != (mailing.Limits{Concurrency: 4, PerSecond: 8}) {
 		t.Fatalf("config %+v engine %+v", c, cfg)
 	}

@@ -24,6 +24,7 @@ import (
 //	promote:       scheduled (due)             → queued
 //	claim:         queued | scheduled | deferred (due, message not paused) → sending
 //	expire lease:  sending (lease over)        → deferred
+//	take back:     sending (an owner that stopped: restarted, or its lock free) → deferred, due now
 //	unclaim:       sending (this owner)        → queued (never attempted) | deferred
 //	record:        sending (this owner)        → sent | bounced | deferred | failed
 //	fail unbuilt:  sending (this owner)        → failed
@@ -48,6 +49,7 @@ var (
 	Promote     = Transition{"promote", []Status{StatusScheduled}, []Status{StatusQueued}}
 	Claim       = Transition{"claim", []Status{StatusQueued, StatusScheduled, StatusDeferred}, []Status{StatusSending}}
 	ExpireLease = Transition{"expire lease", []Status{StatusSending}, []Status{StatusDeferred}}
+	TakeBack    = Transition{"take back", []Status{StatusSending}, []Status{StatusDeferred}}
 	Unclaim     = Transition{"unclaim", []Status{StatusSending}, []Status{StatusQueued, StatusDeferred}}
 	Record      = Transition{"record", []Status{StatusSending}, []Status{StatusSent, StatusBounced, StatusDeferred, StatusFailed}}
 	FailUnbuilt = Transition{"fail unbuilt", []Status{StatusSending}, []Status{StatusFailed}}
@@ -57,7 +59,7 @@ var (
 )
 
 // Transitions lists every transition.
-var Transitions = []Transition{Accept, Promote, Claim, ExpireLease, Unclaim, Record, FailUnbuilt, Cancel, Suppress, BounceLater}
+var Transitions = []Transition{Accept, Promote, Claim, ExpireLease, TakeBack, Unclaim, Record, FailUnbuilt, Cancel, Suppress, BounceLater}
 
 // Statuses lists every status.
 var Statuses = []Status{StatusQueued, StatusScheduled, StatusSending, StatusDeferred, StatusSent, StatusBounced,
@@ -112,6 +114,53 @@ func ExpireLeases(ctx context.Context, idb bun.IDB, now time.Time) (int, error) 
 	}
 	n, _ := r.RowsAffected()
 	return int(n), nil
+}
+
+// ExpireOwner takes back, whatever their lease, the recipients owner
+// claimed and never finished because it stopped: an engine restarted
+// under the same name takes back its own claims of before, and one that
+// finds another engine's lock free (it died) takes back that engine's.
+// As for ExpireLeases, each counts as attempted (it may have been sent
+// before the stop) and becomes deferred, due now, with a "lease expired"
+// reply; unlike it, each gets a deferred attempt event (and its counter),
+// so its history shows why it may arrive twice. Call it in a transaction:
+// the rows, events and counters belong together. It returns how many
+// recipients it took back.
+func ExpireOwner(ctx context.Context, idb bun.IDB, owner string, now time.Time) (int, error) {
+	reply := Truncate("lease expired: its engine ("+owner+") stopped while it held the recipient, perhaps after sending it", 2000)
+	var rows []struct {
+		ID        int64
+		MessageID string
+		AccountID int64
+		Origin    quota.Origin
+	}
+	if err := idb.NewRaw("UPDATE mail_recipients SET status = 'deferred', attempts = attempts + 1, reply = ?, "+
+		"due_at = CASE WHEN due_at > ? THEN ? ELSE due_at END, lease_until = NULL, lease_owner = '' "+
+		"WHERE "+TakeBack.from()+" AND lease_owner = ? RETURNING id, message_id, account_id, origin",
+		reply, now, now, owner).Scan(ctx, &rows); err != nil {
+		return 0, fmt.Errorf("mailstore: take back the claims of %s: %w", owner, err)
+	}
+	events := make([]EventRow, len(rows))
+	c := Counts{}
+	for i, r := range rows {
+		events[i] = EventRow{RecipientID: r.ID, MessageID: r.MessageID, AccountID: r.AccountID, Origin: r.Origin, At: now,
+			Type: StatusDeferred, Attempt: true, Reply: reply}
+		c.Add(r.AccountID, r.Origin, now, string(StatusDeferred), 1)
+	}
+	if err := InsertEvents(ctx, idb, events); err != nil {
+		return 0, err
+	}
+	return len(rows), c.Write(ctx, idb)
+}
+
+// ClaimOwners lists the owners of the recipients being sent (claimed),
+// each once, in order.
+func ClaimOwners(ctx context.Context, idb bun.IDB) ([]string, error) {
+	var owners []string
+	if err := idb.NewRaw("SELECT DISTINCT lease_owner FROM mail_recipients WHERE status = 'sending' ORDER BY lease_owner").Scan(ctx, &owners); err != nil {
+		return nil, fmt.Errorf("mailstore: list claim owners: %w", err)
+	}
+	return owners, nil
 }
 
 // Claimed is a recipient leased for delivery.

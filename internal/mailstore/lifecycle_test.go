@@ -52,6 +52,10 @@ func TestLifecycleTransitions(t *testing.T) {
 			_, err := mailstore.ExpireLeases(ctx, db, now)
 			return err
 		}},
+		{"take back", mailstore.TakeBack, 1, mailstore.StatusDeferred, func(ctx context.Context, db *bun.DB, _ int64, _ string, now time.Time) error {
+			_, err := mailstore.ExpireOwner(ctx, db, owner, now)
+			return err
+		}},
 		{"unclaim never attempted", mailstore.Unclaim, 0, mailstore.StatusQueued, func(ctx context.Context, db *bun.DB, id int64, _ string, _ time.Time) error {
 			return mailstore.ReturnLeases(ctx, db, owner, []int64{id})
 		}},

@@ -15,8 +15,14 @@
 // [Engine.RunOnce] is one round. Several engines may share one PostgreSQL
 // database: claims take rows FOR UPDATE SKIP LOCKED, and a row is recorded
 // only while it is still leased to the engine that claimed it. An engine
-// that dies loses nothing: its leases expire and another engine (or the
-// same one, restarted) takes the recipients over.
+// claims under its node's name (Config.Node) and holds a lock on that name
+// for as long as it runs (a PostgreSQL session advisory lock, an flock
+// beside a SQLite file), which dies with its process: restarted, it takes
+// back its own claims at once; on SQLite, the one engine takes every claim
+// left at its start; on PostgreSQL the others take a dead node's claims
+// within Config.LivenessCheck. The lease is the last resort, for engines
+// that hold no lock. Either way a taken-back recipient counts as attempted
+// (it may have been sent just before the crash).
 //
 // # Guarantees
 //

@@ -2,7 +2,6 @@ package delivery
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/servir-pe/envios/internal/mailstore"
 	"github.com/servir-pe/envios/internal/rcpttoken"
+	"github.com/servir-pe/envios/internal/store"
 	"github.com/servir-pe/envios/mailing/smtpout"
 )
 
@@ -55,8 +55,11 @@ type Config struct {
 	// RFC 5321 §4.5.3.1.8 requires servers to take at least 100. Default
 	// 100; 1 sends every recipient in a transaction of its own.
 	MaxRecipientsPerTransaction int
-	// Lease is how long a claim lasts before another engine may take the
-	// recipient over (its engine presumed dead). Default 10 minutes.
+	// Lease is how long a claim lasts before any engine may take the
+	// recipient over, its engine presumed dead. It is the last resort, for
+	// engines that hold no lock on their name (older versions): a stopped
+	// engine's claims are taken back sooner (see Node and Run). Default 10
+	// minutes.
 	Lease time.Duration
 	// Poll is how long an idle engine waits before looking again. Default 1s.
 	Poll time.Duration
@@ -67,15 +70,28 @@ type Config struct {
 	// MaxAge is how long after acceptance a recipient is retried before it
 	// fails. Default 5 days.
 	MaxAge time.Duration
-	// Owner names this engine in leases. Default host name, pid and a
-	// random suffix.
+	// Node names this node across restarts; default the host name. Run
+	// holds a lock on it, so that the node, restarted, takes back its own
+	// claims at once, and the other nodes can tell when it has died; two
+	// engines running with one name at the same time are refused. It must
+	// not contain "/".
+	Node string
+	// Owner names this engine in leases and in its lock, in place of Node.
+	// Default Node. Set it only to run several engines in one process,
+	// each with its own Owner: such engines may share a SQLite file, where
+	// otherwise only one engine delivers (see Run).
 	Owner string
+	// LivenessCheck is how often Run looks for the claims of engines that
+	// have stopped (their lock is free) to take them back. Default 10s.
+	LivenessCheck time.Duration
 }
 
 // Engine delivers due recipients: it claims them with a lease, renders,
 // signs and sends their messages, and records each recipient's outcome.
 // Several engines may share one PostgreSQL database (claims use FOR UPDATE
-// SKIP LOCKED).
+// SKIP LOCKED), each with its own Node; on SQLite one engine delivers. An
+// engine that stops without returning its claims (kill -9) has them taken
+// back within seconds: when it restarts, or by another node (see Run).
 //
 // Recipients of one transactional message sent with Send (its To, Cc and
 // Bcc: they all get the same bytes, as Bcc never appear in the headers)
@@ -103,6 +119,9 @@ type Engine struct {
 	keyCache map[string]cachedKeys
 	limits   *limiter
 	stats    engineStats
+	// sole is set for the one engine that delivers from a SQLite file (its
+	// Owner is its Node): Run takes the file's delivery lock.
+	sole bool
 }
 
 // New returns an Engine delivering the queue of st. Programs get one from
@@ -127,6 +146,7 @@ func New(ctx context.Context, st *mailstore.Store, cfg Config) (*Engine, error) 
 	def(&cfg.RetryBase, time.Minute)
 	def(&cfg.RetryMax, time.Hour)
 	def(&cfg.MaxAge, 5*24*time.Hour)
+	def(&cfg.LivenessCheck, 10*time.Second)
 	if cfg.Workers <= 0 {
 		cfg.Workers = 8
 	}
@@ -136,18 +156,24 @@ func New(ctx context.Context, st *mailstore.Store, cfg Config) (*Engine, error) 
 	if cfg.MaxRecipientsPerTransaction <= 0 {
 		cfg.MaxRecipientsPerTransaction = 100
 	}
+	if cfg.Node == "" {
+		if cfg.Node, _ = os.Hostname(); cfg.Node == "" {
+			cfg.Node = "localhost"
+		}
+	}
+	if strings.Contains(cfg.Node, "/") {
+		return nil, fmt.Errorf("delivery: node name %q must not contain \"/\"", cfg.Node)
+	}
+	sole := cfg.Owner == "" && store.EngineOfDB(st.DB) == store.SQLite
 	if cfg.Owner == "" {
-		host, _ := os.Hostname()
-		b := make([]byte, 4)
-		_, _ = rand.Read(b)
-		cfg.Owner = fmt.Sprintf("%s/%d/%x", host, os.Getpid(), b)
+		cfg.Owner = cfg.Node
 	}
 	tokens, err := rcpttoken.Load(ctx, st.DB, st.Sealer, st.Now())
 	if err != nil {
 		return nil, err
 	}
 	e := &Engine{st: st, cfg: cfg, tokens: tokens, unsigned: map[string]bool{}, cache: map[string]*mailstore.Source{}, keyCache: map[string]cachedKeys{},
-		limits: newLimiter(cfg.Limits)}
+		limits: newLimiter(cfg.Limits), sole: sole}
 	for _, d := range cfg.UnsignedDomains {
 		e.unsigned[strings.ToLower(d)] = true
 	}
@@ -173,7 +199,34 @@ func (e *Engine) ReturnPath(recipientID int64) string {
 // Its claim rounds overlap: the next batch is claimed as soon as the last
 // transaction of the current one is taken by a worker, so the workers do
 // not wait for the slowest delivery of a round.
+//
+// Run first takes the lock of its name (Owner: by default Node;
+// internal/store.TryLock, which the database or the kernel drops when the
+// process ends, kill -9 included) and holds it until it returns. If a live
+// engine holds it, Run fails (within a few seconds) with an error matching
+// ErrAlreadyRunning. It then takes back, at once, the claims its name left
+// behind when it last stopped (mailstore.ExpireOwner: deferred, counted as
+// attempted, due now). At the start and every LivenessCheck it lists the
+// other names that hold claims and tries each one's lock: a name whose
+// lock it gets has stopped, and its claims are taken back then; a live
+// one's stay. Claims whose owner's name contains "/" (engines of older
+// versions, which hold no lock) are left to their Lease. On SQLite one
+// engine delivers: Run also takes the file's delivery lock (refused:
+// ErrAlreadyRunning), and as it starts takes back the claims of every name
+// whose lock is free, those with "/" too. RunOnce takes back none of this.
 func (e *Engine) Run(ctx context.Context) error {
+	l, err := e.lock(ctx)
+	if err != nil || l == nil {
+		return err // nil: ctx ended first
+	}
+	defer l.release() // last: after every outcome is recorded
+	if err := e.takeBack(ctx, e.cfg.Owner); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	next := e.checkLiveness(ctx, l, true)
 	if c, ok := e.cfg.Transport.(interface{ Close() error }); ok {
 		defer c.Close() // idle connections
 	}
@@ -186,6 +239,9 @@ func (e *Engine) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-timer.C:
+		}
+		if !e.st.Now().Before(next) {
+			next = e.checkLiveness(ctx, l, false)
 		}
 		n, err := e.round(ctx, c)
 		if err != nil && ctx.Err() == nil {
@@ -202,8 +258,19 @@ func (e *Engine) Run(ctx context.Context) error {
 // RunOnce claims up to Batch due recipients (transactional first, then by
 // due time), groups them into transactions, delivers those with up to
 // Workers at once, and returns how many recipients it handled once every
-// outcome is recorded.
+// outcome is recorded. For that time it holds the lock of its name if it
+// is free (held, an engine of this name is running, which keeps the claims
+// as safe), so that no Run takes its claims for a stopped engine's. It
+// takes back only the claims whose lease is over: taking back a stopped
+// engine's sooner is Run's.
 func (e *Engine) RunOnce(ctx context.Context) (int, error) {
+	release, ok, err := e.tryLock(ctx, nodeLock(e.cfg.Owner))
+	if err != nil {
+		return 0, fmt.Errorf("delivery: lock node %q: %w", e.cfg.Owner, err)
+	}
+	if ok {
+		defer release() // last: after every outcome is recorded
+	}
 	c := e.startCrew(context.WithoutCancel(ctx))
 	n, err := e.round(ctx, c)
 	c.stop()
