@@ -90,7 +90,8 @@ func BenchmarkImport(b *testing.B) {
 
 // An import of more rows than one staging batch, their addresses out of
 // order and one of them twice, gives every new contact its membership of
-// the list; importing the file again changes nothing.
+// the list; importing the file again changes nothing, and importing it
+// into another list subscribes the existing contacts to it.
 func TestImportGenerated(t *testing.T) {
 	const n = 5000
 	var file strings.Builder
@@ -102,26 +103,31 @@ func TestImportGenerated(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, db *bun.DB) {
 		s := store(t, db)
 		ctx := context.Background()
-		for _, want := range []string{"5000/0/0/1", "0/0/5000/1"} {
-			im, err := s.Import(ctx, strings.NewReader(file.String()), contacts.ImportOptions{Account: "enap/eventos", List: "boletin", Actor: "test"})
+		if _, err := s.CreateList(ctx, "enap/eventos", "otra", "", "test"); err != nil {
+			t.Fatal(err)
+		}
+		for _, tt := range []struct{ list, want string }{{"boletin", "5000/0/0/1"}, {"boletin", "0/0/5000/1"}, {"otra", "0/5000/0/1"}} {
+			im, err := s.Import(ctx, strings.NewReader(file.String()), contacts.ImportOptions{Account: "enap/eventos", List: tt.list, Actor: "test"})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := fmt.Sprintf("%d/%d/%d/%d", im.Added, im.Updated, im.Unchanged, im.Rejected); got != want || im.Read != n+1 {
-				t.Fatalf("import %s of %d rows, want %s of %d", got, im.Read, want, n+1)
+			if got := fmt.Sprintf("%d/%d/%d/%d", im.Added, im.Updated, im.Unchanged, im.Rejected); got != tt.want || im.Read != n+1 {
+				t.Fatalf("import into %s: %s of %d rows, want %s of %d", tt.list, got, im.Read, tt.want, n+1)
 			}
 			if r := im.Rejects; len(r) != 1 || r[0].Line != n+2 || r[0].Reason != "duplicate in the file: first on line 3397" {
 				t.Fatalf("rejects %+v", r)
 			}
 		}
-		var members, distinct int
-		if err := db.NewRaw(`SELECT count(*), count(DISTINCT c.id) FROM contact_memberships AS m JOIN contacts AS c ON c.id = m.contact_id
-			JOIN contact_lists AS l ON l.id = m.list_id AND l.account_id = c.account_id
-			WHERE l.name = 'boletin' AND m.status = 'subscribed' AND c.address LIKE 'p%@example.org'`).Scan(ctx, &members, &distinct); err != nil {
-			t.Fatal(err)
-		}
-		if members != n || distinct != n {
-			t.Fatalf("%d memberships of %d contacts, want %d", members, distinct, n)
+		for _, list := range []string{"boletin", "otra"} {
+			var members, distinct int
+			if err := db.NewRaw(`SELECT count(*), count(DISTINCT c.id) FROM contact_memberships AS m JOIN contacts AS c ON c.id = m.contact_id
+				JOIN contact_lists AS l ON l.id = m.list_id AND l.account_id = c.account_id
+				WHERE l.name = ? AND m.status = 'subscribed' AND c.address LIKE 'p%@example.org'`, list).Scan(ctx, &members, &distinct); err != nil {
+				t.Fatal(err)
+			}
+			if members != n || distinct != n {
+				t.Fatalf("%s: %d memberships of %d contacts, want %d", list, members, distinct, n)
+			}
 		}
 	})
 }

@@ -38,51 +38,67 @@ func createStage(ctx context.Context, tx bun.Tx, pg bool) error {
 
 // staged is what staging learnt of the rows on their way to the table.
 type staged struct {
+	rows, rejected int64 // staged; rejected already (unreadable, no valid address)
 	// twice: two valid rows may have the same address. When false, none
 	// have, and the check for duplicates in the file is skipped.
 	twice bool
+	seen  *addressSet // the valid rows' addresses until twice
 }
 
-// dupFilter tells, as the rows stream by, whether two valid rows may
-// have the same address. For each address it keeps 31 bits of a 64-bit
-// hash in a table of 2²¹ slots (8 MB, its pages resident as they fill)
-// at the slot that 21 other bits of the hash name, or the next free one;
-// with more than three quarters of the slots taken it gives up. A
-// repeat — the same address, or by chance another one in the same run
-// of slots (about once in a thousand files of a million rows) — only
-// costs the exact check in SQL; no repeat proves there is no duplicate.
-type dupFilter struct {
+func newStaged() *staged { return &staged{seen: newAddressSet()} }
+
+func (st *staged) add(r *stageRow) {
+	st.rows++
+	switch {
+	case r.reject != "":
+		st.rejected++
+	case !st.twice && !st.seen.add(r.address):
+		st.twice, st.seen = true, nil
+	}
+}
+
+// end is what was learnt, without the addresses.
+func (st *staged) end() staged {
+	r := *st
+	r.seen = nil
+	return r
+}
+
+// addressSet tells whether an address may have been added before. For
+// each address it keeps 31 bits of a 64-bit hash in a table of 2²¹
+// slots (8 MB) at the slot that 21 other bits of the hash name, or the
+// next free one. A repeat — the same
+// address, or by chance another one in the same run of slots (about
+// once in a thousand files of a million addresses) — or a table three
+// quarters full only costs the exact check in SQL; no repeat proves
+// there is no duplicate.
+type addressSet struct {
 	seed   maphash.Seed
 	hashes []uint32 // linear probing; 0 is an empty slot
 	n      int
-	twice  bool
 }
 
-const dupFilterSlots = 1 << 21
+const addressSlots = 1 << 21
 
-func newDupFilter() *dupFilter {
-	return &dupFilter{seed: maphash.MakeSeed(), hashes: make([]uint32, dupFilterSlots)}
+func newAddressSet() *addressSet {
+	return &addressSet{seed: maphash.MakeSeed(), hashes: make([]uint32, addressSlots)}
 }
 
-func (f *dupFilter) add(r *stageRow) {
-	if f.twice || r.reject != "" {
-		return
+// add adds address, false if it may be there already.
+func (s *addressSet) add(address string) bool {
+	if 4*(s.n+1) > 3*addressSlots {
+		return false
 	}
-	if 4*(f.n+1) > 3*len(f.hashes) {
-		f.twice, f.hashes = true, nil // too many to tell: check
-		return
-	}
-	h := maphash.String(f.seed, r.address)
+	h := maphash.String(s.seed, address)
 	v := uint32(h>>32) | 1
-	for i := h % dupFilterSlots; ; i = (i + 1) % dupFilterSlots {
-		switch f.hashes[i] {
+	for i := h % addressSlots; ; i = (i + 1) % addressSlots {
+		switch s.hashes[i] {
 		case 0:
-			f.hashes[i] = v
-			f.n++
-			return
+			s.hashes[i] = v
+			s.n++
+			return true
 		case v:
-			f.twice, f.hashes = true, nil
-			return
+			return false
 		}
 	}
 }
@@ -93,7 +109,7 @@ var stageCopyColumns = []string{"line", "address", "name", "attrs", "raw", "reje
 // pgx connection under conn (inside the transaction open on it).
 func copyStage(ctx context.Context, conn bun.Conn, rows *rowSource) (staged, error) {
 	var rerr error
-	dups := newDupFilter()
+	st := newStaged()
 	err := store.WithPgx(conn, func(pc *pgx.Conn) error {
 		_, err := pc.CopyFrom(ctx, pgx.Identifier{"import_stage"}, stageCopyColumns, pgx.CopyFromFunc(func() ([]any, error) {
 			r, ok, err := rows.next()
@@ -101,7 +117,7 @@ func copyStage(ctx context.Context, conn bun.Conn, rows *rowSource) (staged, err
 				rerr = err
 				return nil, err
 			}
-			dups.add(&r)
+			st.add(&r)
 			return []any{r.line, r.address, r.name, r.attrs, r.raw, r.reject}, nil
 		}))
 		return err
@@ -112,7 +128,7 @@ func copyStage(ctx context.Context, conn bun.Conn, rows *rowSource) (staged, err
 	if err != nil {
 		return staged{}, fmt.Errorf("contacts: stage the rows: %w", err)
 	}
-	return staged{twice: dups.twice}, nil
+	return st.end(), nil
 }
 
 // stageBatch is how many rows one SQLite INSERT stages (6 parameters
@@ -132,7 +148,7 @@ func insertStage(ctx context.Context, tx bun.Tx, rows *rowSource) (staged, error
 		return staged{}, fmt.Errorf("contacts: stage the rows: %w", err)
 	}
 	defer stmt.Close()
-	dups := newDupFilter()
+	st := newStaged()
 	args := make([]any, 0, 6*stageBatch)
 	for {
 		r, ok, err := rows.next()
@@ -140,7 +156,7 @@ func insertStage(ctx context.Context, tx bun.Tx, rows *rowSource) (staged, error
 			return staged{}, err
 		}
 		if ok {
-			dups.add(&r)
+			st.add(&r)
 			args = append(args, r.line, r.address, r.name, r.attrs, r.raw, r.reject)
 		}
 		switch {
@@ -153,7 +169,7 @@ func insertStage(ctx context.Context, tx bun.Tx, rows *rowSource) (staged, error
 			return staged{}, fmt.Errorf("contacts: stage the rows: %w", err)
 		}
 		if !ok {
-			return staged{twice: dups.twice}, nil
+			return st.end(), nil
 		}
 		if len(args) == cap(args) {
 			args = args[:0]
