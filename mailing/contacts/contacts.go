@@ -161,10 +161,14 @@ func (s *Store) Delete(ctx context.Context, account, address, actor, why string)
 		if err := tx.NewRaw("SELECT id FROM contacts WHERE account_id = ? AND address = ?", id, addr).Scan(ctx, &cid); err != nil || cid == 0 {
 			return errorf(ErrNotFound, "%s has no contact %s", account, addr)
 		}
-		for _, q := range []string{"DELETE FROM contact_memberships WHERE contact_id = ?", "DELETE FROM contacts WHERE id = ?"} {
-			if _, err := tx.NewRaw(q, cid).Exec(ctx); err != nil {
-				return fmt.Errorf("contacts: delete: %w", err)
-			}
+		// By the account's lists: the primary key (list_id, contact_id)
+		// finds each membership.
+		if _, err := tx.NewRaw("DELETE FROM contact_memberships WHERE list_id IN (SELECT id FROM contact_lists WHERE account_id = ?) AND contact_id = ?",
+			id, cid).Exec(ctx); err != nil {
+			return fmt.Errorf("contacts: delete: %w", err)
+		}
+		if _, err := tx.NewRaw("DELETE FROM contacts WHERE id = ?", cid).Exec(ctx); err != nil {
+			return fmt.Errorf("contacts: delete: %w", err)
 		}
 		return audit.Record(ctx, tx, audit.Event{At: s.now(), Actor: actor, Action: "contact.delete", Subject: account, Detail: addr + ": " + why})
 	})
