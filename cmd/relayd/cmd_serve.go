@@ -31,28 +31,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	var g globals
 	fs := e.flagSet("serve", &g)
 	var f serveFlags
-	f.smarthost = fs.String("smarthost", e.getenv("RELAYD_SMARTHOST"), "deliver through this relay, host:port (env RELAYD_SMARTHOST)")
-	f.user = fs.String("smarthost-user", e.getenv("RELAYD_SMARTHOST_USER"), "AUTH PLAIN user for the smarthost (env RELAYD_SMARTHOST_USER)")
-	f.caFile = fs.String("smarthost-ca", "", "PEM file of CA certificates to trust for the smarthost (default: the system's)")
-	f.plaintext = fs.Bool("smarthost-plaintext", false, "deliver even if the smarthost offers no STARTTLS (never with AUTH)")
-	f.sending = fs.String("sending-domain", e.getenv("RELAYD_SENDING_DOMAIN"), "the dedicated sending domain for return paths and unsubscribe links (env RELAYD_SENDING_DOMAIN)")
-	f.unsigned = fs.String("unsigned-domains", "", "comma-separated From domains that may be sent without a DKIM key")
-	f.dkimKeyFile = dkimKeyFileFlag(fs, e)
-	f.workers = fs.Int("workers", 8, "concurrent deliveries")
-	f.node = fs.String("node", e.getenv("RELAYD_NODE"), "this node's name: the same across restarts, unique among running nodes; a restarted node takes back at once what it was delivering (env RELAYD_NODE; default: this host's name)")
-	f.direct = fs.Bool("direct", false, "deliver to each domain's MX hosts instead of a smarthost")
-	f.dnsServer = fs.String("dns-server", "", "with --direct: ask this DNS server (host:port) instead of the system's")
-	f.mxPort = fs.String("mx-port", "25", "with --direct: the port MX hosts are reached on")
-	f.helloName = fs.String("hello-name", "", "the name given in EHLO (default: this host's name with --direct, localhost with a smarthost)")
-	f.configPath = fs.String("config", e.getenv("RELAYD_CONFIG"), "configuration file (env RELAYD_CONFIG)")
-	f.smtpAddr = fs.String("smtp", envOr(e, "RELAYD_SMTP", ":587"), "submission with STARTTLS: listen address, or off (env RELAYD_SMTP)")
-	f.smtpsAddr = fs.String("smtps", envOr(e, "RELAYD_SMTPS", ":465"), "submission over implicit TLS: listen address, or off (env RELAYD_SMTPS)")
-	f.certFile = fs.String("tls-cert", e.getenv("RELAYD_TLS_CERT"), "PEM certificate (chain) for the relay; default: a self-signed one in the data directory (env RELAYD_TLS_CERT)")
-	f.keyFile = fs.String("tls-key", e.getenv("RELAYD_TLS_KEY"), "PEM private key of --tls-cert (env RELAYD_TLS_KEY)")
-	f.httpsAddr = fs.String("https", envOr(e, "RELAYD_HTTPS", ":8443"), "the HTTPS API: listen address, or off (env RELAYD_HTTPS)")
-	f.httpAddr = fs.String("http", envOr(e, "RELAYD_HTTP", "off"), "the API without TLS, only for a trusted reverse proxy: listen address, or off (env RELAYD_HTTP)")
-	f.mxAddr = fs.String("mx", envOr(e, "RELAYD_MX", "off"), "the MX of the sending domain (bounces, complaints, mailto unsubscribes): listen address, or off (env RELAYD_MX)")
-	f.hostname = fs.String("hostname", e.getenv("RELAYD_HOSTNAME"), "the relay's name in its greeting and self-signed certificate (default: this host's name)")
+	f.define(fs, e)
 	if _, err := parse(fs, &g, args, 0, 0); err != nil {
 		return helpOr(err, fs, e)
 	}
@@ -118,9 +97,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	// A delivery engine that cannot start (its node is already running)
-	// stops relayd (below): a node must not look as if it delivered.
-	ctx, stopServe := context.WithCancel(ctx)
+	ctx, stopServe := context.WithCancel(ctx) // a delivery engine that cannot run stops relayd
 	defer stopServe()
 	ls, err := startListeners(ctx, e, &g, log, m, db, listenOptions{smtp: *f.smtpAddr, smtps: *f.smtpsAddr,
 		https: *f.httpsAddr, http: *f.httpAddr, mx: *f.mxAddr, cert: *f.certFile, key: *f.keyFile, hostname: *f.hostname,
@@ -130,18 +107,67 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	log.Info("relayd ready", "db", store.Describe(g.dsn()), "timezone", g.loc.String(), "delivery", deliveryMode(*f.smarthost, *f.direct))
+	wait := startWorkers(ctx, log, campaigns, imports, engine, stopServe)
+	<-ctx.Done()
+	log.Info("relayd stopping: finishing sessions and deliveries in flight")
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	ls.shutdown(sctx, log)
+	cancel()
+	runErr := wait()
+	if err := m.Close(); err != nil {
+		log.Warn("mailer close", "err", err)
+	}
+	if runErr != nil {
+		return runErr
+	}
+	log.Info("relayd stopped")
+	return nil
+}
+
+// define puts serve's own flags on fs, their defaults from the environment.
+func (f *serveFlags) define(fs *flag.FlagSet, e *env) {
+	f.smarthost = fs.String("smarthost", e.getenv("RELAYD_SMARTHOST"), "deliver through this relay, host:port (env RELAYD_SMARTHOST)")
+	f.user = fs.String("smarthost-user", e.getenv("RELAYD_SMARTHOST_USER"), "AUTH PLAIN user for the smarthost (env RELAYD_SMARTHOST_USER)")
+	f.caFile = fs.String("smarthost-ca", "", "PEM file of CA certificates to trust for the smarthost (default: the system's)")
+	f.plaintext = fs.Bool("smarthost-plaintext", false, "deliver even if the smarthost offers no STARTTLS (never with AUTH)")
+	f.sending = fs.String("sending-domain", e.getenv("RELAYD_SENDING_DOMAIN"), "the dedicated sending domain for return paths and unsubscribe links (env RELAYD_SENDING_DOMAIN)")
+	f.unsigned = fs.String("unsigned-domains", "", "comma-separated From domains that may be sent without a DKIM key")
+	f.dkimKeyFile = dkimKeyFileFlag(fs, e)
+	f.workers = fs.Int("workers", 8, "concurrent deliveries")
+	f.node = fs.String("node", e.getenv("RELAYD_NODE"), "this node's name: the same across restarts, unique among running nodes; a restarted node takes back at once what it was delivering (env RELAYD_NODE; default: this host's name)")
+	f.direct = fs.Bool("direct", false, "deliver to each domain's MX hosts instead of a smarthost")
+	f.dnsServer = fs.String("dns-server", "", "with --direct: ask this DNS server (host:port) instead of the system's")
+	f.mxPort = fs.String("mx-port", "25", "with --direct: the port MX hosts are reached on")
+	f.helloName = fs.String("hello-name", "", "the name given in EHLO (default: this host's name with --direct, localhost with a smarthost)")
+	f.configPath = fs.String("config", e.getenv("RELAYD_CONFIG"), "configuration file (env RELAYD_CONFIG)")
+	f.smtpAddr = fs.String("smtp", envOr(e, "RELAYD_SMTP", ":587"), "submission with STARTTLS: listen address, or off (env RELAYD_SMTP)")
+	f.smtpsAddr = fs.String("smtps", envOr(e, "RELAYD_SMTPS", ":465"), "submission over implicit TLS: listen address, or off (env RELAYD_SMTPS)")
+	f.certFile = fs.String("tls-cert", e.getenv("RELAYD_TLS_CERT"), "PEM certificate (chain) for the relay; default: a self-signed one in the data directory (env RELAYD_TLS_CERT)")
+	f.keyFile = fs.String("tls-key", e.getenv("RELAYD_TLS_KEY"), "PEM private key of --tls-cert (env RELAYD_TLS_KEY)")
+	f.httpsAddr = fs.String("https", envOr(e, "RELAYD_HTTPS", ":8443"), "the HTTPS API: listen address, or off (env RELAYD_HTTPS)")
+	f.httpAddr = fs.String("http", envOr(e, "RELAYD_HTTP", "off"), "the API without TLS, only for a trusted reverse proxy: listen address, or off (env RELAYD_HTTP)")
+	f.mxAddr = fs.String("mx", envOr(e, "RELAYD_MX", "off"), "the MX of the sending domain (bounces, complaints, mailto unsubscribes): listen address, or off (env RELAYD_MX)")
+	f.hostname = fs.String("hostname", e.getenv("RELAYD_HOSTNAME"), "the relay's name in its greeting and self-signed certificate (default: this host's name)")
+}
+
+// startWorkers starts the loops relayd serve runs beside its listeners,
+// until ctx ends: campaigns are materialised (their recipients stored and
+// charged) by every node, with or without delivery — what one node was
+// doing when it died another takes over; the contact imports uploaded to
+// this node run on it (their files are on its disk; stopping puts the
+// running ones back in the queue); and the delivery engine, if any, whose
+// failure to run (its node is already running) stops relayd: a node must
+// not look as if it delivered. wait returns the engine's error once every
+// loop has stopped.
+func startWorkers(ctx context.Context, log *slog.Logger, campaigns *campaign.Store, imports *contacts.Jobs, engine *mailing.Engine,
+	stop func()) (wait func() error) {
 	var wg sync.WaitGroup
 	var runErr error
-	// Campaigns are materialised (their recipients stored and charged) by
-	// every node, with or without delivery; what one node was doing when it
-	// died another takes over.
 	wg.Go(func() {
 		if err := campaigns.Run(ctx); err != nil {
 			log.Error("campaigns stopped", "err", err)
 		}
 	})
-	// The contact imports uploaded to this node run on it (their files are
-	// on its disk); stopping puts the running ones back in the queue.
 	wg.Go(func() {
 		if err := imports.Run(ctx); err != nil {
 			log.Error("contact imports stopped", "err", err)
@@ -151,24 +177,11 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		wg.Go(func() {
 			if err := engine.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 				runErr = err
-				stopServe()
+				stop()
 			}
 		})
 	}
-	<-ctx.Done()
-	log.Info("relayd stopping: finishing sessions and deliveries in flight")
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	ls.shutdown(sctx, log)
-	cancel()
-	wg.Wait()
-	if err := m.Close(); err != nil {
-		log.Warn("mailer close", "err", err)
-	}
-	if runErr != nil {
-		return runErr
-	}
-	log.Info("relayd stopped")
-	return nil
+	return func() error { wg.Wait(); return runErr }
 }
 
 // serveFlags are serve's own flags.
