@@ -83,6 +83,20 @@ type (
 	EngineStats = delivery.Stats
 	// Limits caps one destination; see delivery.Limits.
 	Limits = delivery.Limits
+	// Adaptive shapes the limits of direct delivery's destinations; see
+	// delivery.Adaptive.
+	Adaptive = delivery.Adaptive
+	// SmarthostLimits are the smarthost's limits; see
+	// delivery.SmarthostLimits.
+	SmarthostLimits = delivery.SmarthostLimits
+	// WarmUp is a warm-up plan of daily caps; see delivery.WarmUp.
+	WarmUp = delivery.WarmUp
+	// WarmUpGroup is one provider group's schedule; see
+	// delivery.WarmUpGroup.
+	WarmUpGroup = delivery.WarmUpGroup
+	// DestinationStats are one destination's limits now; see
+	// delivery.DestinationStats.
+	DestinationStats = delivery.DestinationStats
 	// Transport hands a message to the next hop; see smtpout.Transport.
 	Transport = smtpout.Transport
 	// Result is what the next hop said about one recipient.
@@ -99,8 +113,14 @@ type (
 // acceptance-to-outcome histogram.
 var LatencyBuckets = delivery.LatencyBuckets
 
-// DefaultLimits are the destination limits an Engine starts from.
+// DefaultLimits are the fixed destination limits an Engine applies with
+// no EngineConfig.Limits: none, as destinations adapt (see
+// delivery.DefaultLimits).
 func DefaultLimits() map[string]Limits { return delivery.DefaultLimits() }
+
+// DefaultAdaptive is the adaptive control of direct delivery with its
+// defaults filled in.
+func DefaultAdaptive() Adaptive { return delivery.DefaultAdaptive() }
 
 // NewResolver returns a resolver that asks only the DNS server at addr
 // (host:port), for tests and for sites with their own resolver.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -79,6 +80,10 @@ type deliveryConfig struct {
 		User           string `yaml:"user"`
 		CAFile         string `yaml:"ca_file"`
 		AllowPlaintext bool   `yaml:"allow_plaintext"`
+		// The smarthost's limits: it, not relayd, faces the recipient domains.
+		Connections     int     `yaml:"connections"`             // transactions at once; default 16
+		MessagesPerConn int     `yaml:"messages_per_connection"` // default 100
+		PerSecond       float64 `yaml:"per_second"`              // default 0: unlimited
 	} `yaml:"smarthost"`
 	Direct struct {
 		DNSServer string `yaml:"dns_server"`
@@ -96,10 +101,81 @@ type deliveryConfig struct {
 		Max    time.Duration `yaml:"max"`
 		MaxAge time.Duration `yaml:"max_age"`
 	} `yaml:"retry"`
-	Limits map[string]struct {
-		Concurrency int     `yaml:"concurrency"`
-		PerSecond   float64 `yaml:"per_second"`
-	} `yaml:"limits"`
+	Limits   map[string]limitsConfig `yaml:"limits"` // fixed, by recipient domain, MX group or "*"
+	Adaptive struct {
+		Start    limitsConfig `yaml:"start"`
+		Floor    limitsConfig `yaml:"floor"`
+		Ceiling  limitsConfig `yaml:"ceiling"`
+		Increase float64      `yaml:"increase"` // messages per second gained per second without throttling
+		Decrease float64      `yaml:"decrease"` // factor on a throttling signal, between 0 and 1
+	} `yaml:"adaptive"` // direct delivery's MX groups
+	WarmUp *warmUpConfig `yaml:"warmup"`
+}
+
+type limitsConfig struct {
+	Concurrency int     `yaml:"concurrency"`
+	PerSecond   float64 `yaml:"per_second"`
+}
+
+func (l limitsConfig) limits() mailing.Limits {
+	return mailing.Limits{Concurrency: l.Concurrency, PerSecond: l.PerSecond}
+}
+
+// warmUpConfig is a warm-up plan: daily caps per provider group.
+type warmUpConfig struct {
+	Start    string `yaml:"start"`    // YYYY-MM-DD, the plan's first day
+	Timezone string `yaml:"timezone"` // where days begin; default UTC
+	Groups   map[string]struct {
+		Daily  []int64 `yaml:"daily"`
+		First  int64   `yaml:"first"`
+		Growth float64 `yaml:"growth"`
+		Max    int64   `yaml:"max"`
+	} `yaml:"groups"`
+
+	plan mailing.WarmUp // parsed by check
+}
+
+// check parses and validates the plan.
+func (w *warmUpConfig) check() error {
+	loc := time.UTC
+	if w.Timezone != "" {
+		var err error
+		if loc, err = time.LoadLocation(w.Timezone); err != nil {
+			return fmt.Errorf("delivery.warmup.timezone: %w", err)
+		}
+	}
+	start, err := time.ParseInLocation(time.DateOnly, w.Start, loc)
+	if err != nil {
+		return fmt.Errorf("delivery.warmup.start %q must be a date (YYYY-MM-DD)", w.Start)
+	}
+	w.plan = mailing.WarmUp{Start: start, Location: loc, Groups: map[string]mailing.WarmUpGroup{}}
+	for name, g := range w.Groups {
+		if len(g.Daily) == 0 && g.First <= 0 || g.Growth < 0 || g.Max < 0 || slices.ContainsFunc(g.Daily, func(n int64) bool { return n < 0 }) {
+			return fmt.Errorf("delivery.warmup.groups.%s needs daily caps (≥ 0) or first > 0, growth ≥ 0 and max ≥ 0", name)
+		}
+		w.plan.Groups[name] = mailing.WarmUpGroup{Daily: g.Daily, First: g.First, Growth: g.Growth, Max: g.Max}
+	}
+	return nil
+}
+
+// checkAdaptive validates delivery.adaptive (zero: the default).
+func (d deliveryConfig) checkAdaptive() error {
+	a := d.Adaptive
+	for _, l := range []struct {
+		name string
+		l    limitsConfig
+	}{{"start", a.Start}, {"floor", a.Floor}, {"ceiling", a.Ceiling}} {
+		if l.l.Concurrency < 0 || l.l.PerSecond < 0 {
+			return fmt.Errorf("delivery.adaptive.%s must not be negative", l.name)
+		}
+	}
+	if a.Increase < 0 || a.Decrease < 0 || a.Decrease >= 1 {
+		return errors.New("delivery.adaptive needs increase ≥ 0 and decrease between 0 and 1")
+	}
+	if d.Smarthost.Connections < 0 || d.Smarthost.MessagesPerConn < 0 || d.Smarthost.PerSecond < 0 {
+		return errors.New("delivery.smarthost.{connections,messages_per_connection,per_second} must not be negative")
+	}
+	return nil
 }
 
 var unknownKey = regexp.MustCompile(`line (\d+): field (\S+) not found in type \S+`)
@@ -134,6 +210,14 @@ func loadConfig(path string) (fileConfig, error) {
 			return c, fmt.Errorf("config %s: delivery.limits.%s needs concurrency ≥ 1 and per_second > 0", path, d)
 		}
 	}
+	if err := c.Delivery.checkAdaptive(); err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	if w := c.Delivery.WarmUp; w != nil {
+		if err := w.check(); err != nil {
+			return c, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
 	return c, nil
 }
 
@@ -149,8 +233,18 @@ func (d deliveryConfig) apply(cfg *mailing.EngineConfig) {
 	if len(d.Limits) > 0 {
 		cfg.Limits = map[string]mailing.Limits{}
 		for dom, l := range d.Limits {
-			cfg.Limits[dom] = mailing.Limits{Concurrency: l.Concurrency, PerSecond: l.PerSecond}
+			cfg.Limits[dom] = l.limits()
 		}
+	}
+	cfg.Smarthost = mailing.SmarthostLimits{Connections: d.Smarthost.Connections, PerSecond: d.Smarthost.PerSecond}
+	if sh, ok := cfg.Transport.(*mailing.Smarthost); ok && d.Smarthost.MessagesPerConn > 0 {
+		sh.MessagesPerConn = d.Smarthost.MessagesPerConn
+	}
+	a := d.Adaptive
+	cfg.Adaptive = mailing.Adaptive{Start: a.Start.limits(), Floor: a.Floor.limits(), Ceiling: a.Ceiling.limits(), Increase: a.Increase, Decrease: a.Decrease}
+	if d.WarmUp != nil {
+		plan := d.WarmUp.plan
+		cfg.WarmUp = &plan
 	}
 }
 

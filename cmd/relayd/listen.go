@@ -274,5 +274,6 @@ func processMetrics(w io.Writer, s *servers, eng *mailing.Engine) {
 		fmt.Fprintf(w, "envios_delivery_latency_seconds_bucket{le=\"+Inf\"} %d\n", st.Count)
 		fmt.Fprintf(w, "envios_delivery_latency_seconds_sum %.3f\n", st.SumSeconds)
 		fmt.Fprintf(w, "envios_delivery_latency_seconds_count %d\n", st.Count)
+		st.WriteDestinationMetrics(w)
 	}
 }

@@ -18,14 +18,16 @@ import (
 // deliver builds and signs the message of a group of recipients (one
 // message, one domain; see group), sends it in one transaction and says
 // what happened to each recipient. A panic is recovered: every recipient
-// of the group is deferred, none is lost.
+// of the group is deferred, none is lost. Before anything is built, admit
+// decides whether it goes now.
 func (e *Engine) deliver(ctx context.Context, g []mailstore.Claimed) (out []outcome) {
 	out = make([]outcome, len(g))
 	for i, it := range g {
 		out[i].it = it
 	}
+	going := len(g) // the recipients that go now (see admit)
 	every := func(res smtpout.Result) []outcome {
-		for i := range out {
+		for i := range out[:going] {
 			out[i].res = res
 		}
 		return out
@@ -40,6 +42,12 @@ func (e *Engine) deliver(ctx context.Context, g []mailstore.Claimed) (out []outc
 		}
 	}()
 	first := g[0]
+	adm := e.admit(ctx, g, out)
+	if adm == nil {
+		return out // waiting, unattempted: see admit
+	}
+	going = adm.n
+	defer func() { e.finish(ctx, adm, out[:adm.n]) }()
 	src, err := e.source(ctx, first.MessageID)
 	if err != nil {
 		return every(smtpout.Result{Text: "reading the message: " + err.Error()}) // the database: try again later
@@ -56,46 +64,108 @@ func (e *Engine) deliver(ctx context.Context, g []mailstore.Claimed) (out []outc
 		return every(smtpout.Result{Text: err.Error()})
 	}
 	domain := domainOf(first.Address)
-	if wait := e.limits.bulkPaused(domain, e.st.Now()); first.Priority > 0 && wait > 0 {
-		// A policy refusal paused bulk mail to the destination: it waits,
-		// unattempted; transactional mail still goes.
-		every(smtpout.Result{Text: "bulk mail to " + domain + " paused after a policy refusal"})
-		for i := range out {
-			out[i].retryIn = wait
-		}
-		return out
-	}
-	release, wait := e.limits.acquire(ctx, domain, 250*time.Millisecond)
-	if release == nil {
-		// The destination's limits are full: try again when they are not,
-		// without counting an attempt or holding a worker.
-		every(smtpout.Result{Text: "waiting for " + domain + "'s delivery rate limit"})
-		for i := range out {
-			out[i].retryIn = wait
-		}
-		return out
-	}
-	defer release()
-	to := make([]string, len(g))
-	for i, it := range g {
+	to := make([]string, adm.n)
+	for i, it := range g[:adm.n] {
 		to[i] = it.Address
 	}
 	results := e.cfg.Transport.Deliver(ctx, e.ReturnPath(first.ID), to, raw)
-	throttled, policy := false, -1
-	for i := range out {
+	policy := -1
+	for i := range out[:adm.n] {
 		out[i].res, out[i].attempted = results[i], true
-		throttled = throttled || isThrottling(results[i])
 		if r := results[i]; r.Permanent() && bounce.Classify(r.Code, r.Enhanced, r.Text) == bounce.Policy {
 			policy = i
 		}
-	}
-	if throttled {
-		e.limits.throttled(domain)
 	}
 	if policy >= 0 {
 		e.policyRefusal(domain, results[policy])
 	}
 	return out
+}
+
+// admission is what a transaction took before it is sent: a slot of its
+// destinations' limits and its share of the warm-up cap.
+type admission struct {
+	slot *slot
+	warm *warmTake // nil: no cap counted
+	n    int       // its first n recipients go now; the rest wait for the warm-up plan's next day
+}
+
+// admit decides, before the message is built, whether a transaction goes
+// now. It waits, unattempted (out says until when), when a policy refusal
+// paused bulk mail to the domain; past the warm-up plan's cap for the day
+// (bulk mail: those over it wait for the next day); or when its
+// destinations' limits (limiter.acquire: the domain's fixed entry, the
+// smarthost or the domain's MX group, found by the transport's Route) are
+// full for longer than 250 ms. nil: nothing goes now.
+func (e *Engine) admit(ctx context.Context, g []mailstore.Claimed, out []outcome) *admission {
+	first := g[0]
+	domain := domainOf(first.Address)
+	wait := func(from int, text string, d time.Duration) {
+		for i := from; i < len(out); i++ {
+			out[i].res, out[i].retryIn = smtpout.Result{Text: text}, d
+		}
+	}
+	if d := e.limits.bulkPaused(domain, e.st.Now()); first.Priority > 0 && d > 0 {
+		// A policy refusal paused bulk mail to the destination: it waits,
+		// unattempted; transactional mail still goes.
+		wait(0, "bulk mail to "+domain+" paused after a policy refusal", d)
+		return nil
+	}
+	rt := e.route(ctx, domain)
+	n, take, next, err := e.takeWarmUp(ctx, rt, domain, g)
+	if err != nil {
+		wait(0, "warm-up count: "+err.Error(), e.backoff(1))
+		return nil
+	}
+	if n < len(g) {
+		wait(n, "warm-up plan: today's cap for "+take.group+" is reached; it waits for the next day", max(time.Second, next.Sub(e.st.Now())))
+	}
+	if n == 0 {
+		return nil
+	}
+	s, d := e.limits.acquire(ctx, rt, domain, 250*time.Millisecond)
+	if s == nil {
+		// The destination's limits are full: try again when they are not,
+		// without counting an attempt or holding a worker.
+		e.giveBackWarmUp(ctx, take, out[:n])
+		wait(0, "waiting for "+domain+"'s delivery rate limit", d)
+		return nil
+	}
+	return &admission{slot: s, warm: take, n: n}
+}
+
+// finish gives back what a transaction took: its slot, with the
+// destination's feedback if it was attempted, and the warm-up count of
+// the recipients not handed over.
+func (e *Engine) finish(ctx context.Context, a *admission, out []outcome) {
+	if len(out) > 0 && out[0].attempted {
+		results := make([]smtpout.Result, len(out))
+		for i, o := range out {
+			results[i] = o.res
+		}
+		a.slot.done(results)
+	} else {
+		a.slot.release()
+	}
+	e.giveBackWarmUp(ctx, a.warm, out)
+}
+
+// router is a transport that tells where a domain's mail goes before
+// delivering it (smtpout.Smarthost and smtpout.DirectMX do).
+type router interface {
+	Route(ctx context.Context, domain string) smtpout.Route
+}
+
+// route is where the transport sends domain's mail: what its limits are
+// keyed on. A transport that cannot tell gives each domain its own.
+func (e *Engine) route(ctx context.Context, domain string) smtpout.Route {
+	r, ok := e.cfg.Transport.(router)
+	if !ok {
+		return smtpout.Route{Key: domain, Group: domain}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return r.Route(ctx, domain)
 }
 
 // PolicyPause is how long bulk mail to a destination waits after it
@@ -123,8 +193,9 @@ func (e *Engine) PauseBulk(domain, host, reply string) {
 		"domain", domain, "host", host, "reply", reply, "paused_until", until.UTC().Format(time.RFC3339))
 }
 
-// DestinationRate is the messages per second the engine allows a domain
-// now (lower than its limit after throttling replies).
+// DestinationRate is the messages per second the engine allows a domain's
+// own destination now: its Config.Limits entry if it has one, else the
+// smarthost or its MX group (+Inf: unlimited). Throttling lowers it.
 func (e *Engine) DestinationRate(domain string) float64 {
 	return e.limits.rate(strings.ToLower(domain))
 }

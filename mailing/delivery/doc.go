@@ -33,8 +33,13 @@
 // be delivered twice. A recipient that fails before any attempt has its
 // charge released in the transaction that records it. Per-destination
 // limits (concurrency and messages per second, golang.org/x/time/rate)
-// defer what would wait too long instead of holding a worker; a 421 or
-// 4.7.x reply halves the destination's rate.
+// defer what would wait too long instead of holding a worker. Through a
+// smarthost the destination is the smarthost (Config.Smarthost); in direct
+// delivery each MX group adapts (Config.Adaptive: additive increase while
+// it accepts, multiplicative decrease on 421, 4.7.x and failed
+// connections); Config.Limits fixes a domain's or group's. A warm-up plan
+// (Config.WarmUp) caps each provider group's recipients a day, counted in
+// the database.
 //
 // RFCs: 5321 (SMTP), 6376 (DKIM), 2369 and 8058 (List-Unsubscribe and
 // one-click), 3463 (enhanced status codes, for throttling replies).

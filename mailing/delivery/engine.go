@@ -40,11 +40,24 @@ type Config struct {
 	// SignatureTTL, when set, gives signatures an expiry (x=). Default none.
 	SignatureTTL time.Duration
 
-	// Limits caps each destination domain (concurrency, messages per
-	// second), over DefaultLimits; "*" is everyone not listed. A 421 or
-	// 4.7.x reply halves the destination's rate, which recovers by
-	// doubling each quiet minute.
+	// Limits are fixed limits (concurrency, messages per second) by
+	// recipient domain, in direct delivery also by MX group (google.com),
+	// and "*" for every other domain (through a smarthost) or group
+	// (direct), each on its own. Through a smarthost they apply on top of
+	// Smarthost's; in direct delivery they replace Adaptive's for what they
+	// name. A 421 or 4.7.x reply halves a fixed entry's rate, which
+	// recovers by doubling each quiet minute. Default none.
 	Limits map[string]Limits
+	// Smarthost limits the smarthost, the one destination when Transport
+	// is a *smtpout.Smarthost (see SmarthostLimits): by default 16
+	// connections and no rate limit, recipient domains unlimited.
+	Smarthost SmarthostLimits
+	// Adaptive shapes the limits of each MX group in direct delivery (see
+	// Adaptive): they start moderate and grow while the group accepts.
+	Adaptive Adaptive
+	// WarmUp, when set, caps each provider group's recipients a day on a
+	// growing schedule (see WarmUp). Default none.
+	WarmUp *WarmUp
 
 	// Workers bounds concurrent deliveries. Default 8.
 	Workers int
@@ -97,7 +110,7 @@ type Config struct {
 // Bcc: they all get the same bytes, as Bcc never appear in the headers)
 // that are claimed together and share a domain go in one SMTP transaction,
 // up to MaxRecipientsPerTransaction, taking one slot and one message of the
-// destination's Limits. Batch recipients (each its own personalised
+// destination's limits. Batch recipients (each its own personalised
 // message) and bulk mail (a List-Unsubscribe token per recipient) always go
 // one per transaction. Each recipient's RCPT reply, or the reply to the
 // message for those RCPT accepted, is recorded on its own row: partial
@@ -118,6 +131,7 @@ type Engine struct {
 	cache    map[string]*mailstore.Source
 	keyCache map[string]cachedKeys
 	limits   *limiter
+	warm     *warmUp // nil: no warm-up plan
 	stats    engineStats
 	// sole is set for the one engine that delivers from a SQLite file (its
 	// Owner is its Node): Run takes the file's delivery lock.
@@ -173,7 +187,12 @@ func New(ctx context.Context, st *mailstore.Store, cfg Config) (*Engine, error) 
 		return nil, err
 	}
 	e := &Engine{st: st, cfg: cfg, tokens: tokens, unsigned: map[string]bool{}, cache: map[string]*mailstore.Source{}, keyCache: map[string]cachedKeys{},
-		limits: newLimiter(cfg.Limits), sole: sole}
+		limits: newLimiter(cfg), sole: sole}
+	if cfg.WarmUp != nil {
+		if e.warm, err = newWarmUp(*cfg.WarmUp); err != nil {
+			return nil, err
+		}
+	}
 	for _, d := range cfg.UnsignedDomains {
 		e.unsigned[strings.ToLower(d)] = true
 	}
@@ -250,6 +269,8 @@ func (e *Engine) Run(ctx context.Context) error {
 		wait := e.cfg.Poll
 		if n > 0 && err == nil {
 			wait = 0 // more may be due
+		} else if wait > limitPoll && e.limits.backlogged() {
+			wait = limitPoll // recipients deferred for a destination's limits come due in small steps
 		}
 		timer.Reset(wait)
 	}
@@ -276,6 +297,10 @@ func (e *Engine) RunOnce(ctx context.Context) (int, error) {
 	c.stop()
 	return n, err
 }
+
+// limitPoll is how often Run looks for due recipients while some that a
+// destination's limits deferred are coming due.
+const limitPoll = 100 * time.Millisecond
 
 // claimTimeout bounds a claim, which a shutdown does not interrupt.
 const claimTimeout = 30 * time.Second

@@ -10,6 +10,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -40,6 +41,14 @@ type DirectMX struct {
 	HelloName string
 	// Timeout bounds each delivery. Default 2 minutes.
 	Timeout time.Duration
+	// MXCacheTTL is how long a domain's MX hosts (or its permanent
+	// failure: null MX, no such domain) are remembered, for Route and
+	// Deliver alike; a DNS failure is never remembered. Default 5 minutes;
+	// negative: every call looks up.
+	MXCacheTTL time.Duration
+
+	mu    sync.Mutex
+	cache map[string]mxEntry
 }
 
 var _ Transport = (*DirectMX)(nil)
@@ -66,10 +75,11 @@ func (x *DirectMX) Deliver(ctx context.Context, from string, to []string, msg []
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	hosts, fail := x.hosts(ctx, domain)
-	if fail != nil {
-		return all(to, *fail)
+	m := x.lookup(ctx, domain)
+	if m.fail != nil {
+		return all(to, *m.fail)
 	}
+	hosts := m.hosts
 	var last Result
 	for _, h := range hosts {
 		c, tlsNote, err := x.connect(ctx, h, timeout)
@@ -88,8 +98,9 @@ func (x *DirectMX) Deliver(ctx context.Context, from string, to []string, msg []
 	return all(to, last)
 }
 
-// hosts resolves where mail for domain goes, or the failure to record.
-func (x *DirectMX) hosts(ctx context.Context, domain string) ([]string, *Result) {
+// hosts resolves where mail for domain goes (the MX hosts in preference
+// order, and how many share the best preference), or the failure to record.
+func (x *DirectMX) hosts(ctx context.Context, domain string) ([]string, int, *Result) {
 	r := x.Resolver
 	if r == nil {
 		r = net.DefaultResolver
@@ -98,26 +109,30 @@ func (x *DirectMX) hosts(ctx context.Context, domain string) ([]string, *Result)
 	var dnsErr *net.DNSError
 	switch {
 	case err == nil && len(mxs) == 1 && (mxs[0].Host == "." || mxs[0].Host == ""):
-		return nil, &Result{Code: 556, Enhanced: "5.1.10", Text: domain + " does not accept mail (null MX, RFC 7505)"}
+		return nil, 0, &Result{Code: 556, Enhanced: "5.1.10", Text: domain + " does not accept mail (null MX, RFC 7505)"}
 	case err == nil && len(mxs) > 0:
 		sort.SliceStable(mxs, func(i, j int) bool { return mxs[i].Pref < mxs[j].Pref })
 		var hosts []string
+		best := 0
 		for _, mx := range mxs {
 			hosts = append(hosts, strings.TrimSuffix(mx.Host, "."))
+			if mx.Pref == mxs[0].Pref {
+				best++
+			}
 		}
-		return hosts, nil
+		return hosts, best, nil
 	case err != nil && !(errors.As(err, &dnsErr) && dnsErr.IsNotFound):
-		return nil, &Result{Enhanced: "4.4.3", Text: "DNS lookup of MX for " + domain + " failed: " + err.Error()}
+		return nil, 0, &Result{Enhanced: "4.4.3", Text: "DNS lookup of MX for " + domain + " failed: " + err.Error()}
 	}
 	// No MX (or no such name): the domain's own address, if it has one.
 	addrs, err := r.LookupHost(ctx, domain)
 	if err == nil && len(addrs) > 0 {
-		return []string{domain}, nil
+		return []string{domain}, 1, nil
 	}
 	if errors.As(err, &dnsErr) && dnsErr.IsNotFound || err == nil {
-		return nil, &Result{Code: 550, Enhanced: "5.1.2", Text: domain + " has no mail server (no MX and no address)"}
+		return nil, 0, &Result{Code: 550, Enhanced: "5.1.2", Text: domain + " has no mail server (no MX and no address)"}
 	}
-	return nil, &Result{Enhanced: "4.4.3", Text: "DNS lookup of " + domain + " failed: " + err.Error()}
+	return nil, 0, &Result{Enhanced: "4.4.3", Text: "DNS lookup of " + domain + " failed: " + err.Error()}
 }
 
 // connect opens a session with host: STARTTLS verified if it can be,
