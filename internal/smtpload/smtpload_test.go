@@ -1,7 +1,8 @@
 package smtpload
 
 import (
-	"strings"
+	"context"
+	"net/smtp"
 	"testing"
 )
 
@@ -19,14 +20,53 @@ func TestStuff(t *testing.T) {
 	}
 }
 
-func TestBody(t *testing.T) {
-	for _, size := range []int{0, 300, 5120, 64 << 10} {
-		b := string(Body("a@servir.gob.pe", "b@example.org", 7, size))
-		if !strings.HasPrefix(b, "From: <a@servir.gob.pe>\r\nTo: <b@example.org>\r\nSubject: carga 7\r\n") || !strings.HasSuffix(b, "\r\n") {
-			t.Fatalf("size %d: %q", size, b)
-		}
-		if min := size - 60; len(b) < min || (len(b) > size && strings.Contains(b, "Lorem")) {
-			t.Errorf("size %d: body of %d bytes", size, len(b))
-		}
+// The ceiling: a run of every shape against the sink is accepted whole
+// and the sink read every message.
+func TestRunCeiling(t *testing.T) {
+	for _, shape := range Shapes {
+		t.Run(string(shape), func(t *testing.T) {
+			s, err := StartSink("u", "p")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			res, err := Run(context.Background(), Config{Addr: s.Addr, TLS: s.ClientTLS(), Username: "u", Password: "p",
+				From: "avisos@servir.gob.pe", To: "dest%d@example.org", Conns: 4, Messages: 40, Shape: shape})
+			if err != nil || res.Sent != 40 || len(res.Failed) != 0 || s.Messages() != 40 || res.Bytes < 40*4900 {
+				t.Fatalf("%v %v; sink read %d", res, err, s.Messages())
+			}
+		})
+	}
+	res, err := RunCeiling(context.Background(), Config{From: "a@servir.gob.pe", To: "b@example.org", Conns: 2, Messages: 5})
+	if err != nil || res.Sent != 5 {
+		t.Fatalf("RunCeiling: %v %v", res, err)
+	}
+}
+
+// The sink asks what a submission server asks: TLS before AUTH, the
+// right credential, AUTH before MAIL.
+func TestSinkRefuses(t *testing.T) {
+	s, err := StartSink("u", "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := Run(context.Background(), Config{Addr: s.Addr, TLS: s.ClientTLS(), Username: "u", Password: "wrong",
+		From: "a@b.pe", To: "c@d.pe", Conns: 1, Messages: 1}); err == nil {
+		t.Fatal("a wrong password was accepted")
+	}
+	c, err := smtp.Dial(s.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if ok, _ := c.Extension("AUTH"); ok {
+		t.Fatal("AUTH offered before TLS")
+	}
+	if err := c.StartTLS(s.ClientTLS()); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Mail("a@b.pe"); err == nil {
+		t.Fatal("MAIL accepted without AUTH")
 	}
 }
