@@ -113,24 +113,40 @@ func parseSendAt(s string, loc *time.Location) (time.Time, error) {
 	return t, nil
 }
 
-// campaignArgs parses the flags common to commands on one campaign:
-// its id and --account.
-func campaignArgs(e *env, name string, args []string, extra func(*flag.FlagSet)) (g globals, id int64, account string, asJSON bool, err error) {
-	fs := e.flagSet(name, &g)
+// campaignCmd is a command on one campaign: its id, --account and
+// --json, and the campaign store opened (close it).
+type campaignCmd struct {
+	g       globals
+	s       *campaign.Store
+	id      int64
+	account string
+	asJSON  bool
+	close   func()
+}
+
+// campaignCommand parses the flags common to commands on one campaign
+// (its id, --account, --json, and those extra adds) and opens the store.
+func (e *env) campaignCommand(ctx context.Context, name string, args []string, extra func(*flag.FlagSet)) (campaignCmd, error) {
+	c := campaignCmd{close: func() {}}
+	fs := e.flagSet(name, &c.g)
 	acct := fs.String("account", "", "the campaign's account (default: any, for an admin)")
 	j := fs.Bool("json", false, "print JSON")
 	if extra != nil {
 		extra(fs)
 	}
-	pos, err := parse(fs, &g, args, 1, 1)
+	pos, err := parse(fs, &c.g, args, 1, 1)
 	if err != nil {
-		return g, 0, "", false, helpOr(err, fs, e)
+		return c, helpOr(err, fs, e)
 	}
 	id, perr := strconv.ParseInt(pos[0], 10, 64)
 	if perr != nil || id <= 0 {
-		return g, 0, "", false, usagef("%s: %q is not a campaign id", name, pos[0])
+		return c, usagef("%s: %q is not a campaign id", name, pos[0])
 	}
-	return g, id, *acct, *j, nil
+	c.id, c.account, c.asJSON = id, *acct, *j
+	if c.s, c.close, err = e.openCampaigns(ctx, &c.g); err != nil {
+		return c, err
+	}
+	return c, nil
 }
 
 func runCampaignList(ctx context.Context, e *env, args []string) error {
@@ -169,20 +185,16 @@ func runCampaignList(ctx context.Context, e *env, args []string) error {
 }
 
 func runCampaignShow(ctx context.Context, e *env, args []string) error {
-	g, id, account, asJSON, err := campaignArgs(e, "campaign show", args, nil)
+	cc, err := e.campaignCommand(ctx, "campaign show", args, nil)
 	if err != nil {
 		return err
 	}
-	s, done, err := e.openCampaigns(ctx, &g)
+	defer cc.close()
+	p, err := cc.s.Progress(ctx, cc.account, cc.id)
 	if err != nil {
 		return err
 	}
-	defer done()
-	p, err := s.Progress(ctx, account, id)
-	if err != nil {
-		return err
-	}
-	if asJSON {
+	if cc.asJSON {
 		return writeJSON(e.stdout, p)
 	}
 	c := p.Campaign
@@ -190,11 +202,11 @@ func runCampaignShow(ctx context.Context, e *env, args []string) error {
 	fmt.Fprintf(w, "campaign %d %q of %s: %s\n", c.ID, c.Name, c.Account, c.Status)
 	fmt.Fprintf(w, "from:      %s\nsubject:   %s\ntarget:    lists %s; segment %s\ntopic:     %s\n", c.From, c.Subject, noneIfEmpty(c.Lists), noneIfEmpty(splitList(c.Segment)), c.Topic)
 	if !c.SendAt.IsZero() {
-		fmt.Fprintf(w, "send at:   %s\n", c.SendAt.In(g.loc).Format("2006-01-02 15:04 MST"))
+		fmt.Fprintf(w, "send at:   %s\n", c.SendAt.In(cc.g.loc).Format("2006-01-02 15:04 MST"))
 	}
-	fmt.Fprintf(w, "created:   %s by %s\n", c.CreatedAt.In(g.loc).Format("2006-01-02 15:04"), c.CreatedBy)
+	fmt.Fprintf(w, "created:   %s by %s\n", c.CreatedAt.In(cc.g.loc).Format("2006-01-02 15:04"), c.CreatedBy)
 	if !c.StartedAt.IsZero() {
-		fmt.Fprintf(w, "started:   %s by %s; %s recipients, %s stored", c.StartedAt.In(g.loc).Format("2006-01-02 15:04"), c.StartedBy, group(p.Targets), group(p.Stored))
+		fmt.Fprintf(w, "started:   %s by %s; %s recipients, %s stored", c.StartedAt.In(cc.g.loc).Format("2006-01-02 15:04"), c.StartedBy, group(p.Targets), group(p.Stored))
 		if p.Skipped > 0 {
 			fmt.Fprintf(w, ", %s skipped (deleted or no longer active)", group(p.Skipped))
 		}
@@ -216,51 +228,47 @@ func runCampaignShow(ctx context.Context, e *env, args []string) error {
 
 func runCampaignStart(ctx context.Context, e *env, args []string) error {
 	var dry, noWait *bool
-	g, id, account, asJSON, err := campaignArgs(e, "campaign start", args, func(fs *flag.FlagSet) {
+	cc, err := e.campaignCommand(ctx, "campaign start", args, func(fs *flag.FlagSet) {
 		dry = fs.Bool("dry-run", false, "only the preflight: recipients, suppressed, cost against the account's remaining allocation")
 		noWait = fs.Bool("no-wait", false, "snapshot the recipients and return: relayd serve stores them")
 	})
 	if err != nil {
 		return err
 	}
-	s, done, err := e.openCampaigns(ctx, &g)
-	if err != nil {
-		return err
-	}
-	defer done()
+	defer cc.close()
 	if *dry {
-		p, err := s.Preflight(ctx, account, id)
+		p, err := cc.s.Preflight(ctx, cc.account, cc.id)
 		if err != nil {
 			return err
 		}
-		if asJSON {
+		if cc.asJSON {
 			return writeJSON(e.stdout, p)
 		}
 		printPreflight(e, p)
 		return nil
 	}
-	c, p, err := s.Start(ctx, account, id, e.defaultActor())
+	c, p, err := cc.s.Start(ctx, cc.account, cc.id, e.defaultActor())
 	if err != nil {
 		return err
 	}
-	if !asJSON {
+	if !cc.asJSON {
 		printPreflight(e, p)
 	}
 	if *noWait {
-		if asJSON {
+		if cc.asJSON {
 			return writeJSON(e.stdout, c)
 		}
 		fmt.Fprintf(e.stdout, "campaign %d %s: relayd serve stores its %s recipients\n", c.ID, c.Status, group(c.Targets))
 		return nil
 	}
-	if _, err := s.Materialise(ctx, id); err != nil {
+	if _, err := cc.s.Materialise(ctx, cc.id); err != nil {
 		return fmt.Errorf("campaign start: started, but storing its recipients stopped (relayd serve resumes it): %w", err)
 	}
-	pr, err := s.Progress(ctx, account, id)
+	pr, err := cc.s.Progress(ctx, cc.account, cc.id)
 	if err != nil {
 		return err
 	}
-	if asJSON {
+	if cc.asJSON {
 		return writeJSON(e.stdout, pr)
 	}
 	fmt.Fprintf(e.stdout, "campaign %d %s: %s recipients stored\n", c.ID, pr.Campaign.Status, group(pr.Stored))
@@ -283,20 +291,16 @@ func printPreflight(e *env, p campaign.Preflight) {
 // runCampaignState is pause, resume and cancel.
 func runCampaignState(name string, do func(*campaign.Store, context.Context, string, int64, string) (campaign.Campaign, error)) func(context.Context, *env, []string) error {
 	return func(ctx context.Context, e *env, args []string) error {
-		g, id, account, asJSON, err := campaignArgs(e, "campaign "+name, args, nil)
+		cc, err := e.campaignCommand(ctx, "campaign "+name, args, nil)
 		if err != nil {
 			return err
 		}
-		s, done, err := e.openCampaigns(ctx, &g)
+		defer cc.close()
+		c, err := do(cc.s, ctx, cc.account, cc.id, e.defaultActor())
 		if err != nil {
 			return err
 		}
-		defer done()
-		c, err := do(s, ctx, account, id, e.defaultActor())
-		if err != nil {
-			return err
-		}
-		if asJSON {
+		if cc.asJSON {
 			return writeJSON(e.stdout, c)
 		}
 		fmt.Fprintf(e.stdout, "campaign %d is %s\n", c.ID, c.Status)
@@ -306,70 +310,58 @@ func runCampaignState(name string, do func(*campaign.Store, context.Context, str
 
 func runCampaignClone(ctx context.Context, e *env, args []string) error {
 	var name *string
-	g, id, account, asJSON, err := campaignArgs(e, "campaign clone", args, func(fs *flag.FlagSet) {
+	cc, err := e.campaignCommand(ctx, "campaign clone", args, func(fs *flag.FlagSet) {
 		name = fs.String("name", "", "the new campaign's name (default: the old one and \" (copia)\")")
 	})
 	if err != nil {
 		return err
 	}
-	s, done, err := e.openCampaigns(ctx, &g)
+	defer cc.close()
+	c, err := cc.s.Clone(ctx, cc.account, cc.id, *name, e.defaultActor())
 	if err != nil {
 		return err
 	}
-	defer done()
-	c, err := s.Clone(ctx, account, id, *name, e.defaultActor())
-	if err != nil {
-		return err
-	}
-	if asJSON {
+	if cc.asJSON {
 		return writeJSON(e.stdout, c)
 	}
-	fmt.Fprintf(e.stdout, "campaign %d %q created as a draft from campaign %d\n", c.ID, c.Name, id)
+	fmt.Fprintf(e.stdout, "campaign %d %q created as a draft from campaign %d\n", c.ID, c.Name, cc.id)
 	return nil
 }
 
 func runCampaignExtend(ctx context.Context, e *env, args []string) error {
-	g, id, account, asJSON, err := campaignArgs(e, "campaign extend", args, nil)
+	cc, err := e.campaignCommand(ctx, "campaign extend", args, nil)
 	if err != nil {
 		return err
 	}
-	s, done, err := e.openCampaigns(ctx, &g)
+	defer cc.close()
+	n, err := cc.s.Extend(ctx, cc.account, cc.id, e.defaultActor())
 	if err != nil {
 		return err
 	}
-	defer done()
-	n, err := s.Extend(ctx, account, id, e.defaultActor())
-	if err != nil {
+	if _, err := cc.s.Materialise(ctx, cc.id); err != nil {
 		return err
 	}
-	if _, err := s.Materialise(ctx, id); err != nil {
-		return err
-	}
-	if asJSON {
+	if cc.asJSON {
 		return writeJSON(e.stdout, map[string]int64{"added": n})
 	}
-	fmt.Fprintf(e.stdout, "campaign %d: %s contacts added since the start included\n", id, group(n))
+	fmt.Fprintf(e.stdout, "campaign %d: %s contacts added since the start included\n", cc.id, group(n))
 	return nil
 }
 
 func runCampaignPreview(ctx context.Context, e *env, args []string) error {
 	var as *string
-	g, id, account, asJSON, err := campaignArgs(e, "campaign preview", args, func(fs *flag.FlagSet) {
+	cc, err := e.campaignCommand(ctx, "campaign preview", args, func(fs *flag.FlagSet) {
 		as = fs.String("as", "", "render with this contact's data (default: the target's first contact)")
 	})
 	if err != nil {
 		return err
 	}
-	s, done, err := e.openCampaigns(ctx, &g)
+	defer cc.close()
+	p, err := cc.s.Preview(ctx, cc.account, cc.id, *as)
 	if err != nil {
 		return err
 	}
-	defer done()
-	p, err := s.Preview(ctx, account, id, *as)
-	if err != nil {
-		return err
-	}
-	if asJSON {
+	if cc.asJSON {
 		return writeJSON(e.stdout, p)
 	}
 	fmt.Fprintf(e.stdout, "To: %s\nSubject: %s\n", p.To, p.Subject)
@@ -384,51 +376,43 @@ func runCampaignPreview(ctx context.Context, e *env, args []string) error {
 
 func runCampaignTest(ctx context.Context, e *env, args []string) error {
 	var to, as *string
-	g, id, account, asJSON, err := campaignArgs(e, "campaign test", args, func(fs *flag.FlagSet) {
+	cc, err := e.campaignCommand(ctx, "campaign test", args, func(fs *flag.FlagSet) {
 		to = fs.String("to", "", "the address to send the test to (required)")
 		as = fs.String("as", "", "render with this contact's data (default: the target's first contact)")
 	})
 	if err != nil {
 		return err
 	}
+	defer cc.close()
 	if *to == "" {
 		return usagef("campaign test: --to is required")
 	}
-	s, done, err := e.openCampaigns(ctx, &g)
+	rec, err := cc.s.Test(ctx, cc.account, cc.id, *to, *as, e.defaultActor())
 	if err != nil {
 		return err
 	}
-	defer done()
-	rec, err := s.Test(ctx, account, id, *to, *as, e.defaultActor())
-	if err != nil {
-		return err
-	}
-	if asJSON {
+	if cc.asJSON {
 		return writeJSON(e.stdout, rec)
 	}
-	fmt.Fprintf(e.stdout, "test of campaign %d queued to %s as message %s (charged, tagged test)\n", id, *to, rec.MessageID)
+	fmt.Fprintf(e.stdout, "test of campaign %d queued to %s as message %s (charged, tagged test)\n", cc.id, *to, rec.MessageID)
 	return nil
 }
 
 func runCampaignRecipients(ctx context.Context, e *env, args []string) error {
 	var after, limit *int
-	g, id, account, asJSON, err := campaignArgs(e, "campaign recipients", args, func(fs *flag.FlagSet) {
+	cc, err := e.campaignCommand(ctx, "campaign recipients", args, func(fs *flag.FlagSet) {
 		after = fs.Int("after", -1, "the recipients after this seq (pagination)")
 		limit = fs.Int("limit", 1000, "at most this many")
 	})
 	if err != nil {
 		return err
 	}
-	s, done, err := e.openCampaigns(ctx, &g)
+	defer cc.close()
+	rs, err := cc.s.Recipients(ctx, cc.account, cc.id, *after, *limit)
 	if err != nil {
 		return err
 	}
-	defer done()
-	rs, err := s.Recipients(ctx, account, id, *after, *limit)
-	if err != nil {
-		return err
-	}
-	if asJSON {
+	if cc.asJSON {
 		return writeJSON(e.stdout, rs)
 	}
 	if len(rs) == 0 {
@@ -439,7 +423,7 @@ func runCampaignRecipients(ctx context.Context, e *env, args []string) error {
 	for _, r := range rs {
 		last := ""
 		if !r.LastAttemptAt.IsZero() {
-			last = r.LastAttemptAt.In(g.loc).Format("2006-01-02 15:04:05")
+			last = r.LastAttemptAt.In(cc.g.loc).Format("2006-01-02 15:04:05")
 		}
 		t.add(strconv.Itoa(r.Seq), r.Address, string(r.Status), strconv.Itoa(r.Attempts), last, r.RemoteHost, r.Reply)
 	}
